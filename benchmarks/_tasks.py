@@ -1,0 +1,29 @@
+"""Task bodies shared by every peer.
+
+They live in an importable module (not in ``__main__``) so that every peer can
+ship them to its workers by reference: Ray and jray via cloudpickle, dask via
+its own pickling, and ``concurrent.futures`` via plain pickle. The runner puts
+the repository root on ``PYTHONPATH`` so worker processes can import this.
+"""
+
+from __future__ import annotations
+
+
+def noop() -> None:
+    """Do nothing; measures pure task overhead."""
+    return None
+
+
+def leaf(i: int) -> int:
+    """A tree-reduce leaf: return a small value."""
+    return i
+
+
+def inc(x: int) -> int:
+    """One link of a dependency chain."""
+    return x + 1
+
+
+def add(a: int, b: int) -> int:
+    """One inner node of a reduction tree."""
+    return a + b

@@ -1,0 +1,72 @@
+"""jray: a Ray-style parallel runtime for Jupyter.
+
+``import jray as ray`` runs code written for Ray's core API: remote functions,
+``ObjectRef`` futures, ``get``/``put``/``wait``, resources, and a dynamic task
+DAG, on a local cluster that ``jray.init()`` starts by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jray import exceptions, state
+from jray._private.api import (
+    available_resources,
+    cancel,
+    cluster_resources,
+    get,
+    get_gpu_ids,
+    init,
+    is_initialized,
+    nodes,
+    put,
+    shutdown,
+    wait,
+)
+from jray._private.object_ref import ObjectRef
+from jray.remote_function import RemoteFunction
+
+__version__ = "0.1.0"
+
+
+def remote(*args: Any, **options: Any) -> Any:
+    """Make a function a remote function (a task factory).
+
+    Use bare (``@jray.remote``) or with options (``@jray.remote(num_cpus=2)``):
+    ``num_cpus``, ``num_gpus``, ``resources``, ``num_returns``, ``max_retries``,
+    ``retry_exceptions``, ``name``.
+    """
+    if len(args) == 1 and not options and callable(args[0]):
+        return _make(args[0], {})
+    if args:
+        raise TypeError("@jray.remote takes keyword options only, e.g. @jray.remote(num_cpus=2)")
+    return lambda target: _make(target, options)
+
+
+def _make(target: Any, options: dict[str, Any]) -> Any:
+    if isinstance(target, type):
+        raise TypeError(f"@jray.remote on class {target.__name__}: actors are not supported yet")
+    if not callable(target):
+        raise TypeError(f"@jray.remote needs a function or a class, got {type(target).__name__}")
+    return RemoteFunction(target, options)
+
+
+__all__ = [
+    "ObjectRef",
+    "RemoteFunction",
+    "__version__",
+    "available_resources",
+    "cancel",
+    "cluster_resources",
+    "exceptions",
+    "get",
+    "get_gpu_ids",
+    "init",
+    "is_initialized",
+    "nodes",
+    "put",
+    "remote",
+    "shutdown",
+    "state",
+    "wait",
+]

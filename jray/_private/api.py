@@ -1,0 +1,273 @@
+"""The process-wide session: ``init``, ``shutdown`` and the object API.
+
+One ``_Session`` per process holds the ``CoreClient`` and, in a driver that
+started an embedded cluster, the ``LocalCluster`` handle. Workers attach
+their own client at start-up so nested tasks use the same API.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from jray._private import serialization as S
+from jray._private.cluster import LocalCluster
+from jray._private.core import CoreClient
+from jray._private.object_ref import ObjectRef
+from jray._private.resources import validate_demand
+from jray.exceptions import InitError
+
+
+class _Session:
+    client: CoreClient | None = None
+    cluster: LocalCluster | None = None
+    is_worker = False
+    info: dict[str, Any] = {}
+    lock = threading.Lock()
+
+
+def _detect_gpus() -> int:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([v for v in visible.split(",") if v.strip() not in ("", "-1")])
+    try:
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+
+
+def _check_count(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"jray.init: {name} must be a number, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"jray.init: {name} must be >= 0, got {value}")
+
+
+def init(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    resources: dict[str, float] | None = None,
+    object_store_memory: int | None = None,
+    ignore_reinit_error: bool = False,
+    include_dashboard: bool | None = None,
+    log_to_driver: bool = True,
+    namespace: str | None = None,
+    **unsupported: Any,
+) -> dict[str, Any]:
+    """Start an embedded local cluster (or attach to one) and connect to it.
+
+    Parameters
+    ----------
+    address: None starts a local cluster (head, node daemon, workers).
+    num_cpus: CPUs of the local node; one worker process per CPU. Default: all.
+    num_gpus: GPUs of the local node (may be declared without hardware, for tests).
+    resources: custom resources of the local node, e.g. ``{"accelerator": 2}``.
+    object_store_memory: bytes of shared memory for objects (default 30% of RAM).
+    ignore_reinit_error: return the running session instead of raising on a second call.
+
+    Returns
+    -------
+    A dict describing the session (address, session directory, node id, resources).
+    """
+    if unsupported:
+        raise TypeError(f"jray.init() got unknown option(s): {', '.join(sorted(unsupported))}")
+    with _Session.lock:
+        if _Session.client is not None:
+            if ignore_reinit_error or _Session.is_worker:
+                return _Session.info
+            raise InitError(
+                "jray.init() was already called in this process; call jray.shutdown() first "
+                "or pass ignore_reinit_error=True"
+            )
+        if address is not None:
+            raise InitError(
+                f"jray.init(address={address!r}): joining an existing cluster is not "
+                f"supported yet; call jray.init() without an address for a local cluster"
+            )
+        for name, val in (("num_cpus", num_cpus), ("num_gpus", num_gpus),
+                          ("object_store_memory", object_store_memory)):
+            _check_count(name, val)
+        custom = validate_demand(dict(resources or {}), "jray.init(resources=...)")
+        for reserved in ("CPU", "GPU"):
+            if reserved in custom:
+                raise ValueError(
+                    f"jray.init: give {reserved} with num_{reserved.lower()}s=, not in resources"
+                )
+        cpus = float(os.cpu_count() or 1) if num_cpus is None else float(num_cpus)
+        gpus = float(_detect_gpus()) if num_gpus is None else float(num_gpus)
+        total = {"CPU": cpus, "GPU": gpus, **custom}
+        total = {k: v for k, v in total.items() if v > 0}
+        if object_store_memory is None:
+            try:
+                import psutil
+
+                object_store_memory = int(psutil.virtual_memory().total * 0.3)
+            except Exception:
+                object_store_memory = 2 << 30
+        cluster = LocalCluster.start(total, max(1, int(cpus)))
+        client = CoreClient(
+            cluster.head_addr, cluster.session_dir, cluster.node_id, cluster.shm_prefix,
+            b"d" + os.urandom(7), check_alive=cluster.check_alive,
+        )
+        _Session.client = client
+        _Session.cluster = cluster
+        _Session.info = {
+            "address": cluster.head_addr,
+            "session_dir": cluster.session_dir,
+            "node_id": cluster.node_id.hex(),
+            "resources": total,
+            "object_store_memory": object_store_memory,
+        }
+        return _Session.info
+
+
+def _attach_worker(client: CoreClient) -> None:
+    _Session.client = client
+    _Session.is_worker = True
+    _Session.info = {"node_id": client.node_id.hex(), "worker": True}
+
+
+def shutdown() -> None:
+    """Stop every process this driver started and remove its files and memory."""
+    with _Session.lock:
+        client, cluster = _Session.client, _Session.cluster
+        if client is None or _Session.is_worker:
+            return
+        _Session.client = None
+        _Session.cluster = None
+        try:
+            from jray._private import protocol as P
+
+            client.to_head.append((P.SHUTDOWN,))
+            client.flush()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.stop()
+
+
+atexit.register(shutdown)
+
+
+def is_initialized() -> bool:
+    return _Session.client is not None
+
+
+def client() -> CoreClient:
+    c = _Session.client
+    if c is None:
+        init()
+        c = _Session.client
+        assert c is not None
+    return c
+
+
+def put(value: Any) -> ObjectRef:
+    """Store ``value`` in the object store; return a ref to it."""
+    if isinstance(value, ObjectRef):
+        raise TypeError("jray.put() of an ObjectRef is not allowed; pass the ref itself")
+    return client().put(value)
+
+
+def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) -> Any:
+    """Wait for and return the value(s) of ``refs`` (one ref or a list of refs).
+
+    Raises the task's error (a ``TaskError`` that is also the original exception
+    class), ``GetTimeoutError`` after ``timeout`` seconds, ``TaskCancelledError``,
+    ``WorkerCrashedError`` or ``ObjectLostError``.
+    """
+    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
+        raise ValueError(f"jray.get: timeout must be a number >= 0 or None, got {timeout!r}")
+    if type(refs) is ObjectRef:
+        return S.decode(client().get([refs.id], timeout)[0])
+    if not isinstance(refs, (list, tuple)):
+        raise TypeError(
+            f"jray.get() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
+        )
+    for i, r in enumerate(refs):
+        if type(r) is not ObjectRef:
+            raise TypeError(
+                f"jray.get(): item {i} of the list is a {type(r).__name__}, not an ObjectRef"
+            )
+    locs = client().get([r.id for r in refs], timeout)
+    return [S.decode(loc) for loc in locs]
+
+
+def wait(
+    refs: Sequence[ObjectRef],
+    *,
+    num_returns: int = 1,
+    timeout: float | None = None,
+    fetch_local: bool = True,
+) -> tuple[list[ObjectRef], list[ObjectRef]]:
+    """Wait until ``num_returns`` of ``refs`` are ready or ``timeout`` passes.
+
+    Returns ``(ready, not_ready)``, both in the order of ``refs``; ``ready``
+    holds at most ``num_returns`` refs.
+    """
+    if not isinstance(refs, (list, tuple)):
+        raise TypeError(f"jray.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
+    for i, r in enumerate(refs):
+        if type(r) is not ObjectRef:
+            raise TypeError(f"jray.wait(): item {i} is a {type(r).__name__}, not an ObjectRef")
+    if len({r.id for r in refs}) != len(refs):
+        raise ValueError("jray.wait(): the list of refs contains duplicates")
+    if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
+        raise ValueError(f"jray.wait(): num_returns must be an int >= 1, got {num_returns!r}")
+    if num_returns > len(refs):
+        raise ValueError(
+            f"jray.wait(): num_returns={num_returns} exceeds the number of refs ({len(refs)})"
+        )
+    done = client().wait([r.id for r in refs], num_returns, timeout)
+    ready: list[ObjectRef] = []
+    not_ready: list[ObjectRef] = []
+    for r in refs:
+        if r.id in done and len(ready) < num_returns:
+            ready.append(r)
+        else:
+            not_ready.append(r)
+    return ready, not_ready
+
+
+def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that produces ``ref``; its ``get`` raises TaskCancelledError.
+
+    A pending task is dropped; a running one gets ``TaskCancelledError`` raised
+    inside it (``force=True`` kills its worker instead; the worker is replaced).
+    """
+    if type(ref) is not ObjectRef:
+        raise TypeError(f"jray.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    client().cancel(ref.id, bool(force))
+
+
+def nodes() -> list[dict[str, Any]]:
+    """One dict per node: id, hostname, resources, availability, worker count."""
+    result: list[dict[str, Any]] = client().query("nodes")
+    return result
+
+
+def cluster_resources() -> dict[str, float]:
+    """Total resources of all nodes."""
+    result: dict[str, float] = client().query("cluster_resources")
+    return result
+
+
+def available_resources() -> dict[str, float]:
+    """Resources not held by running tasks right now."""
+    result: dict[str, float] = client().query("available_resources")
+    return result
+
+
+def get_gpu_ids() -> list[int]:
+    """GPU device ids given to the current task (empty in the driver)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if not _Session.is_worker or not visible:
+        return []
+    return [int(v) for v in visible.split(",") if v.strip().isdigit()]

@@ -1,0 +1,102 @@
+"""Starting and stopping the embedded local cluster (head + one node daemon).
+
+``LocalCluster.start`` creates a session directory for socket files and a
+session-unique prefix for shared-memory segments, then launches the head and
+the node daemon as children of the driver, each in its own session (so a
+notebook interrupt, sent to the kernel's process group, does not reach them)
+and each set to receive SIGTERM if the driver dies. Nothing waits for them to
+come up: ZeroMQ queues the first messages until the head binds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from jray._private import shm, transport
+from jray.exceptions import ClusterError
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    cwd = os.getcwd()
+    if cwd not in paths:
+        paths.insert(0, cwd)
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+
+@dataclass
+class LocalCluster:
+    session: str
+    session_dir: str
+    head_addr: str
+    node_id: bytes
+    shm_prefix: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, resources: dict[str, float], num_workers: int) -> LocalCluster:
+        session = uuid.uuid4().hex[:12]
+        session_dir = tempfile.mkdtemp(prefix=f"jray-{session}-")
+        head_addr = transport.ipc_addr(session_dir, "head.sock")
+        node_id = os.urandom(8)
+        cl = cls(session, session_dir, head_addr, node_id, f"jray-{session}-")
+        env = _child_env()
+        me = str(os.getpid())
+
+        def launch(name: str, args: list[str]) -> None:
+            log = os.path.join(session_dir, f"{name}.log")
+            cl.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", f"jray._private.{name}", *args, "--log", log],
+                env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=transport.die_with_parent,
+            )
+
+        launch("head", ["--address", head_addr, "--parent-pid", me, "--session", session])
+        launch("node", [
+            "--head", head_addr, "--node-id", node_id.hex(), "--session-dir", session_dir,
+            "--shm-prefix", cl.shm_prefix, "--resources", json.dumps(resources),
+            "--num-workers", str(num_workers), "--parent-pid", me, "--owns-session-dir",
+        ])
+        return cl
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None:
+                raise ClusterError(
+                    f"the jray {name} process exited with code {code}; "
+                    f"last log lines:\n{self.log_tail(name)}"
+                )
+
+    def log_tail(self, name: str, lines: int = 20) -> str:
+        try:
+            with open(os.path.join(self.session_dir, f"{name}.log")) as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.5, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shm.cleanup(self.shm_prefix)
+        shutil.rmtree(self.session_dir, ignore_errors=True)

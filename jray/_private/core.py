@@ -1,0 +1,392 @@
+"""The per-process client core: submit, put, get, wait, cancel, state queries.
+
+Every process that uses the API has exactly one ``CoreClient``: the driver
+(a notebook kernel or a script) and each worker (for nested tasks). Data flow
+of one task::
+
+    owner ──SUBMIT──▶ head ──EXECUTE──▶ worker
+      ▲                 ▲                 │
+      │                 └────TASK_DONE────┤   (batched)
+      └──────────OBJECT_READY (direct)────┘
+
+Results go from the worker straight to the owner's PULL socket and, in the
+same breath, to the head (which keeps the object table and feeds dependent
+tasks). Values the owner holds are decoded locally with no round trip.
+The client is not re-entrant across threads: one lock guards its sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import zmq
+
+from jray._private import protocol as P
+from jray._private import serialization as S
+from jray._private import shm, transport
+from jray._private.object_ref import ObjectRef, set_ref_counter
+from jray.exceptions import GetTimeoutError, JrayError
+
+FREE_BATCH = 256
+SUBSCRIBE_OWNED_AFTER_S = 0.5
+
+
+class CoreClient:
+    """Sockets and local object cache of one process (see module docstring)."""
+
+    def __init__(
+        self,
+        head_addr: str,
+        session_dir: str,
+        node_id: bytes,
+        shm_prefix: str,
+        ident: bytes,
+        is_worker: bool = False,
+        check_alive: Callable[[], None] | None = None,
+    ) -> None:
+        self.ctx = transport.new_context()
+        self.ident = ident
+        self.head = transport.dealer(self.ctx, head_addr, ident)
+        self.addr = transport.ipc_addr(session_dir, ident.hex() + ".sock")
+        self.pull = transport.pull(self.ctx, self.addr)
+        self.node_id = node_id
+        self.shm_prefix = shm_prefix
+        self.is_worker = is_worker
+        self.check_alive = check_alive
+        self.ids = P.IdGen()
+        self.lock = threading.RLock()
+        self.poller = zmq.Poller()
+        self.poller.register(self.head, zmq.POLLIN)
+        self.poller.register(self.pull, zmq.POLLIN)
+        # objects
+        self.cache: dict[bytes, P.Loc] = {}
+        self.refs: dict[bytes, int] = {}
+        self.owned: set[bytes] = set()
+        self.local_only: set[bytes] = set()
+        self.escaped_ids: set[bytes] = set()
+        self.awaiting: set[bytes] = set()
+        self._dead: deque[bytes] = deque()
+        self.pending_free: list[bytes] = []
+        # outgoing
+        self.to_head: list[P.Msg] = []
+        self.to_owner: dict[str, list[P.Msg]] = {}
+        self.pushers: dict[str, zmq.Socket[bytes]] = {}
+        self.functions_sent: set[bytes] = set()
+        # worker side
+        self.task_queue: deque[P.ExecSpec] = deque()
+        self.cancelled: set[bytes] = set()
+        self.exit_requested = False
+        self.blocked = False
+        self.state_replies: dict[int, Any] = {}
+        self._req = 0
+        self.closed = False
+        set_ref_counter(self)
+
+    # --- reference counting (called from ObjectRef) -------------------------------
+    def incref(self, oid: bytes) -> None:
+        self.refs[oid] = self.refs.get(oid, 0) + 1
+
+    def decref(self, oid: bytes) -> None:
+        self._dead.append(oid)  # settled later under the lock; __del__ may run anywhere
+
+    def escaped(self, oid: bytes) -> None:
+        self.escaped_ids.add(oid)
+        if oid in self.local_only:
+            self._register(oid)
+
+    def _register(self, oid: bytes) -> None:
+        self.local_only.discard(oid)
+        self.to_head.append((P.PUT, oid, self.cache[oid]))
+
+    def _settle_refs(self) -> None:
+        dead = self._dead
+        refs = self.refs
+        while dead:
+            oid = dead.popleft()
+            n = refs.get(oid, 0) - 1
+            if n > 0:
+                refs[oid] = n
+                continue
+            refs.pop(oid, None)
+            if oid in self.escaped_ids:
+                continue
+            loc = self.cache.pop(oid, None)
+            if oid in self.owned:
+                self.owned.discard(oid)
+                self.awaiting.discard(oid)
+                if oid in self.local_only:
+                    self.local_only.discard(oid)
+                    if loc is not None and loc[0] == P.LOC_SHM:
+                        shm.unlink(loc[1])
+                else:
+                    self.pending_free.append(oid)
+        if len(self.pending_free) >= FREE_BATCH:
+            self.to_head.append((P.FREE, self.pending_free))
+            self.pending_free = []
+
+    # --- sending ------------------------------------------------------------------
+    def flush(self) -> None:
+        if self.to_head:
+            batch, self.to_head = self.to_head, []
+            transport.send_batch(self.head, batch)
+        if self.to_owner:
+            boxes, self.to_owner = self.to_owner, {}
+            for addr, batch in boxes.items():
+                sock = self.pushers.get(addr)
+                if sock is None:
+                    sock = self.pushers[addr] = transport.push(self.ctx, addr)
+                transport.send_batch(sock, batch)
+
+    def send_owner(self, addr: str, msg: P.Msg) -> None:
+        if addr == self.addr:
+            self._on_object(msg[1], msg[2])
+            return
+        box = self.to_owner.get(addr)
+        if box is None:
+            self.to_owner[addr] = [msg]
+        else:
+            box.append(msg)
+
+    # --- receiving ----------------------------------------------------------------
+    def _on_object(self, oid: bytes, loc: P.Loc) -> None:
+        self.awaiting.discard(oid)
+        if oid not in self.cache and (oid in self.refs or oid in self.owned):
+            self.cache[oid] = loc
+        elif oid not in self.cache and loc[0] == P.LOC_SHM and oid not in self.refs:
+            pass  # nobody here holds it any more; the head frees it
+
+    def _process(self, batch: list[P.Msg]) -> None:
+        for msg in batch:
+            op = msg[0]
+            if op == P.OBJECT_READY:
+                self._on_object(msg[1], msg[2])
+            elif op == P.EXECUTE:
+                if self.blocked:
+                    self.to_head.append((P.RETURN_TASKS, [msg[1][P.E_ID]]))
+                else:
+                    self.task_queue.append(msg[1])
+            elif op == P.CANCEL_QUEUED:
+                self.cancelled.add(msg[1])
+            elif op == P.STATE_REPLY:
+                self.state_replies[msg[1]] = msg[2]
+            elif op == P.WARN:
+                warnings.warn(msg[1], stacklevel=3)
+            elif op == P.EXIT:
+                self.exit_requested = True
+
+    def poll(self, timeout_ms: int) -> bool:
+        """Wait up to ``timeout_ms`` for messages and process all that arrived."""
+        got = False
+        for sock, _ in self.poller.poll(timeout_ms):
+            while True:
+                try:
+                    frame = sock.recv(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                self._process(P.unpack(frame.buffer))
+                got = True
+        return got
+
+    # --- API operations -----------------------------------------------------------
+    def new_ref(self, oid: bytes) -> ObjectRef:
+        return ObjectRef(oid, self.addr)
+
+    def submit(
+        self,
+        func_id: bytes,
+        func_blob: bytes,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        num_returns: int,
+        resources: dict[str, float],
+        max_retries: int,
+        retry_exceptions: bool,
+    ) -> list[ObjectRef]:
+        with self.lock:
+            if self._dead:
+                self._settle_refs()
+            deps: list[bytes] = []
+            hold: list[ObjectRef] = []
+            plain_args: list[Any] = list(args)
+            for i, a in enumerate(plain_args):
+                if type(a) is ObjectRef:
+                    plain_args[i] = S.ArgRef(len(deps))
+                    deps.append(a.id)
+            if kwargs:
+                kwargs = dict(kwargs)
+                for k, v in kwargs.items():
+                    if type(v) is ObjectRef:
+                        kwargs[k] = S.ArgRef(len(deps))
+                        deps.append(v.id)
+            try:
+                data, bufs = S.dumps_args(plain_args, kwargs)
+            except Exception as exc:
+                culprit = S.describe_unpicklable((plain_args, kwargs))
+                raise S.SerializationError(
+                    f"could not pickle the arguments of {name}(): an argument of type "
+                    f"{culprit} cannot be serialized ({type(exc).__name__}: {exc})"
+                ) from exc
+            args_blob: bytes | None = data
+            if bufs or len(data) >= S.INLINE_MAX:
+                ref = self.put((plain_args, kwargs), _data=(data, bufs))
+                hold.append(ref)
+                deps.insert(0, ref.id)
+                args_blob = None
+            for oid in deps:
+                if oid in self.local_only:
+                    self._register(oid)
+            tid = self.ids.task_id()
+            returns = [P.return_id(tid, i) for i in range(num_returns)]
+            blob = None
+            if func_id not in self.functions_sent:
+                self.functions_sent.add(func_id)
+                blob = func_blob
+            spec = (tid, func_id, blob, name, args_blob, deps, returns, resources,
+                    max_retries, retry_exceptions, self.addr)
+            self.to_head.append((P.SUBMIT, spec))
+            self.owned.update(returns)
+            self.awaiting.update(returns)
+            refs = [ObjectRef(oid, self.addr) for oid in returns]
+            self.flush()
+            del hold
+            return refs
+
+    def put(self, value: Any, _data: tuple[bytes, list[memoryview]] | None = None) -> ObjectRef:
+        with self.lock:
+            if self._dead:
+                self._settle_refs()
+            oid = self.ids.put_id()
+            try:
+                if _data is not None:
+                    loc = _encode_parts(_data, self.shm_prefix + oid.hex(), self.node_id)
+                else:
+                    loc = S.encode(value, self.shm_prefix + oid.hex(), self.node_id)
+            except Exception as exc:
+                if isinstance(exc, JrayError):
+                    raise
+                raise S.SerializationError(
+                    f"put(): a value of type {S.describe_unpicklable(value)} cannot be "
+                    f"serialized ({type(exc).__name__}: {exc})"
+                ) from exc
+            self.cache[oid] = loc
+            self.owned.add(oid)
+            self.local_only.add(oid)
+            return ObjectRef(oid, self.addr)
+
+    def get(self, oids: list[bytes], timeout: float | None) -> list[P.Loc]:
+        with self.lock:
+            if self._dead:
+                self._settle_refs()
+            cache = self.cache
+            missing = [oid for oid in oids if oid not in cache]
+            if missing:
+                self._await(missing, len(missing), timeout)
+            return [cache[oid] for oid in oids]
+
+    def wait(self, oids: list[bytes], num_returns: int, timeout: float | None) -> set[bytes]:
+        with self.lock:
+            self._settle_refs()
+            missing = [oid for oid in oids if oid not in self.cache]
+            ready = len(oids) - len(missing)
+            if ready < num_returns:
+                try:
+                    self._await(missing, num_returns - ready, timeout)
+                except GetTimeoutError:
+                    pass
+            return {oid for oid in oids if oid in self.cache}
+
+    def _await(self, missing: list[bytes], need: int, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        to_sub = [oid for oid in missing if oid not in self.awaiting]
+        if to_sub:
+            self.to_head.append((P.SUBSCRIBE, to_sub))
+        if self.pending_free:
+            self.to_head.append((P.FREE, self.pending_free))
+            self.pending_free = []
+        subscribed_owned = False
+        start = time.monotonic()
+        try:
+            while True:
+                self.flush()
+                self.poll(0)
+                left = [oid for oid in missing if oid not in self.cache]
+                need -= len(missing) - len(left)
+                if need <= 0:
+                    return
+                missing = left
+                if self.is_worker and not self.blocked:
+                    self.blocked = True
+                    queued = [spec[P.E_ID] for spec in self.task_queue]
+                    self.task_queue.clear()
+                    self.to_head.append((P.BLOCKED, queued))
+                    self.flush()
+                now = time.monotonic()
+                if not subscribed_owned and now - start > SUBSCRIBE_OWNED_AFTER_S:
+                    subscribed_owned = True
+                    self.to_head.append((P.SUBSCRIBE, missing))
+                    self.flush()
+                wait_ms = 100
+                if deadline is not None:
+                    if now >= deadline:
+                        first = missing[0].hex()
+                        raise GetTimeoutError(
+                            f"get timed out after {timeout} s: {len(missing)} object(s) not "
+                            f"ready, e.g. ObjectRef({first})"
+                        )
+                    wait_ms = min(wait_ms, max(1, int((deadline - now) * 1000)))
+                if not self.poll(wait_ms) and self.check_alive is not None:
+                    self.check_alive()
+        finally:
+            if self.blocked:
+                self.blocked = False
+                self.to_head.append((P.UNBLOCKED,))
+                self.flush()
+
+    def cancel(self, oid: bytes, force: bool) -> None:
+        with self.lock:
+            self.to_head.append((P.CANCEL, oid, force))
+            self.flush()
+
+    def query(self, kind: str, arg: Any = None, timeout: float = 30.0) -> Any:
+        with self.lock:
+            self._req += 1
+            req = self._req
+            self.to_head.append((P.STATE, req, kind, arg))
+            self.flush()
+            deadline = time.monotonic() + timeout
+            while req not in self.state_replies:
+                if time.monotonic() > deadline:
+                    raise GetTimeoutError(f"the head did not answer a {kind!r} query in {timeout} s")
+                if not self.poll(100) and self.check_alive is not None:
+                    self.check_alive()
+            status, payload = self.state_replies.pop(req)
+            if status != "ok":
+                raise JrayError(f"state query {kind!r} failed in the head: {payload}")
+            return payload
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        set_ref_counter(None)
+        for sock in self.pushers.values():
+            sock.close(0)
+        self.head.close(0)
+        self.pull.close(0)
+        self.ctx.term()
+        path = self.addr[len("ipc://") :]
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _encode_parts(parts: tuple[bytes, list[memoryview]], name: str, node_id: bytes) -> P.Loc:
+    data, bufs = parts
+    size = shm.write_segment(name, data, bufs)
+    return (P.LOC_SHM, name, size, node_id)

@@ -1,0 +1,94 @@
+"""Head process: the I/O shell around ``Scheduler`` (the control state).
+
+::
+
+    ROUTER (drivers, workers, node daemons)
+       │  recv: drain every frame that is waiting (up to MAX_DRAIN)
+       ▼
+    Scheduler.handle_batch(sender, batch)  ──▶  outbox {identity: [msgs]}
+       │
+       └─ send one frame per identity, then poll again
+
+The head exits when a driver asks for SHUTDOWN, when its parent (the driver
+that started an embedded cluster) dies, or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+
+import zmq
+
+from jray._private import protocol as P
+from jray._private import transport
+from jray._private.scheduler import Scheduler
+
+MAX_DRAIN = 2000
+log = logging.getLogger("jray.head")
+
+
+def serve(address: str, parent_pid: int | None, session: str) -> None:
+    ctx = transport.new_context()
+    sock = transport.router(ctx, address)
+    sched = Scheduler(session)
+    stop = False
+
+    def on_term(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    last_check = time.monotonic()
+    shutdown_at: float | None = None
+    while not stop:
+        if sock.poll(200):
+            for _ in range(MAX_DRAIN):
+                try:
+                    ident, frame = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                try:
+                    sched.handle_batch(ident.bytes, P.unpack(frame.buffer))
+                except Exception:  # one bad message must not take the cluster down
+                    log.error("error handling a message from %r:\n%s", ident.bytes,
+                              traceback.format_exc())
+            sched.schedule()
+            for dest, batch in sched.take_outbox().items():
+                transport.send_to(sock, dest, batch)
+        now = time.monotonic()
+        if sched.shutdown_requested and shutdown_at is None:
+            shutdown_at = now
+        if shutdown_at is not None and now - shutdown_at > 0.3:
+            break
+        if now - last_check > 0.5:
+            last_check = now
+            if parent_pid is not None and os.getppid() != parent_pid:
+                log.warning("parent %d died; head exits", parent_pid)
+                break
+    sock.close(0)
+    ctx.term()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="jray-head")
+    ap.add_argument("--address", required=True)
+    ap.add_argument("--parent-pid", type=int, default=None)
+    ap.add_argument("--session", default="")
+    ap.add_argument("--log", default=None)
+    ns = ap.parse_args(argv)
+    logging.basicConfig(
+        filename=ns.log, level=logging.INFO, format="%(asctime)s head %(levelname)s %(message)s"
+    )
+    serve(ns.address, ns.parent_pid, ns.session)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

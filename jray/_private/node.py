@@ -1,0 +1,177 @@
+"""Node daemon: starts, watches and stops the worker processes of one machine.
+
+::
+
+    head ◀──DEALER── node daemon ──spawn──▶ workers (children, die with it)
+                         │  pidfd per worker: a death is seen at once
+                         └─ WORKER_DIED(worker, exit code) ──▶ head
+
+It keeps at least ``--num-workers`` workers alive (a crashed one is replaced),
+starts more when the head asks (tasks blocked in ``get`` lend out their CPU),
+signals workers for ``cancel``, and unlinks shared-memory segments of freed
+objects. On exit it kills its workers and removes every segment and socket
+file of the session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import zmq
+
+from jray._private import protocol as P
+from jray._private import shm, transport
+
+log = logging.getLogger("jray.node")
+
+
+class NodeDaemon:
+    def __init__(self, ns: argparse.Namespace) -> None:
+        self.ns = ns
+        self.node_id = bytes.fromhex(ns.node_id)
+        self.ctx = transport.new_context()
+        self.sock = transport.dealer(self.ctx, ns.head, b"n" + self.node_id)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.procs: dict[bytes, subprocess.Popen[bytes]] = {}
+        self.pidfds: dict[int, bytes] = {}
+        self.counter = 0
+        self.min_workers = ns.num_workers
+        self.stopping = False
+
+    def spawn(self) -> None:
+        self.counter += 1
+        wid = b"w" + self.node_id[:6] + self.counter.to_bytes(4, "little")
+        cmd = [
+            sys.executable, "-m", "jray._private.worker",
+            "--head", self.ns.head, "--session-dir", self.ns.session_dir,
+            "--node-id", self.ns.node_id, "--worker-id", wid.hex(),
+            "--shm-prefix", self.ns.shm_prefix,
+        ]
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        self.procs[wid] = proc
+        if hasattr(os, "pidfd_open"):
+            fd = os.pidfd_open(proc.pid)
+            self.pidfds[fd] = wid
+            self.poller.register(fd, zmq.POLLIN)
+
+    def reap(self, wid: bytes) -> None:
+        proc = self.procs.pop(wid, None)
+        if proc is None:
+            return
+        code = proc.wait()
+        if not self.stopping:
+            transport.send_batch(self.sock, [(P.WORKER_DIED, wid, code)])
+            if len(self.procs) < self.min_workers:
+                self.spawn()
+
+    def handle(self, batch: list[P.Msg]) -> None:
+        for msg in batch:
+            op = msg[0]
+            if op == P.SPAWN_WORKERS:
+                for _ in range(msg[1]):
+                    self.spawn()
+            elif op == P.SIGNAL_WORKER:
+                proc = self.procs.get(msg[1])
+                if proc is not None and proc.poll() is None:
+                    os.kill(proc.pid, msg[2])
+            elif op == P.UNLINK:
+                for name in msg[1]:
+                    shm.unlink(name)
+            elif op == P.NODE_EXIT:
+                self.stopping = True
+
+    def run(self) -> None:
+        resources = dict(json.loads(self.ns.resources))
+        resources["_initial_workers"] = self.min_workers
+        transport.send_batch(self.sock, [(P.NODE_REGISTER, self.node_id, resources,
+                                          socket.gethostname(), os.getpid())])
+        for _ in range(self.min_workers):
+            self.spawn()
+        parent = self.ns.parent_pid
+        last = time.monotonic()
+        while not self.stopping:
+            for item, _ in self.poller.poll(500):
+                if item is self.sock:
+                    while True:
+                        try:
+                            frame = self.sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self.handle(P.unpack(frame))
+                elif isinstance(item, int):
+                    wid = self.pidfds.pop(item)
+                    self.poller.unregister(item)
+                    os.close(item)
+                    self.reap(wid)
+            now = time.monotonic()
+            if now - last > 0.5:
+                last = now
+                for wid, proc in list(self.procs.items()):
+                    if proc.poll() is not None and wid not in self.pidfds.values():
+                        self.reap(wid)
+                if parent is not None and os.getppid() != parent:
+                    log.warning("parent %d died; node exits", parent)
+                    break
+        self.stop()
+
+    def stop(self) -> None:
+        self.stopping = True
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 2.0
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        shm.cleanup(self.ns.shm_prefix)
+        self.sock.close(0)
+        self.ctx.term()
+        if self.ns.owns_session_dir:
+            shutil.rmtree(self.ns.session_dir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="jray-node")
+    ap.add_argument("--head", required=True)
+    ap.add_argument("--node-id", required=True)
+    ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--shm-prefix", required=True)
+    ap.add_argument("--resources", required=True, help="JSON dict of resource totals")
+    ap.add_argument("--num-workers", type=int, required=True)
+    ap.add_argument("--parent-pid", type=int, default=None)
+    ap.add_argument("--owns-session-dir", action="store_true")
+    ap.add_argument("--log", default=None)
+    ns = ap.parse_args(argv)
+    logging.basicConfig(
+        filename=ns.log, level=logging.INFO, format="%(asctime)s node %(levelname)s %(message)s"
+    )
+    daemon = NodeDaemon(ns)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def on_term(signum: int, frame: object) -> None:
+        daemon.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        daemon.run()
+    finally:
+        if not daemon.ctx.closed:
+            daemon.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Wire protocol: every message type exchanged between jray processes.
+
+This is the only place where op codes are defined. A message is a plain tuple
+``(OP, field, ...)``; a ZeroMQ frame carries a *batch* (a list of messages)
+pickled with protocol 5. Plain tuples are used instead of dataclasses because
+they pickle several times faster, and the per-task budget is a few microseconds.
+Each op below documents its fields in order; the ``*Msg`` aliases name them
+for readers and for mypy.
+
+Object locations (``Loc``) say where an object's bytes are:
+
+- ``(LOC_INLINE, data: bytes)``  the pickled value itself, small objects;
+- ``(LOC_SHM, name: str, size: int, node_id: bytes)``  a shared-memory segment;
+- ``(LOC_ERROR, data: bytes)``  a pickled exception that ``get`` raises.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+# --- object locations -------------------------------------------------------
+LOC_INLINE = 0
+LOC_SHM = 1
+LOC_ERROR = 2
+
+Loc = tuple[Any, ...]
+Msg = tuple[Any, ...]
+
+# --- client (driver or worker acting as owner) -> head -----------------------
+#: (SUBMIT, TaskSpec)
+SUBMIT = 1
+#: (PUT, oid, loc)  register an object created by ``put`` (or a task's spilled arg)
+PUT = 2
+#: (SUBSCRIBE, [oid, ...])  send OBJECT_READY for each oid once it exists
+SUBSCRIBE = 3
+#: (CANCEL, oid, force)  cancel the task that produces oid
+CANCEL = 4
+#: (FREE, [oid, ...])  the owner holds no reference any more
+FREE = 5
+#: (STATE, request_id, kind, arg)  a state query; reply STATE_REPLY
+STATE = 6
+#: (HELLO, kind, pid)  first message of a driver; kind is "driver"
+HELLO = 7
+#: (SHUTDOWN,)  driver asks the whole cluster to stop
+SHUTDOWN = 8
+
+# --- worker -> head ----------------------------------------------------------
+#: (WORKER_READY, node_id, pid, result_addr)
+WORKER_READY = 20
+#: (TASK_DONE, tid, [(oid, loc), ...], status, start_time, end_time)
+#: status: DONE_OK, DONE_ERROR (application error), DONE_RETRY (asks for a retry)
+TASK_DONE = 21
+#: (BLOCKED, [tid, ...])  worker waits in ``get``; returns the tids it had queued
+BLOCKED = 22
+#: (UNBLOCKED,)
+UNBLOCKED = 23
+#: (RETURN_TASKS, [tid, ...])  tasks the worker received but will not run
+RETURN_TASKS = 24
+
+DONE_OK = 0
+DONE_ERROR = 1
+DONE_RETRY = 2
+
+# --- node daemon -> head -----------------------------------------------------
+#: (NODE_REGISTER, node_id, resources: dict[str, float], hostname, pid)
+NODE_REGISTER = 30
+#: (WORKER_DIED, worker_id, exitcode)  exitcode < 0 means killed by signal -exitcode
+WORKER_DIED = 31
+#: (WORKER_SPAWNED, worker_id, pid)
+WORKER_SPAWNED = 32
+
+# --- head -> worker ----------------------------------------------------------
+#: (EXECUTE, ExecSpec)
+EXECUTE = 40
+#: (CANCEL_QUEUED, tid)  drop tid if it has not started
+CANCEL_QUEUED = 41
+#: (EXIT,)  the worker should exit (idle reaping or shutdown)
+EXIT = 42
+
+# --- head -> node daemon -----------------------------------------------------
+#: (SPAWN_WORKERS, count)
+SPAWN_WORKERS = 50
+#: (SIGNAL_WORKER, worker_id, signum)
+SIGNAL_WORKER = 51
+#: (UNLINK, [shm_name, ...])  free shared memory of collected objects
+UNLINK = 52
+#: (NODE_EXIT,)
+NODE_EXIT = 53
+
+# --- head or worker -> client -------------------------------------------------
+#: (OBJECT_READY, oid, loc)
+OBJECT_READY = 60
+#: (WARN, text)
+WARN = 61
+#: (STATE_REPLY, request_id, payload)
+STATE_REPLY = 62
+
+# --- task spec layout ---------------------------------------------------------
+# TaskSpec = (tid, func_id, func_blob | None, name, args_blob, deps, return_ids,
+#             resources, max_retries, retry_exceptions, owner_addr)
+T_ID, T_FUNC_ID, T_FUNC_BLOB, T_NAME, T_ARGS, T_DEPS, T_RETURNS = range(7)
+T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER = range(7, 11)
+TaskSpec = tuple[Any, ...]
+
+# ExecSpec = (tid, func_id, func_blob | None, name, args_blob, dep_locs,
+#             return_ids, owner_addr, gpu_ids, retries_left, retry_exceptions)
+E_ID, E_FUNC_ID, E_FUNC_BLOB, E_NAME, E_ARGS, E_DEP_LOCS = range(6)
+E_RETURNS, E_OWNER, E_GPU_IDS, E_RETRIES_LEFT, E_RETRY_EXC = range(6, 11)
+ExecSpec = tuple[Any, ...]
+
+_PROTO = pickle.HIGHEST_PROTOCOL
+
+
+def pack(batch: list[Msg]) -> bytes:
+    """Encode a batch of messages as one frame."""
+    return pickle.dumps(batch, _PROTO)
+
+
+def unpack(frame: bytes | memoryview) -> list[Msg]:
+    """Decode one frame into its batch of messages."""
+    batch: list[Msg] = pickle.loads(frame)
+    return batch
+
+
+class IdGen:
+    """Unique 16-byte ids: an 8-byte per-process random prefix and a counter.
+
+    Task return objects reuse their task's id with the return index in the
+    last two bytes, so the object id tells which task made it.
+    """
+
+    __slots__ = ("_prefix", "_n")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8)
+        self._n = 0
+
+    def task_id(self) -> bytes:
+        self._n += 1
+        return self._prefix + self._n.to_bytes(6, "little") + b"\0\0"
+
+    def put_id(self) -> bytes:
+        self._n += 1
+        return self._prefix + self._n.to_bytes(6, "little") + b"\xff\xff"
+
+
+def return_id(tid: bytes, index: int) -> bytes:
+    """Object id of return value ``index`` (0-based) of task ``tid``."""
+    return tid[:14] + (index + 1).to_bytes(2, "little")
+
+
+def task_of(oid: bytes) -> bytes | None:
+    """The task id that produces ``oid``, or None for objects made by ``put``."""
+    if oid[14:] == b"\xff\xff":
+        return None
+    return oid[:14] + b"\0\0"

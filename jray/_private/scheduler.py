@@ -1,0 +1,522 @@
+"""The head's control state and DAG scheduler, as a state machine without I/O.
+
+``Scheduler.handle(sender, msg)`` takes one decoded message from a driver,
+worker or node daemon, updates the tables (nodes, workers, tasks, objects,
+functions) and appends the messages it wants sent to ``self.out``, keyed by
+the receiver's ZeroMQ identity. The head process (``head.py``) does the
+socket work; tests drive this class directly, with no process at all.
+
+Scheduling rules:
+
+- A task is *ready* once every top-level ``ObjectRef`` argument exists. Ready
+  tasks queue per resource shape, in submission order.
+- A ready task goes to an idle worker on a node whose available resources
+  cover it; the worker holds those resources until its queue empties.
+- Short tasks (their function's recent mean run time under ``PIPELINE_MAX_S``)
+  may also queue behind a busy worker that holds the same resource shape,
+  up to ``PIPELINE_DEPTH``: this hides the head round trip without ever
+  running more tasks at once than the declared resources allow.
+- A worker that blocks in ``get`` lends its resources back and returns the
+  tasks it had queued; the head starts more workers when tasks fit the free
+  resources but no worker is idle (nested tasks never deadlock).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from jray._private import protocol as P
+from jray._private.resources import Demand, NodeResources, Shape, shape_of
+from jray._private.serialization import error_loc
+from jray._private.state_tables import EventLog, Node, Obj, Task, Worker
+from jray.exceptions import (
+    ObjectLostError,
+    TaskCancelledError,
+    WorkerCrashedError,
+)
+
+PIPELINE_DEPTH = 32
+PIPELINE_MAX_S = 0.002
+FINISHED_TASKS_KEPT = 100_000
+SIGINT, SIGKILL = 2, 9
+
+
+class Scheduler:
+    """Global control state of one cluster (see module docstring)."""
+
+    def __init__(self, session: str = "") -> None:
+        self.session = session
+        self.nodes: dict[bytes, Node] = {}
+        self.workers: dict[bytes, Worker] = {}
+        self.tasks: dict[bytes, Task] = {}
+        self.objects: dict[bytes, Obj] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.func_runtime: dict[bytes, float] = {}
+        self.ready: dict[Shape, deque[Task]] = {}
+        self.finished: deque[bytes] = deque()
+        self.events = EventLog()
+        self.out: dict[bytes, list[P.Msg]] = {}
+        self.shutdown_requested = False
+        self._handlers = {
+            P.SUBMIT: self._on_submit,
+            P.PUT: self._on_put,
+            P.SUBSCRIBE: self._on_subscribe,
+            P.CANCEL: self._on_cancel,
+            P.FREE: self._on_free,
+            P.HELLO: self._on_hello,
+            P.SHUTDOWN: self._on_shutdown,
+            P.WORKER_READY: self._on_worker_ready,
+            P.TASK_DONE: self._on_task_done,
+            P.BLOCKED: self._on_blocked,
+            P.UNBLOCKED: self._on_unblocked,
+            P.RETURN_TASKS: self._on_return_tasks,
+            P.NODE_REGISTER: self._on_node_register,
+            P.WORKER_DIED: self._on_worker_died,
+            P.STATE: self.on_state,
+        }
+
+    # --- entry points -------------------------------------------------------------
+    def handle(self, sender: bytes, msg: P.Msg) -> None:
+        handler = self._handlers.get(msg[0])
+        if handler is None:
+            raise ValueError(f"head: unknown message op {msg[0]!r} from {sender!r}")
+        handler(sender, msg)
+
+    def handle_batch(self, sender: bytes, batch: list[P.Msg]) -> None:
+        for msg in batch:
+            self.handle(sender, msg)
+        self.schedule()
+
+    def take_outbox(self) -> dict[bytes, list[P.Msg]]:
+        out, self.out = self.out, {}
+        return out
+
+    def _send(self, ident: bytes, msg: P.Msg) -> None:
+        box = self.out.get(ident)
+        if box is None:
+            self.out[ident] = [msg]
+        else:
+            box.append(msg)
+
+    # --- membership ---------------------------------------------------------------
+    def _on_hello(self, sender: bytes, msg: P.Msg) -> None:
+        self.events.add("driver", sender, msg[1])
+
+    def _on_shutdown(self, sender: bytes, msg: P.Msg) -> None:
+        self.shutdown_requested = True
+        for node in self.nodes.values():
+            self._send(node.ident, (P.NODE_EXIT,))
+
+    def _on_node_register(self, sender: bytes, msg: P.Msg) -> None:
+        _, node_id, resources, hostname, pid = msg
+        node = Node(node_id, sender, NodeResources(resources), hostname, pid)
+        node.pending_spawns = int(resources.get("_initial_workers", 0))
+        node.res.total.pop("_initial_workers", None)
+        node.res.available.pop("_initial_workers", None)
+        self.nodes[node_id] = node
+        self.events.add("node_added", node_id, dict(node.res.total))
+
+    def _on_worker_ready(self, sender: bytes, msg: P.Msg) -> None:
+        _, node_id, pid, addr = msg
+        node = self.nodes.get(node_id)
+        if node is None:
+            self._send(sender, (P.EXIT,))
+            return
+        w = Worker(sender, node, pid, addr)
+        self.workers[sender] = w
+        node.workers.add(sender)
+        node.idle.append(w)
+        if node.pending_spawns > 0:
+            node.pending_spawns -= 1
+        self.events.add("worker_started", sender, pid)
+
+    def _on_worker_died(self, sender: bytes, msg: P.Msg) -> None:
+        _, wid, exitcode = msg
+        w = self.workers.pop(wid, None)
+        if w is None:
+            return
+        node = w.node
+        node.workers.discard(wid)
+        if w in node.idle:
+            node.idle.remove(w)
+        self._release(w)
+        how = f"killed by signal {-exitcode}" if exitcode < 0 else f"exited with code {exitcode}"
+        self.events.add("worker_died", wid, how)
+        for i, task in enumerate(w.assigned):
+            task.worker = None
+            if task.state != "running":
+                continue
+            if i > 0:
+                self._requeue(task, "requeued")
+            elif task.cancelled:
+                continue
+            elif task.retries_left > 0:
+                task.retries_left -= 1
+                self._requeue(task, "retried")
+            else:
+                err = WorkerCrashedError(
+                    f"the worker (pid {w.pid}) running task {task.name} {how}; "
+                    f"no retries left (max_retries={task.spec[P.T_MAX_RETRIES]})"
+                )
+                self._fail(task, error_loc(err))
+        w.assigned.clear()
+
+    # --- objects ------------------------------------------------------------------
+    def _on_put(self, sender: bytes, msg: P.Msg) -> None:
+        _, oid, loc = msg
+        obj = Obj(oid, sender, None)
+        self.objects[oid] = obj
+        self._object_ready(obj, loc, notify_owner=False)
+
+    def _on_subscribe(self, sender: bytes, msg: P.Msg) -> None:
+        for oid in msg[1]:
+            obj = self.objects.get(oid)
+            if obj is None:
+                err = ObjectLostError(
+                    f"object {oid.hex()} is unknown to the head: it was freed, or its "
+                    f"ref was made outside this cluster"
+                )
+                self._send(sender, (P.OBJECT_READY, oid, error_loc(err)))
+            elif obj.loc is not None:
+                self._send(sender, (P.OBJECT_READY, oid, obj.loc))
+            elif obj.subscribers is None:
+                obj.subscribers = [sender]
+            else:
+                obj.subscribers.append(sender)
+
+    def _on_free(self, sender: bytes, msg: P.Msg) -> None:
+        for oid in msg[1]:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.freed = True
+                self._maybe_collect(obj)
+
+    def _maybe_collect(self, obj: Obj) -> None:
+        if obj.freed and obj.pins == 0 and obj.loc is not None and not obj.dependents:
+            del self.objects[obj.oid]
+            self._unlink(obj.loc)
+
+    def _unlink(self, loc: P.Loc) -> None:
+        if loc[0] == P.LOC_SHM:
+            node = self.nodes.get(loc[3])
+            if node is not None:
+                self._send(node.ident, (P.UNLINK, [loc[1]]))
+
+    def _object_ready(self, obj: Obj, loc: P.Loc, notify_owner: bool) -> None:
+        if obj.loc is not None:  # first writer wins (e.g. cancelled, then finished)
+            if loc != obj.loc:
+                self._unlink(loc)
+            return
+        obj.loc = loc
+        obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]
+        self.events.add("object_ready", obj.oid, obj.size)
+        if notify_owner:
+            self._send(obj.owner, (P.OBJECT_READY, obj.oid, loc))
+        if obj.subscribers:
+            for ident in obj.subscribers:
+                if ident != obj.owner or not notify_owner:
+                    self._send(ident, (P.OBJECT_READY, obj.oid, loc))
+            obj.subscribers = None
+        if obj.dependents:
+            deps, obj.dependents = obj.dependents, None
+            failed = loc[0] == P.LOC_ERROR
+            for task in deps:
+                if task.state != "waiting":
+                    continue
+                if failed:
+                    self._fail(task, loc)
+                else:
+                    task.waiting -= 1
+                    if task.waiting == 0:
+                        self._make_ready(task)
+        self._maybe_collect(obj)
+
+    # --- tasks --------------------------------------------------------------------
+    def _on_submit(self, sender: bytes, msg: P.Msg) -> None:
+        spec = msg[1]
+        tid = spec[P.T_ID]
+        if spec[P.T_FUNC_BLOB] is not None:
+            self.functions[spec[P.T_FUNC_ID]] = spec[P.T_FUNC_BLOB]
+        demand: Demand = spec[P.T_RESOURCES]
+        task = Task(spec, sender, demand, shape_of(demand), spec[P.T_MAX_RETRIES])
+        task.log = self.events
+        task.state = "waiting"
+        self.tasks[tid] = task
+        for oid in spec[P.T_RETURNS]:
+            self.objects[oid] = Obj(oid, sender, tid)
+        task.event("submitted")
+        for oid in spec[P.T_DEPS]:
+            obj = self.objects.get(oid)
+            if obj is None:
+                err = ObjectLostError(
+                    f"argument {oid.hex()} of task {task.name} no longer exists (it was freed)"
+                )
+                self._fail(task, error_loc(err))
+                return
+            obj.pins += 1
+            if obj.loc is None:
+                task.waiting += 1
+                if obj.dependents is None:
+                    obj.dependents = [task]
+                else:
+                    obj.dependents.append(task)
+            elif obj.loc[0] == P.LOC_ERROR:
+                self._fail(task, obj.loc)
+                return
+        self._check_feasible(task)
+        if task.waiting == 0:
+            self._make_ready(task)
+        else:
+            task.state = "waiting"
+            task.event("waiting")
+
+    def _check_feasible(self, task: Task) -> None:
+        if not self.nodes or not task.demand:
+            return
+        best: Demand | None = None
+        for node in self.nodes.values():
+            missing = node.res.missing(task.demand)
+            if not missing:
+                return
+            if best is None or len(missing) < len(best):
+                best = missing
+        text = (
+            f"task {task.name} needs {task.demand} but no node in the cluster can "
+            f"ever provide {best}; it stays pending until a node with those "
+            f"resources joins (get with a timeout raises GetTimeoutError)"
+        )
+        task.infeasible = True
+        self.events.add("infeasible", task.spec[P.T_ID], text)
+        self._send(task.owner, (P.WARN, text))
+
+    def _make_ready(self, task: Task) -> None:
+        task.state = "ready"
+        task.event("ready")
+        q = self.ready.get(task.shape)
+        if q is None:
+            self.ready[task.shape] = q = deque()
+        q.append(task)
+
+    def _requeue(self, task: Task, why: str) -> None:
+        task.state = "ready"
+        task.worker = None
+        task.event(why)
+        q = self.ready.get(task.shape)
+        if q is None:
+            self.ready[task.shape] = q = deque()
+        q.appendleft(task)
+
+    def _finish(self, task: Task, state: str) -> None:
+        task.state = state
+        task.event(state)
+        for oid in task.spec[P.T_DEPS]:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.pins -= 1
+                self._maybe_collect(obj)
+        task.spec = task.spec[: P.T_ARGS] + (None,) + task.spec[P.T_ARGS + 1 :]
+        self.finished.append(task.spec[P.T_ID])
+        if len(self.finished) > FINISHED_TASKS_KEPT:
+            self.tasks.pop(self.finished.popleft(), None)
+
+    def _fail(self, task: Task, loc: P.Loc) -> None:
+        if task.state in ("finished", "failed", "cancelled"):
+            return
+        self._finish(task, "cancelled" if task.cancelled else "failed")
+        for oid in task.spec[P.T_RETURNS]:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._object_ready(obj, loc, notify_owner=True)
+
+    def _on_task_done(self, sender: bytes, msg: P.Msg) -> None:
+        _, tid, results, status, t0, t1 = msg
+        w = self.workers.get(sender)
+        task = self.tasks.get(tid)
+        if w is not None:
+            if w.assigned and w.assigned[0] is task:
+                w.assigned.popleft()
+            elif task is not None and task in w.assigned:
+                w.assigned.remove(task)
+            if not w.assigned and not w.blocked:
+                self._release(w)
+                w.node.idle.append(w)
+        if task is None or task.state != "running":
+            for _, loc in results:  # a cancelled or forgotten task: drop its output
+                self._unlink(loc)
+            return
+        fid = task.spec[P.T_FUNC_ID]
+        prev = self.func_runtime.get(fid)
+        dt = t1 - t0
+        self.func_runtime[fid] = dt if prev is None else 0.8 * prev + 0.2 * dt
+        task.started, task.ended = t0, t1
+        if status == P.DONE_RETRY:
+            task.retries_left -= 1
+            self._requeue(task, "retried")
+            return
+        self._finish(task, "finished" if status == P.DONE_OK else "failed")
+        for oid, loc in results:
+            obj = self.objects.get(oid)
+            if obj is None:
+                self._unlink(loc)
+            else:
+                self._object_ready(obj, loc, notify_owner=False)
+
+    def _on_cancel(self, sender: bytes, msg: P.Msg) -> None:
+        _, oid, force = msg
+        tid = P.task_of(oid)
+        task = self.tasks.get(tid) if tid is not None else None
+        if task is None or task.state in ("finished", "failed", "cancelled"):
+            return
+        task.cancelled = True
+        err = TaskCancelledError(f"task {task.name} was cancelled")
+        w = self.workers.get(task.worker) if task.worker is not None else None
+        if w is not None:
+            if w.assigned and w.assigned[0] is task:
+                node = w.node
+                self._send(node.ident, (P.SIGNAL_WORKER, w.ident, SIGKILL if force else SIGINT))
+            else:
+                w.assigned.remove(task)
+                self._send(w.ident, (P.CANCEL_QUEUED, task.spec[P.T_ID]))
+        self._fail(task, error_loc(err))
+
+    # --- blocking workers ---------------------------------------------------------
+    def _on_blocked(self, sender: bytes, msg: P.Msg) -> None:
+        w = self.workers.get(sender)
+        if w is None:
+            return
+        w.blocked = True
+        self._release(w)
+        returned = set(msg[1])
+        keep: deque[Task] = deque()
+        for task in w.assigned:
+            if task.spec[P.T_ID] in returned:
+                self._requeue(task, "requeued")
+            else:
+                keep.append(task)
+        w.assigned = keep
+        task = keep[0] if keep else None
+        if task is not None:
+            task.event("blocked")
+
+    def _on_unblocked(self, sender: bytes, msg: P.Msg) -> None:
+        w = self.workers.get(sender)
+        if w is None or not w.blocked:
+            return
+        w.blocked = False
+        if w.assigned:
+            task = w.assigned[0]
+            w.node.res.force_acquire(task.demand, w.gpu_ids)
+            w.held, w.holding = task.demand, True
+            task.event("running")
+        else:
+            w.node.idle.append(w)
+
+    def _on_return_tasks(self, sender: bytes, msg: P.Msg) -> None:
+        w = self.workers.get(sender)
+        returned = set(msg[1])
+        for tid in msg[1]:
+            task = self.tasks.get(tid)
+            if task is not None and task.state == "running":
+                self._requeue(task, "requeued")
+        if w is not None:
+            w.assigned = deque(t for t in w.assigned if t.spec[P.T_ID] not in returned)
+            if not w.assigned and not w.blocked:
+                self._release(w)
+                if w not in w.node.idle:
+                    w.node.idle.append(w)
+
+    # --- placement ----------------------------------------------------------------
+    def _release(self, w: Worker) -> None:
+        if w.holding:
+            w.node.res.release(w.held, w.gpu_ids)
+            w.holding = False
+            w.gpu_ids = []
+
+    def schedule(self) -> None:
+        """Place as many ready tasks as resources and workers allow."""
+        if not self.ready:
+            return
+        for shape in list(self.ready):
+            q = self.ready[shape]
+            while q:
+                task = q[0]
+                if task.state != "ready":
+                    q.popleft()
+                    continue
+                w = self._place(task)
+                if w is None:
+                    break
+                q.popleft()
+                self._dispatch(w, task)
+            if not q:
+                del self.ready[shape]
+
+    def _place(self, task: Task) -> Worker | None:
+        demand = task.demand
+        for node in self.nodes.values():
+            if not node.res.can_acquire(demand):
+                continue
+            if node.idle:
+                w = node.idle.pop()
+                w.gpu_ids = node.res.acquire(demand)
+                w.held, w.holding = demand, True
+                return w
+            if node.pending_spawns < max(1, int(node.res.available.get("CPU", 0))):
+                node.pending_spawns += 1
+                self._send(node.ident, (P.SPAWN_WORKERS, 1))
+        runtime = self.func_runtime.get(task.spec[P.T_FUNC_ID])
+        if runtime is None or runtime > PIPELINE_MAX_S:
+            return None
+        best: Worker | None = None
+        for node in self.nodes.values():
+            for wid in node.workers:
+                w = self.workers[wid]
+                if (
+                    w.holding
+                    and not w.blocked
+                    and len(w.assigned) < PIPELINE_DEPTH
+                    and w.held is not None
+                    and shape_of(w.held) == task.shape
+                    and (best is None or len(w.assigned) < len(best.assigned))
+                ):
+                    best = w
+        return best
+
+    def _dispatch(self, w: Worker, task: Task) -> None:
+        spec = task.spec
+        fid = spec[P.T_FUNC_ID]
+        blob = None
+        if fid not in w.funcs:
+            blob = self.functions.get(fid)
+            w.funcs.add(fid)
+        dep_locs = [self.objects[d].loc for d in spec[P.T_DEPS]]
+        task.state = "running"
+        task.worker = w.ident
+        task.event("running", w.pid)
+        w.assigned.append(task)
+        self._send(
+            w.ident,
+            (
+                P.EXECUTE,
+                (
+                    spec[P.T_ID], fid, blob, spec[P.T_NAME], spec[P.T_ARGS], dep_locs,
+                    spec[P.T_RETURNS], spec[P.T_OWNER], w.gpu_ids, task.retries_left,
+                    spec[P.T_RETRY_EXC],
+                ),
+            ),
+        )
+
+    # --- state queries ------------------------------------------------------------
+    def query(self, kind: str, arg: Any) -> Any:
+        from jray._private.state_tables import describe
+
+        return describe(self, kind, arg)
+
+    def on_state(self, sender: bytes, msg: P.Msg) -> None:
+        _, req_id, kind, arg = msg
+        try:
+            payload: Any = ("ok", self.query(kind, arg))
+        except Exception as exc:  # a bad query must not take the head down
+            payload = ("error", f"{type(exc).__name__}: {exc}")
+        self._send(sender, (P.STATE_REPLY, req_id, payload))

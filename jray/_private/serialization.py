@@ -1,0 +1,163 @@
+"""Turning values into object locations and back.
+
+Small values (under ``INLINE_MAX`` bytes in all) are pickled into a ``bytes``
+that travels inside messages. Larger ones are pickled with protocol 5: their
+big buffers (NumPy arrays, bytes, bytearrays) go out of band straight into a
+shared-memory segment, written once, read anywhere on the node without a copy.
+Functions, lambdas and classes defined in ``__main__`` or a notebook cell are
+pickled by value with cloudpickle; plain data takes the faster C pickler.
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from jray._private import protocol as P
+from jray._private import shm
+from jray.exceptions import ObjectLostError, SerializationError, TaskError
+
+INLINE_MAX = 100 * 1024
+#: Buffers at least this large are taken out of band (the rest stay in-band).
+OOB_MIN = 4096
+
+
+
+class ArgRef:
+    """Placeholder for the i-th dependency among a task's top-level arguments."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int) -> None:
+        self.i = i
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ArgRef, (self.i,))
+
+
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes, complex, ArgRef})
+
+
+def _is_plain(value: Any) -> bool:
+    t = type(value)
+    if t in _PLAIN:
+        return True
+    if t is tuple or t is list:
+        return len(value) <= 16 and all(type(v) in _PLAIN for v in value)
+    return False
+
+
+def dumps(value: Any) -> bytes:
+    """Pickle ``value`` in-band (for code and small control data)."""
+    if _is_plain(value):
+        return pickle.dumps(value, 5)
+    return cloudpickle.dumps(value, protocol=5)
+
+
+def dumps_oob(value: Any) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``value``; buffers of at least ``OOB_MIN`` bytes come back separately."""
+    if _is_plain(value) and (type(value) is not bytes or len(value) < INLINE_MAX):
+        return pickle.dumps(value, 5), []
+    buffers: list[memoryview] = []
+
+    def take(buf: pickle.PickleBuffer) -> bool:
+        raw = buf.raw()
+        if raw.nbytes >= OOB_MIN:
+            buffers.append(raw)
+            return False
+        return True
+
+    data = cloudpickle.dumps(value, protocol=5, buffer_callback=take)
+    return data, buffers
+
+
+def dumps_args(args: list[Any], kwargs: dict[str, Any]) -> tuple[bytes, list[memoryview]]:
+    """Pickle a task's arguments; small ones in-band, large buffers out of band."""
+    plain = _PLAIN
+    if all(type(a) in plain for a in args) and all(type(v) in plain for v in kwargs.values()):
+        if sum(len(a) for a in args if type(a) is bytes) < INLINE_MAX:
+            return pickle.dumps((args, kwargs), 5), []
+    data, bufs = dumps_oob((args, kwargs))
+    if bufs and len(data) + sum(b.nbytes for b in bufs) < INLINE_MAX:
+        return cloudpickle.dumps((args, kwargs), protocol=5), []
+    return data, bufs
+
+
+def describe_unpicklable(value: Any) -> str:
+    """Best effort: the type of the first part of ``value`` that fails to pickle."""
+    candidates: list[Any] = []
+    if isinstance(value, (list, tuple, set)):
+        candidates = list(value)
+    elif isinstance(value, dict):
+        candidates = list(value.values())
+    for item in candidates:
+        try:
+            cloudpickle.dumps(item)
+        except Exception:
+            return describe_unpicklable(item)
+    return type(value).__qualname__
+
+
+def encode(value: Any, segment_name: str, node_id: bytes) -> P.Loc:
+    """Serialize ``value``: inline if small, else into segment ``segment_name``."""
+    data, buffers = dumps_oob(value)
+    total = len(data) + sum(b.nbytes for b in buffers)
+    if total < INLINE_MAX:
+        if buffers:  # small out-of-band buffers: fold them back in-band
+            data = cloudpickle.dumps(value, protocol=5)
+        return (P.LOC_INLINE, data)
+    size = shm.write_segment(segment_name, data, buffers)
+    return (P.LOC_SHM, segment_name, size, node_id)
+
+
+def decode(loc: P.Loc) -> Any:
+    """The value at ``loc``; raises the stored exception for error locations."""
+    kind = loc[0]
+    if kind == P.LOC_INLINE:
+        return pickle.loads(loc[1])
+    if kind == P.LOC_SHM:
+        try:
+            data, bufs = shm.read_segment(loc[1])
+        except FileNotFoundError:
+            raise ObjectLostError(
+                f"object in shared memory segment {loc[1]} was freed or lost"
+            ) from None
+        return pickle.loads(data, buffers=bufs)
+    err = pickle.loads(loc[1])
+    if isinstance(err, TaskError):
+        err = err.as_instanceof_cause()
+    raise err
+
+
+def loc_size(loc: P.Loc) -> int:
+    if loc[0] == P.LOC_SHM:
+        return int(loc[2])
+    return len(loc[1])
+
+
+def error_loc(exc: BaseException) -> P.Loc:
+    """Encode an exception (a jray error, or anything else) as an error location."""
+    try:
+        return (P.LOC_ERROR, cloudpickle.dumps(exc, protocol=5))
+    except Exception:
+        fallback = SerializationError(f"{type(exc).__qualname__}: {exc}")
+        return (P.LOC_ERROR, pickle.dumps(fallback, 5))
+
+
+def task_error_loc(function_name: str, exc: BaseException) -> P.Loc:
+    """Encode an exception raised by user code in a task, traceback included."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    cause: BaseException | None = exc
+    try:
+        cloudpickle.dumps(exc, protocol=5)
+    except Exception:
+        cause = None
+    try:
+        err = TaskError(function_name, tb, cause, type(exc))
+        return (P.LOC_ERROR, cloudpickle.dumps(err, protocol=5))
+    except Exception:
+        err = TaskError(function_name, tb, None, None)
+        return (P.LOC_ERROR, cloudpickle.dumps(err, protocol=5))

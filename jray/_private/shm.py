@@ -1,0 +1,105 @@
+"""Shared-memory segments that hold large objects, one file per object in /dev/shm.
+
+Layout of a segment (all integers little-endian)::
+
+    0   magic b"JRY1"
+    4   u32 number of out-of-band buffers (n)
+    8   u64 length of the pickle stream
+    16  n x (u64 offset, u64 length)     one entry per buffer
+    ... pickle stream, then each buffer at a 64-byte aligned offset
+
+Readers map the file read-only and hand ``pickle.loads`` memoryviews of the
+mapping, so NumPy arrays come back as read-only views with no copy. A mapping
+lives as long as any view of it, so unlinking a segment never pulls memory
+out from under an array that is still in use.
+"""
+
+from __future__ import annotations
+
+import glob
+import mmap
+import os
+import struct
+
+SHM_DIR = "/dev/shm"
+_MAGIC = b"JRY1"
+_HEAD = struct.Struct("<4sIQ")
+_ENTRY = struct.Struct("<QQ")
+_ALIGN = 64
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _align(n: int) -> int:
+    return (n + _ALIGN - 1) & ~(_ALIGN - 1)
+
+
+def segment_path(name: str) -> str:
+    return os.path.join(SHM_DIR, name)
+
+
+def write_segment(name: str, data: bytes, buffers: list[memoryview]) -> int:
+    """Create segment ``name`` holding ``data`` and ``buffers``; return its size."""
+    header = _HEAD.size + _ENTRY.size * len(buffers)
+    offsets = []
+    pos = _align(header + len(data))
+    for b in buffers:
+        offsets.append(pos)
+        pos = _align(pos + b.nbytes)
+    size = max(pos, 1)
+    fd = os.open(segment_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
+    finally:
+        os.close(fd)
+    try:
+        _HEAD.pack_into(m, 0, _MAGIC, len(buffers), len(data))
+        for i, (off, b) in enumerate(zip(offsets, buffers)):
+            _ENTRY.pack_into(m, _HEAD.size + i * _ENTRY.size, off, b.nbytes)
+        m[header : header + len(data)] = data
+        for off, b in zip(offsets, buffers):
+            flat = b.cast("B") if b.ndim != 1 or b.format != "B" else b
+            m[off : off + b.nbytes] = flat
+    finally:
+        m.close()
+    return size
+
+
+def read_segment(name: str) -> tuple[memoryview, list[memoryview]]:
+    """Map segment ``name`` read-only; return (pickle stream, buffers) as views."""
+    fd = os.open(segment_path(name), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    view = memoryview(m)
+    magic, nbuf, dlen = _HEAD.unpack_from(view, 0)
+    if magic != _MAGIC:
+        raise ValueError(f"shared-memory segment {name} is corrupt (bad magic {magic!r})")
+    header = _HEAD.size + _ENTRY.size * nbuf
+    data = view[header : header + dlen]
+    bufs = []
+    for i in range(nbuf):
+        off, ln = _ENTRY.unpack_from(view, _HEAD.size + i * _ENTRY.size)
+        bufs.append(view[off : off + ln])
+    return data, bufs
+
+
+def unlink(name: str) -> None:
+    try:
+        os.unlink(segment_path(name))
+    except FileNotFoundError:
+        pass
+
+
+def cleanup(prefix: str) -> int:
+    """Remove every segment whose name starts with ``prefix``; return how many."""
+    n = 0
+    for path in glob.glob(os.path.join(SHM_DIR, glob.escape(prefix) + "*")):
+        try:
+            os.unlink(path)
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n

@@ -1,0 +1,89 @@
+"""ZeroMQ plumbing shared by every process: socket setup and batched frames.
+
+Topology (ipc:// on one machine, tcp:// across machines, same messages)::
+
+    driver  DEALER ─┐                         ┌─ DEALER  node daemon
+    worker  DEALER ─┼──▶ ROUTER  head  ◀──────┘
+                    │
+    worker  PUSH ───┴──▶ PULL  owner (driver or worker): task results, direct
+
+Every frame holds a batch of messages (see ``protocol``); senders collect
+what they have and send one frame per peer.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+
+import zmq
+
+from jray._private import protocol as P
+
+
+def new_context() -> zmq.Context[zmq.Socket[bytes]]:
+    return zmq.Context()
+
+
+def _common(sock: zmq.Socket[bytes]) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+
+
+def dealer(ctx: zmq.Context[zmq.Socket[bytes]], addr: str, ident: bytes) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.DEALER)
+    _common(sock)
+    sock.setsockopt(zmq.IDENTITY, ident)
+    sock.connect(addr)
+    return sock
+
+
+def router(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.ROUTER)
+    _common(sock)
+    sock.bind(addr)
+    return sock
+
+
+def pull(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.PULL)
+    _common(sock)
+    sock.bind(addr)
+    return sock
+
+
+def push(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
+    sock = ctx.socket(zmq.PUSH)
+    _common(sock)
+    sock.connect(addr)
+    return sock
+
+
+def send_batch(sock: zmq.Socket[bytes], batch: list[P.Msg]) -> None:
+    sock.send(P.pack(batch), copy=len(batch) > 8)
+
+
+def send_to(sock: zmq.Socket[bytes], ident: bytes, batch: list[P.Msg]) -> None:
+    sock.send_multipart([ident, P.pack(batch)], copy=False)
+
+
+def ipc_addr(directory: str, name: str) -> str:
+    return f"ipc://{os.path.join(directory, name)}"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies.
+
+    Meant as a ``preexec_fn``; on other systems it does nothing and the
+    parent-pid polling in each daemon's loop is the only guard.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass

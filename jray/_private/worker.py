@@ -1,0 +1,201 @@
+"""Worker process: runs tasks the head sends, one at a time, in order.
+
+::
+
+    head ──EXECUTE──▶ [task queue] ──run──▶ results ──▶ owner (direct, PUSH)
+                                              └──────▶ head (TASK_DONE, batched)
+
+A worker is started by its node daemon with ``python -m jray._private.worker``
+and dies with it (PR_SET_PDEATHSIG). Function code arrives once per worker
+and is cached by id. SIGINT while a task runs raises ``TaskCancelledError``
+inside the task (``jray.cancel``); outside a task it is ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import signal
+import sys
+import time
+from typing import Any
+
+from jray._private import protocol as P
+from jray._private import serialization as S
+from jray._private import transport
+from jray._private.core import CoreClient
+from jray.exceptions import SerializationError, TaskCancelledError
+
+DONE_BATCH = 64
+
+
+class _Running:
+    tid: bytes | None = None
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    if _Running.tid is not None:
+        _Running.tid = None
+        raise TaskCancelledError("task cancelled by jray.cancel()")
+
+
+class Executor:
+    """Runs ``ExecSpec``s from the core's queue and reports the results."""
+
+    def __init__(self, core: CoreClient) -> None:
+        self.core = core
+        self.functions: dict[bytes, Any] = {}
+        self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    def _function(self, fid: bytes, blob: bytes | None, name: str) -> Any:
+        fn = self.functions.get(fid)
+        if fn is None:
+            if blob is None:
+                raise SerializationError(f"the code of function {name} never reached this worker")
+            try:
+                fn = pickle.loads(blob)
+            except Exception as exc:
+                raise SerializationError(
+                    f"could not load function {name} in the worker: "
+                    f"{type(exc).__name__}: {exc} (is its module installed on the worker?)"
+                ) from exc
+            self.functions[fid] = fn
+        return fn
+
+    def run(self, spec: P.ExecSpec) -> None:
+        (tid, fid, blob, name, args_blob, dep_locs, returns, owner, gpu_ids, retries_left,
+         retry_exc) = spec
+        core = self.core
+        t0 = time.time()
+        status = P.DONE_OK
+        locs: list[P.Loc]
+        try:
+            if gpu_ids:
+                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+            fn = self._function(fid, blob, name)
+            try:
+                deps = [S.decode(loc) for loc in dep_locs]
+                if args_blob is None:
+                    args, kwargs = deps[0]
+                    deps = deps[1:]
+                else:
+                    args, kwargs = pickle.loads(args_blob)
+            except Exception as exc:
+                raise SerializationError(
+                    f"could not unpickle the arguments of {name}() in the worker: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if deps:
+                args = [deps[a.i] if type(a) is S.ArgRef else a for a in args]
+                for k, v in kwargs.items():
+                    if type(v) is S.ArgRef:
+                        kwargs[k] = deps[v.i]
+            _Running.tid = tid
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                _Running.tid = None
+            locs = self._encode_results(name, result, returns)
+        except TaskCancelledError as exc:
+            locs = [S.error_loc(exc)] * len(returns)
+            status = P.DONE_ERROR
+        except SerializationError as exc:
+            locs = [S.error_loc(exc)] * len(returns)
+            status = P.DONE_ERROR
+        except BaseException as exc:  # user code: anything, SystemExit included
+            if isinstance(exc, KeyboardInterrupt):
+                exc = TaskCancelledError(f"task {name} was interrupted")
+                locs = [S.error_loc(exc)] * len(returns)
+            elif retries_left > 0 and (
+                retry_exc is True
+                or (isinstance(retry_exc, tuple) and isinstance(exc, retry_exc))
+            ):
+                status = P.DONE_RETRY
+                locs = []
+            else:
+                locs = [S.task_error_loc(name, exc)] * len(returns)
+            if status != P.DONE_RETRY:
+                status = P.DONE_ERROR
+        finally:
+            if gpu_ids:
+                if self.base_env_gpus is None:
+                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+                else:
+                    os.environ["CUDA_VISIBLE_DEVICES"] = self.base_env_gpus
+        results = list(zip(returns, locs))
+        for oid, loc in results:
+            core.send_owner(owner, (P.OBJECT_READY, oid, loc))
+        core.to_head.append((P.TASK_DONE, tid, results, status, t0, time.time()))
+        if not core.task_queue or len(core.to_head) >= DONE_BATCH:
+            core.flush()
+
+    def _encode_results(self, name: str, result: Any, returns: list[bytes]) -> list[P.Loc]:
+        core = self.core
+        if len(returns) == 1:
+            values = [result]
+        else:
+            try:
+                values = list(result)
+            except TypeError:
+                values = []
+            if len(values) != len(returns):
+                raise SerializationError(
+                    f"{name}() declared num_returns={len(returns)} but returned "
+                    f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}"
+                )
+        locs = []
+        for oid, value in zip(returns, values):
+            try:
+                locs.append(S.encode(value, core.shm_prefix + oid.hex(), core.node_id))
+            except Exception as exc:
+                raise SerializationError(
+                    f"the return value of {name}() cannot be serialized: an object of type "
+                    f"{S.describe_unpicklable(value)} ({type(exc).__name__}: {exc})"
+                ) from exc
+        return locs
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="jray-worker")
+    ap.add_argument("--head", required=True)
+    ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--node-id", required=True)
+    ap.add_argument("--worker-id", required=True)
+    ap.add_argument("--shm-prefix", required=True)
+    ns = ap.parse_args(argv)
+    transport.die_with_parent(signal.SIGKILL)
+    signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    node_id = bytes.fromhex(ns.node_id)
+    core = CoreClient(ns.head, ns.session_dir, node_id, ns.shm_prefix,
+                      bytes.fromhex(ns.worker_id), is_worker=True)
+    from jray._private import api
+
+    api._attach_worker(core)
+    executor = Executor(core)
+    core.to_head.append((P.WORKER_READY, node_id, os.getpid(), core.addr))
+    core.flush()
+    parent = os.getppid()
+    queue = core.task_queue
+    while not core.exit_requested:
+        if not queue:
+            core.flush()
+            if not core.poll(1000) and os.getppid() != parent:
+                break
+            continue
+        core.poll(0)
+        if not queue:
+            continue
+        spec = queue.popleft()
+        if spec[P.E_ID] in core.cancelled:
+            core.cancelled.discard(spec[P.E_ID])
+            continue
+        executor.run(spec)
+    core.flush()
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

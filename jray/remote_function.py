@@ -1,0 +1,147 @@
+"""``@jray.remote`` on a function: ``RemoteFunction`` and its options."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import cloudpickle
+
+from jray._private import api
+from jray._private.object_ref import ObjectRef
+from jray._private.resources import validate_demand
+from jray.exceptions import SerializationError
+
+TASK_OPTIONS = frozenset({
+    "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
+    "name", "memory", "scheduling_strategy", "runtime_env",
+})
+DEFAULT_MAX_RETRIES = 3
+_INFINITE_RETRIES = 1 << 30
+
+
+def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) -> None:
+    """Raise ``ValueError``/``TypeError`` naming ``where`` and the bad option."""
+    unknown = sorted(set(opts) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown option(s) {', '.join(unknown)}; valid options are "
+            f"{', '.join(sorted(allowed))}"
+        )
+    for key in ("num_cpus", "num_gpus", "memory"):
+        v = opts.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ValueError(f"{where}: {key} must be a number >= 0, got {v!r}")
+    res = opts.get("resources")
+    if res is not None:
+        if not isinstance(res, dict):
+            raise TypeError(f"{where}: resources must be a dict, got {type(res).__name__}")
+        for reserved in ("CPU", "GPU"):
+            if reserved in res:
+                raise ValueError(f"{where}: use num_{reserved.lower()}s= instead of resources="
+                                 f"{{'{reserved}': ...}}")
+        validate_demand(res, where)
+    nr = opts.get("num_returns")
+    if nr is not None and (isinstance(nr, bool) or not isinstance(nr, int) or nr < 1):
+        raise ValueError(f"{where}: num_returns must be an int >= 1, got {nr!r}")
+    mr = opts.get("max_retries")
+    if mr is not None and (isinstance(mr, bool) or not isinstance(mr, int) or mr < -1):
+        raise ValueError(f"{where}: max_retries must be an int >= -1 (-1: forever), got {mr!r}")
+    re = opts.get("retry_exceptions")
+    if re is not None and not isinstance(re, bool):
+        if not (isinstance(re, (list, tuple)) and all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in re
+        )):
+            raise ValueError(
+                f"{where}: retry_exceptions must be a bool or a list of exception classes, "
+                f"got {re!r}"
+            )
+    name = opts.get("name")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{where}: name must be a str, got {type(name).__name__}")
+
+
+def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
+    cpus = opts.get("num_cpus")
+    demand: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
+    if opts.get("num_gpus"):
+        demand["GPU"] = float(opts["num_gpus"])
+    for k, v in (opts.get("resources") or {}).items():
+        demand[k] = float(v)
+    return {k: v for k, v in demand.items() if v > 0}
+
+
+class _Code:
+    """A function's id and pickled code, computed once and shared by option variants."""
+
+    __slots__ = ("fn", "func_id", "_blob")
+
+    def __init__(self, fn: Any, func_id: bytes | None = None) -> None:
+        self.fn = fn
+        self.func_id = func_id or os.urandom(16)
+        self._blob: bytes | None = None
+
+    def blob(self, name: str) -> bytes:
+        if self._blob is None:
+            try:
+                self._blob = cloudpickle.dumps(self.fn, protocol=5)
+            except Exception as exc:
+                raise SerializationError(
+                    f"remote function {name} cannot be pickled: it refers to an object that "
+                    f"cannot be serialized ({type(exc).__name__}: {exc})"
+                ) from exc
+        return self._blob
+
+
+class RemoteFunction:
+    """A function run as a task by ``.remote(...)``, returning ``ObjectRef``(s)."""
+
+    def __init__(self, fn: Any, options: dict[str, Any], code: _Code | None = None) -> None:
+        self._name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+        validate_options(f"@jray.remote on {self._name}", options, TASK_OPTIONS)
+        self._fn = fn
+        self._options = options
+        self._code = code or _Code(fn)
+        self._task_name = options.get("name") or self._name
+        self._demand = demand_of(options, 1)
+        self._num_returns = int(options.get("num_returns") or 1)
+        mr = options.get("max_retries")
+        self._max_retries = DEFAULT_MAX_RETRIES if mr is None else (
+            _INFINITE_RETRIES if mr == -1 else mr)
+        re = options.get("retry_exceptions")
+        self._retry_exc: Any = bool(re) if not isinstance(re, (list, tuple)) else tuple(re)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"remote function {self._name} cannot be called directly; "
+            f"use {self._name}.remote(...) to run it as a task"
+        )
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        client = api.client()
+        code = self._code
+        fid = code.func_id
+        blob = b"" if fid in client.functions_sent else code.blob(self._name)
+        refs = client.submit(fid, blob, self._task_name, args, kwargs, self._num_returns,
+                             self._demand, self._max_retries, self._retry_exc)
+        return refs[0] if self._num_returns == 1 else refs
+
+    def options(self, **opts: Any) -> RemoteFunction:
+        merged = {**self._options, **opts}
+        validate_options(f"{self._name}.options()", opts, TASK_OPTIONS)
+        return RemoteFunction(self._fn, merged, self._code)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self._fn, self._options, self._code.func_id))
+
+    def __repr__(self) -> str:
+        return f"<jray remote function {self._name}>"
+
+
+def _rebuild(fn: Any, options: dict[str, Any], func_id: bytes) -> RemoteFunction:
+    return RemoteFunction(fn, options, _Code(fn, func_id))
+
+
+__all__ = ["ObjectRef", "RemoteFunction"]
