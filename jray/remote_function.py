@@ -97,7 +97,7 @@ class RemoteFunction:
     """A function run as a task by ``.remote(...)``, returning ``ObjectRef``(s)."""
 
     def __init__(self, fn: Any, options: dict[str, Any], code: _Code | None = None) -> None:
-        self._name = getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn)))
+        self._name = getattr(fn, "__name__", repr(fn))
         validate_options(f"@jray.remote on {self._name}", options, TASK_OPTIONS)
         self._fn = fn
         self._options = options
