@@ -18,6 +18,7 @@ The client is not re-entrant across threads: one lock guards its sockets.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import warnings
@@ -86,7 +87,39 @@ class CoreClient:
         self.state_replies: dict[int, Any] = {}
         self._req = 0
         self.closed = False
+        #: handlers of extension ops (actors), called as ``handler(msg)``
+        self.handlers: dict[int, Callable[[P.Msg], None]] = {}
+        # Task output (print) goes to the driver's output socket, read by its own
+        # thread so that it shows while the driver does something else.
+        self.output_addr = ""
+        self._output_thread: threading.Thread | None = None
+        self._output_stop = threading.Event()
+        if not is_worker:
+            self.output_addr = transport.ipc_addr(session_dir, ident.hex() + ".out.sock")
+            out_sock = transport.pull(self.ctx, self.output_addr)
+            self._output_thread = threading.Thread(
+                target=self._output_loop, args=(out_sock,), name="jray-output", daemon=True
+            )
+            self._output_thread.start()
         set_ref_counter(self)
+
+    def _output_loop(self, sock: zmq.Socket[bytes]) -> None:
+        try:
+            while not self._output_stop.is_set():
+                if not sock.poll(100):
+                    continue
+                while True:
+                    try:
+                        frame = sock.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    for msg in P.unpack(frame):
+                        try:
+                            output_handler(msg)
+                        except Exception:  # a broken handler must not stop the thread
+                            pass
+        finally:
+            sock.close(0)
 
     # --- reference counting (called from ObjectRef) -------------------------------
     def incref(self, oid: bytes) -> None:
@@ -179,6 +212,10 @@ class CoreClient:
                 warnings.warn(msg[1], stacklevel=3)
             elif op == P.EXIT:
                 self.exit_requested = True
+            else:
+                handler = self.handlers.get(op)
+                if handler is not None:
+                    handler(msg)
 
     def poll(self, timeout_ms: int) -> bool:
         """Wait up to ``timeout_ms`` for messages and process all that arrived."""
@@ -249,7 +286,7 @@ class CoreClient:
                 self.functions_sent.add(func_id)
                 blob = func_blob
             spec = (tid, func_id, blob, name, args_blob, deps, returns, resources,
-                    max_retries, retry_exceptions, self.addr)
+                    max_retries, retry_exceptions, self.addr, self.output_addr)
             self.to_head.append((P.SUBMIT, spec))
             self.owned.update(returns)
             self.awaiting.update(returns)
@@ -376,14 +413,41 @@ class CoreClient:
             return
         self.closed = True
         set_ref_counter(None)
+        if self._output_thread is not None:
+            self._output_stop.set()
+            self._output_thread.join(5)
         for sock in self.pushers.values():
             sock.close(0)
         self.head.close(0)
         self.pull.close(0)
         self.ctx.term()
-        path = self.addr[len("ipc://") :]
-        if os.path.exists(path):
-            os.unlink(path)
+        for addr in (self.addr, self.output_addr):
+            path = addr[len("ipc://") :]
+            if addr and os.path.exists(path):
+                os.unlink(path)
+
+
+def print_output(msg: P.Msg) -> None:
+    """Default output handler: each line of a task's output, prefixed like Ray's."""
+    _, _tid, name, pid, stream, text = msg
+    target = sys.stderr if stream == "stderr" else sys.stdout
+    prefix = f"({name} pid={pid}) "
+    lines = text.splitlines()
+    target.write("".join(prefix + line + "\n" for line in lines))
+    target.flush()
+
+
+#: The function that shows task output in the driver; the Jupyter layer replaces it.
+output_handler: Callable[[P.Msg], None] = print_output
+
+
+def set_output_handler(handler: Callable[[P.Msg], None] | None) -> None:
+    """Install ``handler(msg)`` for TASK_OUTPUT messages (None restores printing).
+
+    It runs on the driver's output thread, not the main thread.
+    """
+    global output_handler
+    output_handler = handler if handler is not None else print_output
 
 
 def _encode_parts(parts: tuple[bytes, list[memoryview]], name: str, node_id: bytes) -> P.Loc:

@@ -96,18 +96,25 @@ OBJECT_READY = 60
 WARN = 61
 #: (STATE_REPLY, request_id, payload)
 STATE_REPLY = 62
+#: (TASK_OUTPUT, tid, task_name, pid, stream, text)  worker -> the driver's output socket;
+#: stream is "stdout" or "stderr"
+TASK_OUTPUT = 63
+
+# Ops 100-199 are reserved for actors (see ``actor_protocol``); extensions register
+# their handlers with ``Scheduler.register`` and ``CoreClient.handlers``.
 
 # --- task spec layout ---------------------------------------------------------
 # TaskSpec = (tid, func_id, func_blob | None, name, args_blob, deps, return_ids,
-#             resources, max_retries, retry_exceptions, owner_addr)
+#             resources, max_retries, retry_exceptions, owner_addr, output_addr)
 T_ID, T_FUNC_ID, T_FUNC_BLOB, T_NAME, T_ARGS, T_DEPS, T_RETURNS = range(7)
-T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER = range(7, 11)
+T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER, T_OUTPUT = range(7, 12)
 TaskSpec = tuple[Any, ...]
 
 # ExecSpec = (tid, func_id, func_blob | None, name, args_blob, dep_locs,
-#             return_ids, owner_addr, gpu_ids, retries_left, retry_exceptions)
+#             return_ids, owner_addr, gpu_ids, retries_left, retry_exceptions,
+#             output_addr)
 E_ID, E_FUNC_ID, E_FUNC_BLOB, E_NAME, E_ARGS, E_DEP_LOCS = range(6)
-E_RETURNS, E_OWNER, E_GPU_IDS, E_RETRIES_LEFT, E_RETRY_EXC = range(6, 11)
+E_RETURNS, E_OWNER, E_GPU_IDS, E_RETRIES_LEFT, E_RETRY_EXC, E_OUTPUT = range(6, 12)
 ExecSpec = tuple[Any, ...]
 
 _PROTO = pickle.HIGHEST_PROTOCOL

@@ -58,7 +58,7 @@ class Scheduler:
         self.events = EventLog()
         self.out: dict[bytes, list[P.Msg]] = {}
         self.shutdown_requested = False
-        self._handlers = {
+        self._handlers: dict[int, Any] = {
             P.SUBMIT: self._on_submit,
             P.PUT: self._on_put,
             P.SUBSCRIBE: self._on_subscribe,
@@ -77,6 +77,12 @@ class Scheduler:
         }
 
     # --- entry points -------------------------------------------------------------
+    def register(self, op: int, handler: Any) -> None:
+        """Add the handler of an extension op (actors): ``handler(sender, msg)``."""
+        if op in self._handlers:
+            raise ValueError(f"head: op {op} already has a handler")
+        self._handlers[op] = handler
+
     def handle(self, sender: bytes, msg: P.Msg) -> None:
         handler = self._handlers.get(msg[0])
         if handler is None:
@@ -502,7 +508,7 @@ class Scheduler:
                 (
                     spec[P.T_ID], fid, blob, spec[P.T_NAME], spec[P.T_ARGS], dep_locs,
                     spec[P.T_RETURNS], spec[P.T_OWNER], w.gpu_ids, task.retries_left,
-                    spec[P.T_RETRY_EXC],
+                    spec[P.T_RETRY_EXC], spec[P.T_OUTPUT],
                 ),
             ),
         )

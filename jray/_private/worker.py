@@ -14,10 +14,12 @@ inside the task (``jray.cancel``); outside a task it is ignored.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import pickle
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -28,10 +30,67 @@ from jray._private.core import CoreClient
 from jray.exceptions import SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
+OUTPUT_INTERVAL_S = 0.05
 
 
 class _Running:
     tid: bytes | None = None
+
+
+class TaskOutput(io.TextIOBase):
+    """Replaces sys.stdout/sys.stderr in a worker: a task's prints go to its driver.
+
+    Text is buffered per line and sent at most every ``OUTPUT_INTERVAL_S`` while
+    the task runs (and at its end), so a chatty task sends few messages. Writes
+    from threads other than the main one are buffered and sent by the main one.
+    """
+
+    def __init__(self, core: CoreClient, stream: str, fallback: Any) -> None:
+        self.core = core
+        self.stream = stream
+        self.fallback = fallback
+        self.buf: list[str] = []
+        self.lock = threading.Lock()
+        self.main = threading.get_ident()
+        self.addr = ""
+        self.task: tuple[bytes, str] | None = None
+        self.last = 0.0
+
+    def begin(self, tid: bytes, name: str, addr: str) -> None:
+        self.task = (tid, name)
+        self.addr = addr
+
+    def end(self) -> None:
+        self.send()
+        self.task = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.task is None or not self.addr:
+            return int(self.fallback.write(text))
+        with self.lock:
+            self.buf.append(text)
+        if threading.get_ident() == self.main and "\n" in text:
+            now = time.monotonic()
+            if now - self.last > OUTPUT_INTERVAL_S:
+                self.send()
+        return len(text)
+
+    def send(self) -> None:
+        if not self.buf or self.task is None:
+            return
+        with self.lock:
+            text, self.buf = "".join(self.buf), []
+        self.last = time.monotonic()
+        tid, name = self.task
+        self.core.send_owner(self.addr, (P.TASK_OUTPUT, tid, name, os.getpid(), self.stream, text))
+        self.core.flush()
+
+    def flush(self) -> None:
+        if self.task is None:
+            self.fallback.flush()
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -45,6 +104,10 @@ class Executor:
 
     def __init__(self, core: CoreClient) -> None:
         self.core = core
+        self.stdout = TaskOutput(core, "stdout", sys.stdout)
+        self.stderr = TaskOutput(core, "stderr", sys.stderr)
+        sys.stdout = self.stdout
+        sys.stderr = self.stderr
         self.functions: dict[bytes, Any] = {}
         self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
 
@@ -65,8 +128,11 @@ class Executor:
 
     def run(self, spec: P.ExecSpec) -> None:
         (tid, fid, blob, name, args_blob, dep_locs, returns, owner, gpu_ids, retries_left,
-         retry_exc) = spec
+         retry_exc, output_addr) = spec
         core = self.core
+        core.output_addr = output_addr
+        self.stdout.begin(tid, name, output_addr)
+        self.stderr.begin(tid, name, output_addr)
         t0 = time.time()
         status = P.DONE_OK
         locs: list[P.Loc]
@@ -118,6 +184,8 @@ class Executor:
             if status != P.DONE_RETRY:
                 status = P.DONE_ERROR
         finally:
+            self.stdout.end()
+            self.stderr.end()
             if gpu_ids:
                 if self.base_env_gpus is None:
                     os.environ.pop("CUDA_VISIBLE_DEVICES", None)
