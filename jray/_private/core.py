@@ -35,6 +35,9 @@ from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray.exceptions import GetTimeoutError, JrayError
 
 FREE_BATCH = 256
+COALESCE_GAP_S = 50e-6
+COALESCE_DELAY_S = 0.0003
+COALESCE_MAX = 128
 SUBSCRIBE_OWNED_AFTER_S = 0.5
 
 
@@ -94,6 +97,9 @@ class CoreClient:
         self.output_addr = ""
         self._output_thread: threading.Thread | None = None
         self._output_stop = threading.Event()
+        self._flusher: threading.Thread | None = None
+        self._kick = threading.Event()
+        self._last_submit = 0.0
         if not is_worker:
             self.output_addr = transport.ipc_addr(session_dir, ident.hex() + ".out.sock")
             out_sock = transport.pull(self.ctx, self.output_addr)
@@ -101,6 +107,9 @@ class CoreClient:
                 target=self._output_loop, args=(out_sock,), name="jray-output", daemon=True
             )
             self._output_thread.start()
+            self._flusher = threading.Thread(target=self._flush_loop, name="jray-flush",
+                                             daemon=True)
+            self._flusher.start()
         set_ref_counter(self)
 
     def _output_loop(self, sock: zmq.Socket[bytes]) -> None:
@@ -164,6 +173,32 @@ class CoreClient:
             self.pending_free = []
 
     # --- sending ------------------------------------------------------------------
+    def _flush_soon(self) -> None:
+        """Send now, unless submissions come in a tight loop: then batch them.
+
+        A submit that follows the previous one within ``COALESCE_GAP_S`` waits in
+        ``to_head``; the flusher thread sends the batch within ``COALESCE_DELAY_S``
+        (or the main thread does, at ``COALESCE_MAX`` messages or its next call).
+        """
+        now = time.perf_counter()
+        tight = now - self._last_submit < COALESCE_GAP_S
+        self._last_submit = now
+        if not tight or self._flusher is None or len(self.to_head) >= COALESCE_MAX:
+            self.flush()
+        elif not self._kick.is_set():
+            self._kick.set()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._kick.wait()
+            if self.closed:
+                return
+            time.sleep(COALESCE_DELAY_S)
+            with self.lock:
+                self._kick.clear()
+                if not self.closed:
+                    self.flush()
+
     def flush(self) -> None:
         if self.to_head:
             batch, self.to_head = self.to_head, []
@@ -221,12 +256,8 @@ class CoreClient:
         """Wait up to ``timeout_ms`` for messages and process all that arrived."""
         got = False
         for sock, _ in self.poller.poll(timeout_ms):
-            while True:
-                try:
-                    frame = sock.recv(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
-                    break
-                self._process(P.unpack(frame.buffer))
+            while sock.get(zmq.EVENTS) & zmq.POLLIN:
+                self._process(P.unpack(sock.recv()))
                 got = True
         return got
 
@@ -291,7 +322,7 @@ class CoreClient:
             self.owned.update(returns)
             self.awaiting.update(returns)
             refs = [ObjectRef(oid, self.addr) for oid in returns]
-            self.flush()
+            self._flush_soon()
             del hold
             return refs
 
@@ -352,7 +383,6 @@ class CoreClient:
         try:
             while True:
                 self.flush()
-                self.poll(0)
                 left = [oid for oid in missing if oid not in self.cache]
                 need -= len(missing) - len(left)
                 if need <= 0:
@@ -416,6 +446,9 @@ class CoreClient:
         if self._output_thread is not None:
             self._output_stop.set()
             self._output_thread.join(5)
+        if self._flusher is not None:
+            self._kick.set()
+            self._flusher.join(5)
         for sock in self.pushers.values():
             sock.close(0)
         self.head.close(0)

@@ -50,10 +50,9 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     while not stop:
         if sock.poll(200):
             for _ in range(MAX_DRAIN):
-                try:
-                    ident, frame = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                except zmq.Again:
+                if not sock.get(zmq.EVENTS) & zmq.POLLIN:
                     break
+                ident, frame = sock.recv_multipart(copy=False)
                 try:
                     sched.handle_batch(ident.bytes, P.unpack(frame.buffer))
                 except Exception:  # one bad message must not take the cluster down
@@ -86,7 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         filename=ns.log, level=logging.INFO, format="%(asctime)s head %(levelname)s %(message)s"
     )
-    serve(ns.address, ns.parent_pid, ns.session)
+    profile_to = os.environ.get("JRAY_PROFILE_HEAD")
+    if profile_to:  # developer aid: JRAY_PROFILE_HEAD=/path/to/file.prof
+        import cProfile
+
+        cProfile.runctx("serve(ns.address, ns.parent_pid, ns.session)", globals(), locals(),
+                        profile_to)
+    else:
+        serve(ns.address, ns.parent_pid, ns.session)
     sys.exit(0)
 
 

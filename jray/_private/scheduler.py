@@ -54,6 +54,7 @@ class Scheduler:
         self.functions: dict[bytes, bytes] = {}
         self.func_runtime: dict[bytes, float] = {}
         self.ready: dict[Shape, deque[Task]] = {}
+        self.feasible: set[Shape] = set()
         self.finished: deque[bytes] = deque()
         self.events = EventLog()
         self.out: dict[bytes, list[P.Msg]] = {}
@@ -122,6 +123,11 @@ class Scheduler:
         node.res.available.pop("_initial_workers", None)
         self.nodes[node_id] = node
         self.events.add("node_added", node_id, dict(node.res.total))
+        self.feasible.clear()
+        for q in self.ready.values():  # tasks submitted before any node could judge them
+            for task in q:
+                if not task.infeasible:
+                    self._check_feasible(task)
 
     def _on_worker_ready(self, sender: bytes, msg: P.Msg) -> None:
         _, node_id, pid, addr = msg
@@ -278,12 +284,13 @@ class Scheduler:
             task.event("waiting")
 
     def _check_feasible(self, task: Task) -> None:
-        if not self.nodes or not task.demand:
+        if not self.nodes or not task.demand or task.shape in self.feasible:
             return
         best: Demand | None = None
         for node in self.nodes.values():
             missing = node.res.missing(task.demand)
             if not missing:
+                self.feasible.add(task.shape)
                 return
             if best is None or len(missing) < len(best):
                 best = missing

@@ -26,7 +26,6 @@ _MAGIC = b"JRY1"
 _HEAD = struct.Struct("<4sIQ")
 _ENTRY = struct.Struct("<QQ")
 _ALIGN = 64
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
 def _align(n: int) -> int:
@@ -46,23 +45,30 @@ def write_segment(name: str, data: bytes, buffers: list[memoryview]) -> int:
         offsets.append(pos)
         pos = _align(pos + b.nbytes)
     size = max(pos, 1)
+    head = bytearray(header)
+    _HEAD.pack_into(head, 0, _MAGIC, len(buffers), len(data))
+    for i, (off, b) in enumerate(zip(offsets, buffers)):
+        _ENTRY.pack_into(head, _HEAD.size + i * _ENTRY.size, off, b.nbytes)
     fd = os.open(segment_path(name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
+        # pwrite into tmpfs: the kernel allocates and fills pages in one pass,
+        # which is about twice as fast as faulting them in through a mapping.
         os.ftruncate(fd, size)
-        m = mmap.mmap(fd, size, flags=mmap.MAP_SHARED | _POPULATE)
-    finally:
-        os.close(fd)
-    try:
-        _HEAD.pack_into(m, 0, _MAGIC, len(buffers), len(data))
-        for i, (off, b) in enumerate(zip(offsets, buffers)):
-            _ENTRY.pack_into(m, _HEAD.size + i * _ENTRY.size, off, b.nbytes)
-        m[header : header + len(data)] = data
+        _write_all(fd, memoryview(head), 0)
+        _write_all(fd, memoryview(data), header)
         for off, b in zip(offsets, buffers):
             flat = b.cast("B") if b.ndim != 1 or b.format != "B" else b
-            m[off : off + b.nbytes] = flat
+            _write_all(fd, flat, off)
     finally:
-        m.close()
+        os.close(fd)
     return size
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    done = 0
+    total = view.nbytes
+    while done < total:
+        done += os.pwrite(fd, view[done:], offset + done)
 
 
 def read_segment(name: str) -> tuple[memoryview, list[memoryview]]:
