@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
@@ -173,11 +174,8 @@ class FuturesPeer(Peer):
     """
 
     def __init__(self) -> None:
-        import multiprocessing
-        import sys
-
         self.name = "futures"
-        self.version = f"python {sys.version.split()[0]}"
+        self.version = "stdlib"
         self._start_method = multiprocessing.get_start_method()
         self._pool: ProcessPoolExecutor | None = None
 
@@ -212,15 +210,11 @@ def _import(module: str, peer: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        missing = exc.name or module
-        raise PeerUnavailable(
-            f"cannot import {missing!r} ({type(exc).__name__}: {exc}); "
-            f"install {_PACKAGES[peer]} to benchmark {peer}"
-        ) from exc
+        missing = (exc.name or module).split(".")[0]
+        hint = _PACKAGES[peer] if missing == module else f"{_PACKAGES[peer]} with its dependencies"
+        raise PeerUnavailable(f"cannot import {missing!r} ({exc}); install {hint}") from exc
     except Exception as exc:  # a peer under development may fail in any way
-        raise PeerUnavailable(
-            f"importing {module!r} failed ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise PeerUnavailable(f"importing {module!r} failed ({type(exc).__name__}: {exc})") from exc
 
 
 def make_peer(name: str) -> Peer:

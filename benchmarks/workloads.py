@@ -15,8 +15,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
 from benchmarks._tasks import add, inc, leaf, noop
 from benchmarks.peers import Peer
 
@@ -120,8 +118,10 @@ def _rate(op: Callable[[], object], n: int, sizes: Sizes, what: str) -> Measurem
     return Measurement(done / elapsed, f"{done} {what} in {elapsed:.3f}s{cut}")
 
 
-def _array(nbytes: int) -> np.ndarray[Any, np.dtype[np.int64]]:
-    # Real, touched data (not lazily-zeroed pages) so copies cost what they cost.
+def _array(nbytes: int) -> Any:
+    """An int64 numpy array of ``nbytes`` real, touched bytes (not lazily-zeroed pages)."""
+    import numpy as np  # imported here so the task-only workloads run without numpy
+
     return np.arange(nbytes // 8, dtype=np.int64)
 
 
@@ -220,40 +220,67 @@ def tree_reduce_1024(peer: Peer, sizes: Sizes) -> Measurement:
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
-        "init_to_first_result", "s", False, init_to_first_result,
-        "seconds from init() (cluster start included) to the first task's result",
+        name="init_to_first_result",
+        unit="s",
+        higher_is_better=False,
+        run=init_to_first_result,
+        describe="seconds from init() (cluster start included) to the first task's result",
     ),
     Workload(
-        "single_client_tasks_sync", "tasks/s", True, single_client_tasks_sync,
-        "submit one no-op task, get it, repeat",
+        name="single_client_tasks_sync",
+        unit="tasks/s",
+        higher_is_better=True,
+        run=single_client_tasks_sync,
+        describe="submit one no-op task, get it, repeat",
     ),
     Workload(
-        "single_client_tasks_async", "tasks/s", True, single_client_tasks_async,
-        "submit N no-op tasks, then get them all",
+        name="single_client_tasks_async",
+        unit="tasks/s",
+        higher_is_better=True,
+        run=single_client_tasks_async,
+        describe="submit N no-op tasks, then get them all",
     ),
     Workload(
-        "single_client_put_calls", "calls/s", True, single_client_put_calls,
-        "put(0) in a loop, refs dropped",
+        name="single_client_put_calls",
+        unit="calls/s",
+        higher_is_better=True,
+        run=single_client_put_calls,
+        describe="put(0) in a loop, refs dropped",
     ),
     Workload(
-        "single_client_get_calls", "calls/s", True, single_client_get_calls,
-        "get() of one small stored object in a loop",
+        name="single_client_get_calls",
+        unit="calls/s",
+        higher_is_better=True,
+        run=single_client_get_calls,
+        describe="get() of one small stored object in a loop",
     ),
     Workload(
-        "single_client_put_gigabytes", "GB/s", True, single_client_put_gigabytes,
-        "put() of a 100 MiB int64 array, refs dropped between puts (GB = 1e9 bytes)",
+        name="single_client_put_gigabytes",
+        unit="GB/s",
+        higher_is_better=True,
+        run=single_client_put_gigabytes,
+        describe="put() of a 100 MiB int64 array, refs dropped between puts (GB = 1e9 bytes)",
     ),
     Workload(
-        "get_100MiB", "ms", False, get_100MiB,
-        "get() of a stored 100 MiB array (median; zero-copy where supported)",
+        name="get_100MiB",
+        unit="ms",
+        higher_is_better=False,
+        run=get_100MiB,
+        describe="get() of a stored 100 MiB array (median; zero-copy where supported)",
     ),
     Workload(
-        "chain_500", "s", False, chain_500,
-        "x = f.remote(x) 500 times, then get(x)",
+        name="chain_500",
+        unit="s",
+        higher_is_better=False,
+        run=chain_500,
+        describe="x = f.remote(x) 500 times, then get(x)",
     ),
     Workload(
-        "tree_reduce_1024", "s", False, tree_reduce_1024,
-        "1,024 leaf tasks summed by a binary tree of add tasks, then get(root)",
+        name="tree_reduce_1024",
+        unit="s",
+        higher_is_better=False,
+        run=tree_reduce_1024,
+        describe="1,024 leaf tasks summed by a binary tree of add tasks, then get(root)",
     ),
 )
 

@@ -32,12 +32,14 @@ from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import shm, transport
 from jray._private.object_ref import ObjectRef, set_ref_counter
+from jray._private.refcount import RefTable
 from jray.exceptions import GetTimeoutError, JrayError
 
 FREE_BATCH = 256
 COALESCE_GAP_S = 50e-6
 COALESCE_DELAY_S = 0.0003
 COALESCE_MAX = 128
+SETTLE_INTERVAL_S = 0.1
 SUBSCRIBE_OWNED_AFTER_S = 0.5
 
 
@@ -70,12 +72,10 @@ class CoreClient:
         self.poller.register(self.pull, zmq.POLLIN)
         # objects
         self.cache: dict[bytes, P.Loc] = {}
-        self.refs: dict[bytes, int] = {}
-        self.owned: set[bytes] = set()
+        self.rt = RefTable()
+        self.owned = self.rt.owned
         self.local_only: set[bytes] = set()
-        self.escaped_ids: set[bytes] = set()
         self.awaiting: set[bytes] = set()
-        self._dead: deque[bytes] = deque()
         self.pending_free: list[bytes] = []
         # outgoing
         self.to_head: list[P.Msg] = []
@@ -131,44 +131,47 @@ class CoreClient:
             sock.close(0)
 
     # --- reference counting (called from ObjectRef) -------------------------------
+    # Counts change anywhere (even in __del__ during GC); ``_settle_refs`` applies
+    # them under the lock and tells the head (see ``refcount``).
     def incref(self, oid: bytes) -> None:
-        self.refs[oid] = self.refs.get(oid, 0) + 1
+        self.rt.events.append((oid, 1))
 
     def decref(self, oid: bytes) -> None:
-        self._dead.append(oid)  # settled later under the lock; __del__ may run anywhere
+        self.rt.events.append((oid, -1))
 
     def escaped(self, oid: bytes) -> None:
-        self.escaped_ids.add(oid)
+        self.rt.serialized(oid)
         if oid in self.local_only:
             self._register(oid)
 
-    def _register(self, oid: bytes) -> None:
+    def _register(self, oid: bytes, contained: list[bytes] | None = None) -> None:
         self.local_only.discard(oid)
-        self.to_head.append((P.PUT, oid, self.cache[oid]))
+        self.to_head.append((P.PUT, oid, self.cache[oid], contained or []))
 
     def _settle_refs(self) -> None:
-        dead = self._dead
-        refs = self.refs
-        while dead:
-            oid = dead.popleft()
-            n = refs.get(oid, 0) - 1
-            if n > 0:
-                refs[oid] = n
-                continue
-            refs.pop(oid, None)
-            if oid in self.escaped_ids:
-                continue
+        borrowed, unborrowed, released = self.rt.settle()
+        if borrowed:
+            self.to_head.append((P.BORROW, borrowed))
+        if unborrowed:
+            for oid in unborrowed:
+                self.cache.pop(oid, None)
+            self.to_head.append((P.UNBORROW, unborrowed))
+        for oid in released:
             loc = self.cache.pop(oid, None)
-            if oid in self.owned:
-                self.owned.discard(oid)
-                self.awaiting.discard(oid)
-                if oid in self.local_only:
-                    self.local_only.discard(oid)
-                    if loc is not None and loc[0] == P.LOC_SHM:
-                        shm.unlink(loc[1])
-                else:
-                    self.pending_free.append(oid)
+            self.awaiting.discard(oid)
+            if oid in self.local_only:
+                self.local_only.discard(oid)
+            elif loc is not None and loc[0] == P.LOC_SHM:
+                self.to_head.append((P.FREE, [oid]))  # big: free it now, not in a batch
+            else:
+                self.pending_free.append(oid)
         if len(self.pending_free) >= FREE_BATCH:
+            self.to_head.append((P.FREE, self.pending_free))
+            self.pending_free = []
+
+    def release_pending(self) -> None:
+        """Send the batched FREEs now (at idle points)."""
+        if self.pending_free:
             self.to_head.append((P.FREE, self.pending_free))
             self.pending_free = []
 
@@ -189,15 +192,24 @@ class CoreClient:
             self._kick.set()
 
     def _flush_loop(self) -> None:
+        # Also settles dropped refs every SETTLE_INTERVAL_S, so that ``del ref``
+        # frees memory promptly even when the driver makes no further call.
         while True:
-            self._kick.wait()
+            kicked = self._kick.wait(SETTLE_INTERVAL_S)
             if self.closed:
                 return
-            time.sleep(COALESCE_DELAY_S)
+            if kicked:
+                time.sleep(COALESCE_DELAY_S)
+            elif not self.rt.events:
+                continue
             with self.lock:
                 self._kick.clear()
-                if not self.closed:
-                    self.flush()
+                if self.closed:
+                    return
+                if self.rt.events:
+                    self._settle_refs()
+                    self.release_pending()
+                self.flush()
 
     def flush(self) -> None:
         if self.to_head:
@@ -224,10 +236,8 @@ class CoreClient:
     # --- receiving ----------------------------------------------------------------
     def _on_object(self, oid: bytes, loc: P.Loc) -> None:
         self.awaiting.discard(oid)
-        if oid not in self.cache and (oid in self.refs or oid in self.owned):
+        if oid not in self.cache and self.rt.holds(oid):
             self.cache[oid] = loc
-        elif oid not in self.cache and loc[0] == P.LOC_SHM and oid not in self.refs:
-            pass  # nobody here holds it any more; the head frees it
 
     def _process(self, batch: list[P.Msg]) -> None:
         for msg in batch:
@@ -278,7 +288,7 @@ class CoreClient:
         retry_exceptions: bool,
     ) -> list[ObjectRef]:
         with self.lock:
-            if self._dead:
+            if self.rt.events:
                 self._settle_refs()
             deps: list[bytes] = []
             hold: list[ObjectRef] = []
@@ -293,6 +303,8 @@ class CoreClient:
                     if type(v) is ObjectRef:
                         kwargs[k] = S.ArgRef(len(deps))
                         deps.append(v.id)
+            nested: list[bytes] = []
+            self.rt.capture = nested
             try:
                 data, bufs = S.dumps_args(plain_args, kwargs)
             except Exception as exc:
@@ -301,6 +313,8 @@ class CoreClient:
                     f"could not pickle the arguments of {name}(): an argument of type "
                     f"{culprit} cannot be serialized ({type(exc).__name__}: {exc})"
                 ) from exc
+            finally:
+                self.rt.capture = None
             args_blob: bytes | None = data
             if bufs or len(data) >= S.INLINE_MAX:
                 ref = self.put((plain_args, kwargs), _data=(data, bufs))
@@ -317,7 +331,7 @@ class CoreClient:
                 self.functions_sent.add(func_id)
                 blob = func_blob
             spec = (tid, func_id, blob, name, args_blob, deps, returns, resources,
-                    max_retries, retry_exceptions, self.addr, self.output_addr)
+                    max_retries, retry_exceptions, self.addr, self.output_addr, nested)
             self.to_head.append((P.SUBMIT, spec))
             self.owned.update(returns)
             self.awaiting.update(returns)
@@ -328,9 +342,13 @@ class CoreClient:
 
     def put(self, value: Any, _data: tuple[bytes, list[memoryview]] | None = None) -> ObjectRef:
         with self.lock:
-            if self._dead:
+            if self.rt.events:
                 self._settle_refs()
+                if self.to_head:
+                    self.flush()
             oid = self.ids.put_id()
+            contained: list[bytes] = []
+            self.rt.capture = contained
             try:
                 if _data is not None:
                     loc = _encode_parts(_data, self.shm_prefix + oid.hex(), self.node_id)
@@ -343,14 +361,19 @@ class CoreClient:
                     f"put(): a value of type {S.describe_unpicklable(value)} cannot be "
                     f"serialized ({type(exc).__name__}: {exc})"
                 ) from exc
+            finally:
+                self.rt.capture = None
             self.cache[oid] = loc
             self.owned.add(oid)
-            self.local_only.add(oid)
+            if contained or loc[0] == P.LOC_SHM:
+                self._register(oid, contained)  # the head must know it now
+            else:
+                self.local_only.add(oid)  # registered only if it leaves this process
             return ObjectRef(oid, self.addr)
 
     def get(self, oids: list[bytes], timeout: float | None) -> list[P.Loc]:
         with self.lock:
-            if self._dead:
+            if self.rt.events:
                 self._settle_refs()
             cache = self.cache
             missing = [oid for oid in oids if oid not in cache]

@@ -31,7 +31,8 @@ Msg = tuple[Any, ...]
 # --- client (driver or worker acting as owner) -> head -----------------------
 #: (SUBMIT, TaskSpec)
 SUBMIT = 1
-#: (PUT, oid, loc)  register an object created by ``put`` (or a task's spilled arg)
+#: (PUT, oid, loc, contained_oids)  register an object created by ``put``;
+#: the object keeps the refs pickled inside it alive while it exists
 PUT = 2
 #: (SUBSCRIBE, [oid, ...])  send OBJECT_READY for each oid once it exists
 SUBSCRIBE = 3
@@ -45,11 +46,16 @@ STATE = 6
 HELLO = 7
 #: (SHUTDOWN,)  driver asks the whole cluster to stop
 SHUTDOWN = 8
+#: (BORROW, [oid, ...])  this process now holds refs it does not own
+BORROW = 9
+#: (UNBORROW, [oid, ...])  it holds them no longer
+UNBORROW = 10
 
 # --- worker -> head ----------------------------------------------------------
 #: (WORKER_READY, node_id, pid, result_addr)
 WORKER_READY = 20
-#: (TASK_DONE, tid, [(oid, loc), ...], status, start_time, end_time)
+#: (TASK_DONE, tid, [(oid, loc), ...], status, start_time, end_time,
+#:  [(oid, [contained oid, ...]), ...] for results that hold refs)
 #: status: DONE_OK, DONE_ERROR (application error), DONE_RETRY (asks for a retry)
 TASK_DONE = 21
 #: (BLOCKED, [tid, ...])  worker waits in ``get``; returns the tids it had queued
@@ -105,9 +111,10 @@ TASK_OUTPUT = 63
 
 # --- task spec layout ---------------------------------------------------------
 # TaskSpec = (tid, func_id, func_blob | None, name, args_blob, deps, return_ids,
-#             resources, max_retries, retry_exceptions, owner_addr, output_addr)
+#             resources, max_retries, retry_exceptions, owner_addr, output_addr,
+#             nested_refs)   nested_refs: refs pickled inside the arguments
 T_ID, T_FUNC_ID, T_FUNC_BLOB, T_NAME, T_ARGS, T_DEPS, T_RETURNS = range(7)
-T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER, T_OUTPUT = range(7, 12)
+T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER, T_OUTPUT, T_NESTED = range(7, 13)
 TaskSpec = tuple[Any, ...]
 
 # ExecSpec = (tid, func_id, func_blob | None, name, args_blob, dep_locs,

@@ -65,6 +65,8 @@ class Scheduler:
             P.SUBSCRIBE: self._on_subscribe,
             P.CANCEL: self._on_cancel,
             P.FREE: self._on_free,
+            P.BORROW: self._on_borrow,
+            P.UNBORROW: self._on_unborrow,
             P.HELLO: self._on_hello,
             P.SHUTDOWN: self._on_shutdown,
             P.WORKER_READY: self._on_worker_ready,
@@ -176,10 +178,32 @@ class Scheduler:
 
     # --- objects ------------------------------------------------------------------
     def _on_put(self, sender: bytes, msg: P.Msg) -> None:
-        _, oid, loc = msg
+        _, oid, loc, contained = msg
         obj = Obj(oid, sender, None)
         self.objects[oid] = obj
+        if contained:
+            self._contain(obj, contained)
         self._object_ready(obj, loc, notify_owner=False)
+
+    def _contain(self, obj: Obj, inner: list[bytes]) -> None:
+        obj.contains = inner
+        for oid in inner:
+            o = self.objects.get(oid)
+            if o is not None:
+                o.holders += 1
+
+    def _on_borrow(self, sender: bytes, msg: P.Msg) -> None:
+        for oid in msg[1]:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders += 1
+
+    def _on_unborrow(self, sender: bytes, msg: P.Msg) -> None:
+        for oid in msg[1]:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.holders -= 1
+                self._maybe_collect(obj)
 
     def _on_subscribe(self, sender: bytes, msg: P.Msg) -> None:
         for oid in msg[1]:
@@ -205,9 +229,17 @@ class Scheduler:
                 self._maybe_collect(obj)
 
     def _maybe_collect(self, obj: Obj) -> None:
-        if obj.freed and obj.pins == 0 and obj.loc is not None and not obj.dependents:
+        if (obj.freed and obj.pins == 0 and obj.holders <= 0 and obj.loc is not None
+                and not obj.dependents):
             del self.objects[obj.oid]
+            self.events.add("object_freed", obj.oid, obj.size)
             self._unlink(obj.loc)
+            if obj.contains:
+                for oid in obj.contains:
+                    inner = self.objects.get(oid)
+                    if inner is not None:
+                        inner.holders -= 1
+                        self._maybe_collect(inner)
 
     def _unlink(self, loc: P.Loc) -> None:
         if loc[0] == P.LOC_SHM:
@@ -276,6 +308,10 @@ class Scheduler:
             elif obj.loc[0] == P.LOC_ERROR:
                 self._fail(task, obj.loc)
                 return
+        for oid in spec[P.T_NESTED]:  # refs inside the arguments live while the task does
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.pins += 1
         self._check_feasible(task)
         if task.waiting == 0:
             self._make_ready(task)
@@ -323,7 +359,7 @@ class Scheduler:
     def _finish(self, task: Task, state: str) -> None:
         task.state = state
         task.event(state)
-        for oid in task.spec[P.T_DEPS]:
+        for oid in task.spec[P.T_DEPS] + task.spec[P.T_NESTED]:
             obj = self.objects.get(oid)
             if obj is not None:
                 obj.pins -= 1
@@ -343,7 +379,7 @@ class Scheduler:
                 self._object_ready(obj, loc, notify_owner=True)
 
     def _on_task_done(self, sender: bytes, msg: P.Msg) -> None:
-        _, tid, results, status, t0, t1 = msg
+        _, tid, results, status, t0, t1, nested = msg
         w = self.workers.get(sender)
         task = self.tasks.get(tid)
         if w is not None:
@@ -368,6 +404,10 @@ class Scheduler:
             self._requeue(task, "retried")
             return
         self._finish(task, "finished" if status == P.DONE_OK else "failed")
+        for oid, inner in nested:
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._contain(obj, inner)
         for oid, loc in results:
             obj = self.objects.get(oid)
             if obj is None:

@@ -113,7 +113,7 @@ class Task:
 
 class Obj:
     __slots__ = ("oid", "owner", "task", "loc", "size", "dependents", "subscribers", "freed",
-                 "pins", "created")
+                 "pins", "holders", "contains", "created")
 
     def __init__(self, oid: bytes, owner: bytes, task: bytes | None) -> None:
         self.oid = oid
@@ -125,6 +125,9 @@ class Obj:
         self.subscribers: list[bytes] | None = None
         self.freed = False
         self.pins = 0
+        #: borrowing processes plus stored objects whose value contains this ref
+        self.holders = 0
+        self.contains: list[bytes] | None = None
         self.created = time.time()
 
 
@@ -161,6 +164,8 @@ def _object_row(o: Obj, sched: Scheduler) -> dict[str, Any]:
         "task_id": o.task.hex() if o.task else None,
         "created": o.created,
         "pinned_by_tasks": o.pins,
+        "borrowers_and_containers": o.holders,
+        "ref_count": o.pins + o.holders + (0 if o.freed else 1),
         "freed_by_owner": o.freed,
     }
 

@@ -136,6 +136,7 @@ class Executor:
         t0 = time.time()
         status = P.DONE_OK
         locs: list[P.Loc]
+        nested: list[tuple[bytes, list[bytes]]] = []
         try:
             if gpu_ids:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
@@ -162,7 +163,7 @@ class Executor:
                 result = fn(*args, **kwargs)
             finally:
                 _Running.tid = None
-            locs = self._encode_results(name, result, returns)
+            locs = self._encode_results(name, result, returns, nested)
         except TaskCancelledError as exc:
             locs = [S.error_loc(exc)] * len(returns)
             status = P.DONE_ERROR
@@ -194,11 +195,14 @@ class Executor:
         results = list(zip(returns, locs))
         for oid, loc in results:
             core.send_owner(owner, (P.OBJECT_READY, oid, loc))
-        core.to_head.append((P.TASK_DONE, tid, results, status, t0, time.time()))
+        if core.rt.events:  # refs this task borrowed: the head hears before TASK_DONE
+            core._settle_refs()
+        core.to_head.append((P.TASK_DONE, tid, results, status, t0, time.time(), nested))
         if not core.task_queue or len(core.to_head) >= DONE_BATCH:
             core.flush()
 
-    def _encode_results(self, name: str, result: Any, returns: list[bytes]) -> list[P.Loc]:
+    def _encode_results(self, name: str, result: Any, returns: list[bytes],
+                        nested: list[tuple[bytes, list[bytes]]]) -> list[P.Loc]:
         core = self.core
         if len(returns) == 1:
             values = [result]
@@ -214,13 +218,19 @@ class Executor:
                 )
         locs = []
         for oid, value in zip(returns, values):
+            contained: list[bytes] = []
+            core.rt.capture = contained
             try:
                 locs.append(S.encode(value, core.shm_prefix + oid.hex(), core.node_id))
+                if contained:
+                    nested.append((oid, contained))
             except Exception as exc:
                 raise SerializationError(
                     f"the return value of {name}() cannot be serialized: an object of type "
                     f"{S.describe_unpicklable(value)} ({type(exc).__name__}: {exc})"
                 ) from exc
+            finally:
+                core.rt.capture = None
         return locs
 
 
@@ -248,6 +258,7 @@ def main(argv: list[str] | None = None) -> None:
     queue = core.task_queue
     while not core.exit_requested:
         if not queue:
+            core.release_pending()
             core.flush()
             if not core.poll(1000) and os.getppid() != parent:
                 break
@@ -260,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
             core.cancelled.discard(spec[P.E_ID])
             continue
         executor.run(spec)
+        if core.rt.events:
+            core._settle_refs()
     core.flush()
     sys.stdout.flush()
     os._exit(0)

@@ -1,0 +1,95 @@
+"""Reference counting across processes: owners, borrowers, refs inside objects."""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+import jray
+
+BIG = 2_000_000  # float64s: 16 MB, lives in shared memory
+
+
+def _segments(info: dict[str, object]) -> set[str]:
+    session = str(info["session_dir"]).rsplit("/", 1)[-1].split("-")[1]
+    return set(glob.glob(f"/dev/shm/jray-{session}-*"))
+
+
+def _eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+def _head_objects() -> set[str]:
+    jray.get(jray.put(0))  # settle and flush this process's pending ref changes
+    return {row["object_id"] for row in jray.state.list_objects()}
+
+
+def test_del_frees_shared_memory(cluster: dict[str, object]) -> None:
+    before = _segments(cluster)
+    ref = jray.put(np.ones(BIG))
+    assert len(_segments(cluster) - before) == 1
+    del ref  # no further API call: the client settles dropped refs by itself
+    assert _eventually(lambda: not (_segments(cluster) - before))
+
+
+def test_ref_inside_object_keeps_target_alive(cluster: dict[str, object]) -> None:
+    inner = jray.put(np.arange(BIG, dtype=np.float64))
+    inner_hex = inner.hex()
+    outer = jray.put({"payload": [inner]})
+    del inner
+    time.sleep(0.2)
+    assert inner_hex in _head_objects()
+    got = jray.get(outer, timeout=30)["payload"][0]
+    assert jray.get(got, timeout=30)[-1] == BIG - 1
+    del got, outer
+    assert _eventually(lambda: inner_hex not in _head_objects())
+
+
+def test_task_result_holding_worker_owned_ref(cluster: dict[str, object]) -> None:
+    @jray.remote
+    def make() -> np.ndarray:
+        return np.full(BIG, 7.0)
+
+    @jray.remote
+    def wrap() -> list[jray.ObjectRef]:
+        return [make.remote()]
+
+    [inner] = jray.get(wrap.remote(), timeout=30)
+    assert float(jray.get(inner, timeout=30)[0]) == 7.0
+    inner_hex = inner.hex()
+    del inner
+    assert _eventually(lambda: inner_hex not in _head_objects())
+
+
+def test_nested_ref_argument_is_passed_as_ref(cluster: dict[str, object]) -> None:
+    @jray.remote
+    def total(refs: list[jray.ObjectRef]) -> float:
+        assert all(isinstance(r, jray.ObjectRef) for r in refs)
+        return float(sum(jray.get(r).sum() for r in refs))
+
+    refs = [jray.put(np.ones(BIG)) for _ in range(2)]
+    result = total.remote(refs)
+    del refs  # the running task still holds them
+    assert jray.get(result, timeout=30) == 2.0 * BIG
+
+
+def test_many_small_objects_are_freed(cluster: dict[str, object]) -> None:
+    start = len(_head_objects())
+
+    @jray.remote
+    def ident(x: int) -> int:
+        return x
+
+    for _ in range(3):
+        refs = [ident.remote(i) for i in range(2000)]
+        assert jray.get(refs, timeout=60)[-1] == 1999
+        del refs
+    assert _eventually(lambda: len(_head_objects()) <= start + 5)
