@@ -55,6 +55,7 @@ def init(
     num_gpus: int | None = None,
     resources: dict[str, float] | None = None,
     object_store_memory: int | None = None,
+    spill_dir: str | None = None,
     ignore_reinit_error: bool = False,
     include_dashboard: bool | None = None,
     log_to_driver: bool = True,
@@ -70,6 +71,8 @@ def init(
     num_gpus: GPUs of the local node (may be declared without hardware, for tests).
     resources: custom resources of the local node, e.g. ``{"accelerator": 2}``.
     object_store_memory: bytes of shared memory for objects (default 30% of RAM).
+    spill_dir: where objects go when the store is full (default ``$JRAY_SPILL_DIR``
+        or the system temp directory); spill files are removed at shutdown.
     ignore_reinit_error: return the running session instead of raising on a second call.
 
     Returns
@@ -111,7 +114,8 @@ def init(
                 object_store_memory = int(psutil.virtual_memory().total * 0.3)
             except Exception:
                 object_store_memory = 2 << 30
-        cluster = LocalCluster.start(total, max(1, int(cpus)))
+        cluster = LocalCluster.start(total, max(1, int(cpus)), int(object_store_memory),
+                                     spill_dir)
         client = CoreClient(
             cluster.head_addr, cluster.session_dir, cluster.node_id, cluster.shm_prefix,
             b"d" + os.urandom(7), check_alive=cluster.check_alive,
@@ -185,8 +189,9 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     """
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"jray.get: timeout must be a number >= 0 or None, got {timeout!r}")
+    c = client()
     if type(refs) is ObjectRef:
-        return S.decode(client().get([refs.id], timeout)[0])
+        return c.decode(refs.id, c.get([refs.id], timeout)[0], timeout)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(
             f"jray.get() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
@@ -196,8 +201,9 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
             raise TypeError(
                 f"jray.get(): item {i} of the list is a {type(r).__name__}, not an ObjectRef"
             )
-    locs = client().get([r.id for r in refs], timeout)
-    return [S.decode(loc) for loc in locs]
+    oids = [r.id for r in refs]
+    locs = c.get(oids, timeout)
+    return [c.decode(oid, loc, timeout) for oid, loc in zip(oids, locs)]
 
 
 def wait(

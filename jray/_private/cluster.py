@@ -44,7 +44,13 @@ class LocalCluster:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, resources: dict[str, float], num_workers: int) -> LocalCluster:
+    def start(
+        cls,
+        resources: dict[str, float],
+        num_workers: int,
+        object_store_memory: int = 0,
+        spill_dir: str | None = None,
+    ) -> LocalCluster:
         session = uuid.uuid4().hex[:12]
         session_dir = tempfile.mkdtemp(prefix=f"jray-{session}-")
         head_addr = transport.ipc_addr(session_dir, "head.sock")
@@ -64,7 +70,9 @@ class LocalCluster:
         launch("head", ["--address", head_addr, "--parent-pid", me, "--session", session])
         launch("node", [
             "--head", head_addr, "--node-id", node_id.hex(), "--session-dir", session_dir,
-            "--shm-prefix", cl.shm_prefix, "--resources", json.dumps(resources),
+            "--shm-prefix", cl.shm_prefix,
+            "--resources", json.dumps({**resources, "_object_store_memory": object_store_memory}),
+            "--spill-dir", spill_dir or os.environ.get("JRAY_SPILL_DIR") or tempfile.gettempdir(),
             "--num-workers", str(num_workers), "--parent-pid", me, "--owns-session-dir",
         ])
         return cl

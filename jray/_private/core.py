@@ -17,6 +17,7 @@ The client is not re-entrant across threads: one lock guards its sockets.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -33,7 +34,7 @@ from jray._private import serialization as S
 from jray._private import shm, transport
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
-from jray.exceptions import GetTimeoutError, JrayError
+from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError
 
 FREE_BATCH = 256
 COALESCE_GAP_S = 50e-6
@@ -76,6 +77,8 @@ class CoreClient:
         self.owned = self.rt.owned
         self.local_only: set[bytes] = set()
         self.awaiting: set[bytes] = set()
+        #: objects fetched by location rather than by a held ref (a worker's arguments)
+        self.wanted: set[bytes] = set()
         self.pending_free: list[bytes] = []
         # outgoing
         self.to_head: list[P.Msg] = []
@@ -236,7 +239,7 @@ class CoreClient:
     # --- receiving ----------------------------------------------------------------
     def _on_object(self, oid: bytes, loc: P.Loc) -> None:
         self.awaiting.discard(oid)
-        if oid not in self.cache and self.rt.holds(oid):
+        if oid not in self.cache and (self.rt.holds(oid) or oid in self.wanted):
             self.cache[oid] = loc
 
     def _process(self, batch: list[P.Msg]) -> None:
@@ -251,7 +254,7 @@ class CoreClient:
                     self.task_queue.append(msg[1])
             elif op == P.CANCEL_QUEUED:
                 self.cancelled.add(msg[1])
-            elif op == P.STATE_REPLY:
+            elif op == P.STATE_REPLY or op == P.RESERVED:
                 self.state_replies[msg[1]] = msg[2]
             elif op == P.WARN:
                 warnings.warn(msg[1], stacklevel=3)
@@ -350,10 +353,12 @@ class CoreClient:
             contained: list[bytes] = []
             self.rt.capture = contained
             try:
+                name = self.shm_prefix + oid.hex()
+                reserve = functools.partial(self.reserve, oid)
                 if _data is not None:
-                    loc = _encode_parts(_data, self.shm_prefix + oid.hex(), self.node_id)
+                    loc = S.write_parts(_data[0], _data[1], name, self.node_id, reserve)
                 else:
-                    loc = S.encode(value, self.shm_prefix + oid.hex(), self.node_id)
+                    loc = S.encode(value, name, self.node_id, reserve)
             except Exception as exc:
                 if isinstance(exc, JrayError):
                     raise
@@ -380,6 +385,47 @@ class CoreClient:
             if missing:
                 self._await(missing, len(missing), timeout)
             return [cache[oid] for oid in oids]
+
+    def decode(self, oid: bytes, loc: P.Loc, timeout: float | None = None) -> Any:
+        """The value at ``loc``; if its bytes moved or vanished, ask the head again.
+
+        The head answers with the object's new location (it was spilled), or
+        rebuilds it from its lineage, or fails it with ``ObjectLostError``.
+        """
+        for _ in range(8):
+            try:
+                value = S.decode(loc)
+                if loc[0] == P.LOC_SPILLED:
+                    with self.lock:
+                        self.to_head.append((P.RESTORED, loc[4], 1))
+                return value
+            except S.SegmentMissing:
+                with self.lock:
+                    self.cache.pop(oid, None)
+                    self.wanted.add(oid)
+                    try:
+                        self.to_head.append((P.LOST, oid, loc))
+                        self._await([oid], 1, timeout)
+                        loc = self.cache[oid]
+                    finally:
+                        self.wanted.discard(oid)
+                        if not self.rt.holds(oid):
+                            self.cache.pop(oid, None)
+        raise ObjectLostError(f"object {oid.hex()} kept moving or vanishing; giving up")
+
+    def reserve(self, oid: bytes, size: int) -> None:
+        """Wait until the node's store has room for ``size`` bytes (it may spill)."""
+        with self.lock:
+            self._req += 1
+            req = self._req
+            self.to_head.append((P.RESERVE, req, oid, size, self.node_id))
+            self.flush()
+            while req not in self.state_replies:
+                if not self.poll(100) and self.check_alive is not None:
+                    self.check_alive()
+            err = self.state_replies.pop(req)
+        if err is not None:
+            S.decode(err)  # raises the ObjectStoreFullError it carries
 
     def wait(self, oids: list[bytes], num_returns: int, timeout: float | None) -> set[bytes]:
         with self.lock:
@@ -504,9 +550,3 @@ def set_output_handler(handler: Callable[[P.Msg], None] | None) -> None:
     """
     global output_handler
     output_handler = handler if handler is not None else print_output
-
-
-def _encode_parts(parts: tuple[bytes, list[memoryview]], name: str, node_id: bytes) -> P.Loc:
-    data, bufs = parts
-    size = shm.write_segment(name, data, bufs)
-    return (P.LOC_SHM, name, size, node_id)

@@ -47,6 +47,12 @@ class NodeDaemon:
         self.counter = 0
         self.min_workers = ns.num_workers
         self.stopping = False
+        self.spill_dir = os.path.join(ns.spill_dir, f"jray-spill-{ns.shm_prefix.strip('-')}")
+        self.spill_fd: int | None = None
+        self.spill_path = ""
+        self.spill_pos = 0
+        self.spill_count = 0
+        self.spill_live: dict[str, int] = {}
 
     def spawn(self) -> None:
         self.counter += 1
@@ -87,8 +93,71 @@ class NodeDaemon:
             elif op == P.UNLINK:
                 for name in msg[1]:
                     shm.unlink(name)
+            elif op == P.SPILL:
+                self.spill(msg[1])
+            elif op == P.SPILL_FREE:
+                self.spill_free(msg[1])
             elif op == P.NODE_EXIT:
                 self.stopping = True
+
+    # --- spilling ---------------------------------------------------------------------
+    SPILL_FILE_MAX = 1 << 30
+
+    def spill(self, victims: list[tuple[bytes, str, int]]) -> None:
+        """Copy segments into large append-only spill files, then unlink them.
+
+        Segments some process has mapped (a live array) are refused: spilling
+        them would free nothing.
+        """
+        mapped = shm.mapped_names(self.ns.shm_prefix)
+        spilled: list[tuple[bytes, P.Loc]] = []
+        refused: list[bytes] = []
+        for oid, name, _size in victims:
+            if name in mapped:
+                refused.append(oid)
+                continue
+            if self.spill_fd is None or self.spill_pos >= self.SPILL_FILE_MAX:
+                self._new_spill_file()
+            assert self.spill_fd is not None
+            try:
+                size = shm.copy_to(name, self.spill_fd, self.spill_pos)
+            except FileNotFoundError:
+                refused.append(oid)
+                continue
+            spilled.append((oid, (P.LOC_SPILLED, self.spill_path, self.spill_pos, size,
+                                  self.node_id)))
+            self.spill_live[self.spill_path] = self.spill_live.get(self.spill_path, 0) + size
+            self.spill_pos += size
+            shm.unlink(name)
+        transport.send_batch(self.sock, [(P.SPILLED, self.node_id, spilled, refused)])
+
+    def _new_spill_file(self) -> None:
+        if self.spill_fd is not None:
+            os.close(self.spill_fd)
+            if self.spill_live.get(self.spill_path, 0) <= 0:
+                self._remove_spill_file(self.spill_path)
+        os.makedirs(self.spill_dir, exist_ok=True)
+        self.spill_count += 1
+        self.spill_path = os.path.join(self.spill_dir, f"spill-{self.spill_count:05d}.bin")
+        self.spill_fd = os.open(self.spill_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        self.spill_pos = 0
+
+    def spill_free(self, items: list[tuple[str, int]]) -> None:
+        for path, size in items:
+            left = self.spill_live.get(path, 0) - size
+            self.spill_live[path] = left
+            if left <= 0 and path != self.spill_path:
+                self._remove_spill_file(path)
+            elif left <= 0 and self.spill_fd is not None:  # the open file emptied: restart it
+                os.ftruncate(self.spill_fd, 0)
+                self.spill_pos = 0
+
+    def _remove_spill_file(self, path: str) -> None:
+        self.spill_live.pop(path, None)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def run(self) -> None:
         resources = dict(json.loads(self.ns.resources))
@@ -137,6 +206,9 @@ class NodeDaemon:
                 proc.kill()
                 proc.wait()
         shm.cleanup(self.ns.shm_prefix)
+        if self.spill_fd is not None:
+            os.close(self.spill_fd)
+        shutil.rmtree(self.spill_dir, ignore_errors=True)
         self.sock.close(0)
         self.ctx.term()
         if self.ns.owns_session_dir:
@@ -153,6 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--num-workers", type=int, required=True)
     ap.add_argument("--parent-pid", type=int, default=None)
     ap.add_argument("--owns-session-dir", action="store_true")
+    ap.add_argument("--spill-dir", required=True, help="directory for spill files")
     ap.add_argument("--log", default=None)
     ns = ap.parse_args(argv)
     logging.basicConfig(

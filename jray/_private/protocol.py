@@ -11,7 +11,8 @@ Object locations (``Loc``) say where an object's bytes are:
 
 - ``(LOC_INLINE, data: bytes)``  the pickled value itself, small objects;
 - ``(LOC_SHM, name: str, size: int, node_id: bytes)``  a shared-memory segment;
-- ``(LOC_ERROR, data: bytes)``  a pickled exception that ``get`` raises.
+- ``(LOC_ERROR, data: bytes)``  a pickled exception that ``get`` raises;
+- ``(LOC_SPILLED, path: str, offset: int, size: int, node_id: bytes)``  spilled to disk.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 LOC_INLINE = 0
 LOC_SHM = 1
 LOC_ERROR = 2
+#: (LOC_SPILLED, path, offset, size, node_id)  the segment's bytes in a spill file
+LOC_SPILLED = 3
 
 Loc = tuple[Any, ...]
 Msg = tuple[Any, ...]
@@ -50,6 +53,10 @@ SHUTDOWN = 8
 BORROW = 9
 #: (UNBORROW, [oid, ...])  it holds them no longer
 UNBORROW = 10
+#: (RESERVE, request_id, oid, size, node_id)  ask for room before writing a segment
+RESERVE = 11
+#: (LOST, oid, loc_seen)  the object's bytes were not where loc_seen says
+LOST = 12
 
 # --- worker -> head ----------------------------------------------------------
 #: (WORKER_READY, node_id, pid, result_addr)
@@ -76,6 +83,10 @@ NODE_REGISTER = 30
 WORKER_DIED = 31
 #: (WORKER_SPAWNED, worker_id, pid)
 WORKER_SPAWNED = 32
+#: (SPILLED, node_id, [(oid, spilled_loc), ...], [oid refused because mapped, ...])
+SPILLED = 33
+#: (RESTORED, node_id, count)  a reader read spilled objects back
+RESTORED = 34
 
 # --- head -> worker ----------------------------------------------------------
 #: (EXECUTE, ExecSpec)
@@ -94,6 +105,10 @@ SIGNAL_WORKER = 51
 UNLINK = 52
 #: (NODE_EXIT,)
 NODE_EXIT = 53
+#: (SPILL, [(oid, shm_name, size), ...])  move these segments to disk
+SPILL = 54
+#: (SPILL_FREE, [(path, size), ...])  spilled bytes nobody needs any more
+SPILL_FREE = 55
 
 # --- head or worker -> client -------------------------------------------------
 #: (OBJECT_READY, oid, loc)
@@ -102,6 +117,8 @@ OBJECT_READY = 60
 WARN = 61
 #: (STATE_REPLY, request_id, payload)
 STATE_REPLY = 62
+#: (RESERVED, request_id, error_loc | None)
+RESERVED = 64
 #: (TASK_OUTPUT, tid, task_name, pid, stream, text)  worker -> the driver's output socket;
 #: stream is "stdout" or "stderr"
 TASK_OUTPUT = 63

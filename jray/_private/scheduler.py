@@ -30,6 +30,7 @@ from jray._private import protocol as P
 from jray._private.resources import Demand, NodeResources, Shape, shape_of
 from jray._private.serialization import error_loc
 from jray._private.state_tables import EventLog, Node, Obj, Task, Worker
+from jray._private.store import StorePolicy
 from jray.exceptions import (
     ObjectLostError,
     TaskCancelledError,
@@ -59,6 +60,7 @@ class Scheduler:
         self.events = EventLog()
         self.out: dict[bytes, list[P.Msg]] = {}
         self.shutdown_requested = False
+        self.store: StorePolicy  # set below, once handlers exist
         self._handlers: dict[int, Any] = {
             P.SUBMIT: self._on_submit,
             P.PUT: self._on_put,
@@ -78,6 +80,7 @@ class Scheduler:
             P.WORKER_DIED: self._on_worker_died,
             P.STATE: self.on_state,
         }
+        self.store = StorePolicy(self)
 
     # --- entry points -------------------------------------------------------------
     def register(self, op: int, handler: Any) -> None:
@@ -123,7 +126,13 @@ class Scheduler:
         node.pending_spawns = int(resources.get("_initial_workers", 0))
         node.res.total.pop("_initial_workers", None)
         node.res.available.pop("_initial_workers", None)
+        capacity = int(resources.get("_object_store_memory", 0))
+        for key in ("_object_store_memory",):
+            node.res.total.pop(key, None)
+            node.res.available.pop(key, None)
         self.nodes[node_id] = node
+        if capacity:
+            self.store.add_node(node, capacity)
         self.events.add("node_added", node_id, dict(node.res.total))
         self.feasible.clear()
         for q in self.ready.values():  # tasks submitted before any node could judge them
@@ -215,6 +224,7 @@ class Scheduler:
                 )
                 self._send(sender, (P.OBJECT_READY, oid, error_loc(err)))
             elif obj.loc is not None:
+                self.store.touched(obj)
                 self._send(sender, (P.OBJECT_READY, oid, obj.loc))
             elif obj.subscribers is None:
                 obj.subscribers = [sender]
@@ -233,7 +243,7 @@ class Scheduler:
                 and not obj.dependents):
             del self.objects[obj.oid]
             self.events.add("object_freed", obj.oid, obj.size)
-            self._unlink(obj.loc)
+            self._delete_data(obj)
             if obj.contains:
                 for oid in obj.contains:
                     inner = self.objects.get(oid)
@@ -247,6 +257,15 @@ class Scheduler:
             if node is not None:
                 self._send(node.ident, (P.UNLINK, [loc[1]]))
 
+    def _delete_data(self, obj: Obj) -> None:
+        loc = obj.loc
+        if loc is None or loc[0] in (P.LOC_INLINE, P.LOC_ERROR):
+            return
+        node = self.nodes.get(loc[-1])
+        for msg in self.store.removed(obj):
+            if node is not None:
+                self._send(node.ident, msg)
+
     def _object_ready(self, obj: Obj, loc: P.Loc, notify_owner: bool) -> None:
         if obj.loc is not None:  # first writer wins (e.g. cancelled, then finished)
             if loc != obj.loc:
@@ -254,6 +273,7 @@ class Scheduler:
             return
         obj.loc = loc
         obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]
+        self.store.added(obj)
         self.events.add("object_ready", obj.oid, obj.size)
         if notify_owner:
             self._send(obj.owner, (P.OBJECT_READY, obj.oid, loc))
@@ -290,15 +310,30 @@ class Scheduler:
         for oid in spec[P.T_RETURNS]:
             self.objects[oid] = Obj(oid, sender, tid)
         task.event("submitted")
-        for oid in spec[P.T_DEPS]:
+        self._admit(task)
+
+    def _admit(self, task: Task) -> None:
+        """Pin a task's inputs and queue it once they exist (submit, or lineage rebuild)."""
+        spec = task.spec
+        task.state = "waiting"
+        task.waiting = 0
+        for oid in spec[P.T_NESTED]:  # refs inside the arguments live while the task does
             obj = self.objects.get(oid)
+            if obj is not None:
+                obj.pins += 1
+                task.pinned.append(oid)
+        for oid in spec[P.T_DEPS]:
+            obj = self.objects.get(oid) or self._revive(oid)
             if obj is None:
                 err = ObjectLostError(
-                    f"argument {oid.hex()} of task {task.name} no longer exists (it was freed)"
+                    f"argument {oid.hex()} of task {task.name} no longer exists (it was freed "
+                    f"and cannot be rebuilt)"
                 )
                 self._fail(task, error_loc(err))
                 return
             obj.pins += 1
+            task.pinned.append(oid)
+            self.store.touched(obj)
             if obj.loc is None:
                 task.waiting += 1
                 if obj.dependents is None:
@@ -308,16 +343,62 @@ class Scheduler:
             elif obj.loc[0] == P.LOC_ERROR:
                 self._fail(task, obj.loc)
                 return
-        for oid in spec[P.T_NESTED]:  # refs inside the arguments live while the task does
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.pins += 1
         self._check_feasible(task)
         if task.waiting == 0:
             self._make_ready(task)
         else:
-            task.state = "waiting"
             task.event("waiting")
+
+    # --- lineage ------------------------------------------------------------------
+    def _rebuild_why_not(self, task: Task | None) -> str | None:
+        if task is None:
+            return "the task that made it is no longer known to the head"
+        if task.spec[P.T_MAX_RETRIES] == 0:
+            return f"task {task.name} that made it has max_retries=0"
+        if task.spec[P.T_ARGS] is None and not task.spec[P.T_DEPS]:
+            return f"the arguments of task {task.name} that made it were not kept"
+        return None
+
+    def _revive(self, oid: bytes) -> Obj | None:
+        """Recreate a collected task output by re-running its task, if possible."""
+        tid = P.task_of(oid)
+        task = self.tasks.get(tid) if tid is not None else None
+        if task is None or self._rebuild_why_not(task) or task.state != "finished":
+            return None
+        self._rerun(task)
+        return self.objects.get(oid)
+
+    def _rerun(self, task: Task) -> None:
+        for oid in task.spec[P.T_RETURNS]:
+            obj = self.objects.get(oid)
+            if obj is None:
+                self.objects[oid] = Obj(oid, task.owner, task.spec[P.T_ID])
+            else:
+                self.store.forget(obj)
+                obj.loc = None
+        task.event("reconstructing")
+        self._admit(task)
+
+    def reconstruct(self, obj: Obj, requester: bytes) -> None:
+        """``obj``'s bytes are gone: re-run the task that made it, or fail it."""
+        if obj.loc is None or obj.loc[0] == P.LOC_ERROR:  # being rebuilt, or failed
+            self._on_subscribe(requester, (P.SUBSCRIBE, [obj.oid]))
+            return
+        task = self.tasks.get(obj.task) if obj.task is not None else None
+        why = ("it was made by put(), and put objects cannot be rebuilt" if obj.task is None
+               else self._rebuild_why_not(task))
+        if why is None and task is not None and task.state == "finished":
+            self._rerun(task)
+            self._on_subscribe(requester, (P.SUBSCRIBE, [obj.oid]))
+            return
+        err = ObjectLostError(
+            f"object {obj.oid.hex()} was lost (its shared memory or spill file is gone) "
+            f"and cannot be rebuilt: {why or 'its task is still running'}"
+        )
+        self.store.forget(obj)
+        obj.loc = None
+        self._object_ready(obj, error_loc(err), notify_owner=False)
+        self._send(requester, (P.OBJECT_READY, obj.oid, obj.loc))
 
     def _check_feasible(self, task: Task) -> None:
         if not self.nodes or not task.demand or task.shape in self.feasible:
@@ -359,12 +440,15 @@ class Scheduler:
     def _finish(self, task: Task, state: str) -> None:
         task.state = state
         task.event(state)
-        for oid in task.spec[P.T_DEPS] + task.spec[P.T_NESTED]:
+        pinned, task.pinned = task.pinned, []
+        for oid in pinned:
             obj = self.objects.get(oid)
             if obj is not None:
                 obj.pins -= 1
                 self._maybe_collect(obj)
-        task.spec = task.spec[: P.T_ARGS] + (None,) + task.spec[P.T_ARGS + 1 :]
+        if state != "finished" or task.spec[P.T_MAX_RETRIES] == 0:
+            # keep the arguments of retriable tasks: their outputs can be rebuilt (lineage)
+            task.spec = task.spec[: P.T_ARGS] + (None,) + task.spec[P.T_ARGS + 1 :]
         self.finished.append(task.spec[P.T_ID])
         if len(self.finished) > FINISHED_TASKS_KEPT:
             self.tasks.pop(self.finished.popleft(), None)
@@ -543,7 +627,8 @@ class Scheduler:
         if fid not in w.funcs:
             blob = self.functions.get(fid)
             w.funcs.add(fid)
-        dep_locs = [self.objects[d].loc for d in spec[P.T_DEPS]]
+        objects = self.objects
+        dep_locs = [(d, objects[d].loc) for d in spec[P.T_DEPS]]
         task.state = "running"
         task.worker = w.ident
         task.event("running", w.pid)

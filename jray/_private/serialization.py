@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import pickle
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import cloudpickle
 
 from jray._private import protocol as P
 from jray._private import shm
-from jray.exceptions import ObjectLostError, SerializationError, TaskError
+from jray.exceptions import SerializationError, TaskError
 
 INLINE_MAX = 100 * 1024
 #: Buffers at least this large are taken out of band (the rest stay in-band).
@@ -101,14 +102,45 @@ def describe_unpicklable(value: Any) -> str:
     return type(value).__qualname__
 
 
-def encode(value: Any, segment_name: str, node_id: bytes) -> P.Loc:
-    """Serialize ``value``: inline if small, else into segment ``segment_name``."""
+class SegmentMissing(Exception):
+    """A location's bytes are not where it says (spilled meanwhile, or lost)."""
+
+
+#: Segments at least this large ask the head for room first (see ``store``).
+RESERVE_MIN = 1 << 20
+
+
+def encode(
+    value: Any,
+    segment_name: str,
+    node_id: bytes,
+    reserve: Callable[[int], None] | None = None,
+) -> P.Loc:
+    """Serialize ``value``: inline if small, else into segment ``segment_name``.
+
+    ``reserve(size)`` is called before a large segment is written; it blocks
+    until the store has room, or raises ``ObjectStoreFullError``.
+    """
     data, buffers = dumps_oob(value)
     total = len(data) + sum(b.nbytes for b in buffers)
     if total < INLINE_MAX:
         if buffers:  # small out-of-band buffers: fold them back in-band
             data = cloudpickle.dumps(value, protocol=5)
         return (P.LOC_INLINE, data)
+    return write_parts(data, buffers, segment_name, node_id, reserve)
+
+
+def write_parts(
+    data: bytes,
+    buffers: list[memoryview],
+    segment_name: str,
+    node_id: bytes,
+    reserve: Callable[[int], None] | None = None,
+) -> P.Loc:
+    if reserve is not None:
+        total = shm.segment_size(data, buffers)
+        if total >= RESERVE_MIN:
+            reserve(total)
     size = shm.write_segment(segment_name, data, buffers)
     return (P.LOC_SHM, segment_name, size, node_id)
 
@@ -122,9 +154,13 @@ def decode(loc: P.Loc) -> Any:
         try:
             data, bufs = shm.read_segment(loc[1])
         except FileNotFoundError:
-            raise ObjectLostError(
-                f"object in shared memory segment {loc[1]} was freed or lost"
-            ) from None
+            raise SegmentMissing(loc[1]) from None
+        return pickle.loads(data, buffers=bufs)
+    if kind == P.LOC_SPILLED:
+        try:
+            data, bufs = shm.read_spilled(loc[1], loc[2], loc[3])
+        except FileNotFoundError:
+            raise SegmentMissing(loc[1]) from None
         return pickle.loads(data, buffers=bufs)
     err = pickle.loads(loc[1])
     if isinstance(err, TaskError):
@@ -135,6 +171,8 @@ def decode(loc: P.Loc) -> Any:
 def loc_size(loc: P.Loc) -> int:
     if loc[0] == P.LOC_SHM:
         return int(loc[2])
+    if loc[0] == P.LOC_SPILLED:
+        return int(loc[3])
     return len(loc[1])
 
 

@@ -36,6 +36,14 @@ def segment_path(name: str) -> str:
     return os.path.join(SHM_DIR, name)
 
 
+def segment_size(data: bytes, buffers: list[memoryview]) -> int:
+    """Bytes a segment holding ``data`` and ``buffers`` takes."""
+    pos = _align(_HEAD.size + _ENTRY.size * len(buffers) + len(data))
+    for b in buffers:
+        pos = _align(pos + b.nbytes)
+    return max(pos, 1)
+
+
 def write_segment(name: str, data: bytes, buffers: list[memoryview]) -> int:
     """Create segment ``name`` holding ``data`` and ``buffers``; return its size."""
     header = _HEAD.size + _ENTRY.size * len(buffers)
@@ -79,7 +87,21 @@ def read_segment(name: str) -> tuple[memoryview, list[memoryview]]:
         m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
-    view = memoryview(m)
+    return _parse(memoryview(m), name)
+
+
+def read_spilled(path: str, offset: int, size: int) -> tuple[memoryview, list[memoryview]]:
+    """Read a spilled segment back into private memory (one copy, read-only views)."""
+    buf = bytearray(size)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        got = f.readinto(buf)
+    if got != size:
+        raise FileNotFoundError(f"spill file {path} is truncated")
+    return _parse(memoryview(buf).toreadonly(), path)
+
+
+def _parse(view: memoryview, name: str) -> tuple[memoryview, list[memoryview]]:
     magic, nbuf, dlen = _HEAD.unpack_from(view, 0)
     if magic != _MAGIC:
         raise ValueError(f"shared-memory segment {name} is corrupt (bad magic {magic!r})")
@@ -90,6 +112,40 @@ def read_segment(name: str) -> tuple[memoryview, list[memoryview]]:
         off, ln = _ENTRY.unpack_from(view, _HEAD.size + i * _ENTRY.size)
         bufs.append(view[off : off + ln])
     return data, bufs
+
+
+def copy_to(name: str, out_fd: int, offset: int) -> int:
+    """Write segment ``name`` into ``out_fd`` at ``offset``; return its size."""
+    fd = os.open(segment_path(name), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    try:
+        with memoryview(m) as view:
+            _write_all(out_fd, view, offset)
+    finally:
+        m.close()
+    return size
+
+
+def mapped_names(prefix: str) -> set[str]:
+    """Names of segments starting with ``prefix`` that some process has mapped now."""
+    found: set[str] = set()
+    needle = os.path.join(SHM_DIR, prefix)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/maps") as f:
+                for line in f:
+                    i = line.find(needle)
+                    if i >= 0:
+                        found.add(line[i + len(SHM_DIR) + 1 :].split()[0])
+        except OSError:
+            continue
+    return found
 
 
 def unlink(name: str) -> None:

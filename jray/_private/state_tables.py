@@ -81,7 +81,8 @@ class Worker:
 
 class Task:
     __slots__ = ("spec", "owner", "demand", "shape", "retries_left", "state", "waiting",
-                 "worker", "history", "cancelled", "infeasible", "started", "ended", "log")
+                 "worker", "history", "cancelled", "infeasible", "started", "ended", "log",
+                 "pinned")
 
     def __init__(self, spec: P.TaskSpec, owner: bytes, demand: Demand, shape: Shape,
                  retries: int) -> None:
@@ -99,6 +100,8 @@ class Task:
         self.started = 0.0
         self.ended = 0.0
         self.log: EventLog | None = None
+        #: object ids this task pins (its dependencies and refs inside its arguments)
+        self.pinned: list[bytes] = []
 
     @property
     def name(self) -> str:
@@ -153,9 +156,10 @@ def _object_row(o: Obj, sched: Scheduler) -> dict[str, Any]:
     node = None
     if o.loc is not None:
         kind = o.loc[0]
-        where = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error"}[kind]
-        if kind == P.LOC_SHM:
-            node = o.loc[3].hex()
+        where = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
+                 P.LOC_SPILLED: "spilled"}[kind]
+        if kind in (P.LOC_SHM, P.LOC_SPILLED):
+            node = o.loc[-1].hex()
     return {
         "object_id": o.oid.hex(),
         "size": o.size,
@@ -198,6 +202,8 @@ def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
         return total
     if kind == "events":
         return sched.events.since(int(arg or 0))
+    if kind == "store":
+        return sched.store.summary()
     if kind == "summary":
         counts: dict[str, int] = {}
         for t in sched.tasks.values():

@@ -14,6 +14,7 @@ inside the task (``jray.cancel``); outside a task it is ignored.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import os
 import pickle
@@ -27,7 +28,7 @@ from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import transport
 from jray._private.core import CoreClient
-from jray.exceptions import SerializationError, TaskCancelledError
+from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
 OUTPUT_INTERVAL_S = 0.05
@@ -142,7 +143,7 @@ class Executor:
                 os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
             fn = self._function(fid, blob, name)
             try:
-                deps = [S.decode(loc) for loc in dep_locs]
+                deps = [core.decode(oid, loc) for oid, loc in dep_locs]
                 if args_blob is None:
                     args, kwargs = deps[0]
                     deps = deps[1:]
@@ -221,9 +222,12 @@ class Executor:
             contained: list[bytes] = []
             core.rt.capture = contained
             try:
-                locs.append(S.encode(value, core.shm_prefix + oid.hex(), core.node_id))
+                locs.append(S.encode(value, core.shm_prefix + oid.hex(), core.node_id,
+                                     functools.partial(core.reserve, oid)))
                 if contained:
                     nested.append((oid, contained))
+            except JrayError:
+                raise
             except Exception as exc:
                 raise SerializationError(
                     f"the return value of {name}() cannot be serialized: an object of type "

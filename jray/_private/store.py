@@ -1,0 +1,250 @@
+"""Object-store policy in the head: capacity, spilling and lost objects (no I/O).
+
+Each node's shared-memory store has a capacity (``object_store_memory``).
+Writers of large objects first ``RESERVE`` room; the head grants at once when
+the node has room, and otherwise asks the node daemon to ``SPILL`` the least
+recently used objects that no task pins, granting when ``SPILLED`` arrives.
+Objects mapped by a live array somewhere on the node are refused by the node
+(it checks ``/proc/*/maps``) and stay. Only when nothing can be spilled does
+the writer get ``ObjectStoreFullError``.
+
+::
+
+    writer ──RESERVE──▶ head ──SPILL──▶ node daemon ──(sendfile)──▶ spill file
+      ▲                  │  ◀──SPILLED (new locations)──┘
+      └────RESERVED──────┘
+
+A reader that finds a segment gone sends ``LOST`` with the location it saw.
+If the object moved (spilled), the head answers with the new location; if
+the bytes are really gone, the head rebuilds the object by re-running the
+task that made it (lineage, see ``Scheduler.reconstruct``) or fails it with
+``ObjectLostError``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from jray._private import protocol as P
+from jray._private.serialization import error_loc
+from jray.exceptions import ObjectStoreFullError
+
+if TYPE_CHECKING:
+    from jray._private.scheduler import Scheduler
+    from jray._private.state_tables import Node, Obj
+
+MAPPED_RETRY_S = 1.0
+
+
+class NodeStore:
+    """Accounting of one node's store."""
+
+    __slots__ = ("capacity", "used", "reserved", "spilling", "spilled_bytes", "lru",
+                 "pending", "spills", "restores", "evictions", "reservations")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self.reserved = 0
+        self.spilling: set[bytes] = set()
+        self.spilled_bytes = 0
+        #: objects in shared memory, least recently used first
+        self.lru: OrderedDict[bytes, int] = OrderedDict()
+        #: reservations waiting for room: (sender, request id, oid, size)
+        self.pending: list[tuple[bytes, int, bytes, int]] = []
+        self.reservations: dict[bytes, int] = {}
+        self.spills = 0
+        self.restores = 0
+        self.evictions = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity, "used": self.used, "reserved": self.reserved,
+            "spilled_bytes": self.spilled_bytes, "objects_in_memory": len(self.lru),
+            "spills": self.spills, "restores": self.restores, "evictions": self.evictions,
+            "pending_reservations": len(self.pending),
+        }
+
+
+class StorePolicy:
+    """The head's side of every node's object store."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        self.stores: dict[bytes, NodeStore] = {}
+        self.mapped_at: dict[bytes, float] = {}
+        #: reservations that arrived before their node registered
+        self.early: dict[bytes, list[tuple[bytes, P.Msg]]] = {}
+        sched.register(P.RESERVE, self.on_reserve)
+        sched.register(P.SPILLED, self.on_spilled)
+        sched.register(P.LOST, self.on_lost)
+        sched.register(P.RESTORED, self.on_restored)
+
+    def add_node(self, node: Node, capacity: int) -> None:
+        self.stores[node.node_id] = NodeStore(capacity)
+        for sender, msg in self.early.pop(node.node_id, []):
+            self.on_reserve(sender, msg)
+
+    # --- accounting hooks called by the scheduler ----------------------------------
+    def added(self, obj: Obj) -> None:
+        loc = obj.loc
+        if loc is None or loc[0] != P.LOC_SHM:
+            return
+        st = self.stores.get(loc[3])
+        if st is None:
+            return
+        st.reserved -= st.reservations.pop(obj.oid, 0)
+        st.used += loc[2]
+        st.lru[obj.oid] = loc[2]
+
+    def touched(self, obj: Obj) -> None:
+        loc = obj.loc
+        if loc is not None and loc[0] == P.LOC_SHM:
+            st = self.stores.get(loc[3])
+            if st is not None and obj.oid in st.lru:
+                st.lru.move_to_end(obj.oid)
+
+    def forget(self, obj: Obj) -> None:
+        """Drop the accounting of ``obj``'s current bytes (they are lost or replaced)."""
+        loc = obj.loc
+        if loc is None:
+            return
+        if loc[0] == P.LOC_SHM:
+            st = self.stores.get(loc[3])
+            if st is not None and st.lru.pop(obj.oid, None) is not None:
+                st.used -= loc[2]
+        elif loc[0] == P.LOC_SPILLED:
+            st = self.stores.get(loc[4])
+            if st is not None:
+                st.spilled_bytes -= loc[3]
+
+    def removed(self, obj: Obj) -> list[P.Msg]:
+        """The object was collected: forget it and return what the node must delete."""
+        loc = obj.loc
+        if loc is None:
+            return []
+        if loc[0] == P.LOC_SHM:
+            st = self.stores.get(loc[3])
+            if st is not None and st.lru.pop(obj.oid, None) is not None:
+                st.used -= loc[2]
+                self._grant(loc[3])
+            return [(P.UNLINK, [loc[1]])]
+        if loc[0] == P.LOC_SPILLED:
+            st = self.stores.get(loc[4])
+            if st is not None:
+                st.spilled_bytes -= loc[3]
+            return [(P.SPILL_FREE, [(loc[1], loc[3])])]
+        return []
+
+    # --- reservations ---------------------------------------------------------------
+    def on_reserve(self, sender: bytes, msg: P.Msg) -> None:
+        _, req, oid, size, node_id = msg
+        st = self.stores.get(node_id)
+        if st is None:  # the node has not registered yet (the cluster is starting)
+            self.early.setdefault(node_id, []).append((sender, msg))
+            return
+        if size > st.capacity:
+            err = ObjectStoreFullError(
+                f"an object of {size:,} bytes is larger than the whole object store "
+                f"({st.capacity:,} bytes, set by object_store_memory); it cannot be stored"
+            )
+            self.sched._send(sender, (P.RESERVED, req, error_loc(err)))
+            return
+        st.pending.append((sender, req, oid, size))
+        self._grant(node_id)
+
+    def _grant(self, node_id: bytes) -> None:
+        st = self.stores[node_id]
+        while st.pending:
+            sender, req, oid, size = st.pending[0]
+            if st.used + st.reserved + size > st.capacity:
+                break
+            st.pending.pop(0)
+            st.reserved += size
+            st.reservations[oid] = size
+            self.sched._send(sender, (P.RESERVED, req, None))
+        if st.pending:
+            self._make_room(node_id, st)
+
+    def _make_room(self, node_id: bytes, st: NodeStore) -> None:
+        need = st.used + st.reserved + sum(p[3] for p in st.pending) - st.capacity
+        need -= sum(st.lru.get(oid, 0) for oid in st.spilling)
+        if need <= 0:
+            return
+        now = time.monotonic()
+        victims: list[tuple[bytes, str, int]] = []
+        objects = self.sched.objects
+        for oid, size in st.lru.items():
+            if need <= 0:
+                break
+            # Arguments of queued or running tasks may go too: a task that already
+            # reads one has it mapped (the node refuses those); one that has not
+            # yet will find the new location through LOST.
+            obj = objects.get(oid)
+            if obj is None or oid in st.spilling:
+                continue
+            if now - self.mapped_at.get(oid, -1e9) < MAPPED_RETRY_S:
+                continue
+            victims.append((oid, obj.loc[1], size))  # type: ignore[index]
+            st.spilling.add(oid)
+            need -= size
+        if victims:
+            node = self.sched.nodes[node_id]
+            self.sched._send(node.ident, (P.SPILL, victims))
+        elif not st.spilling:
+            self._fail_pending(st, "every object in it is in use (mapped by a live array "
+                                   "or a running task)")
+
+    def _fail_pending(self, st: NodeStore, why: str) -> None:
+        for sender, req, _oid, size in st.pending:
+            err = ObjectStoreFullError(
+                f"the object store is full: {size:,} bytes requested, capacity "
+                f"{st.capacity:,} bytes, {st.used:,} bytes used, and {why}"
+            )
+            self.sched._send(sender, (P.RESERVED, req, error_loc(err)))
+        st.pending.clear()
+
+    def on_spilled(self, sender: bytes, msg: P.Msg) -> None:
+        _, node_id, spilled, refused = msg
+        st = self.stores[node_id]
+        now = time.monotonic()
+        for oid, loc in spilled:
+            st.spilling.discard(oid)
+            size = st.lru.pop(oid, None)
+            obj = self.sched.objects.get(oid)
+            if size is not None:
+                st.used -= size
+            st.spills += 1
+            st.spilled_bytes += loc[3]
+            if obj is None:  # collected meanwhile: the spilled copy is garbage
+                st.spilled_bytes -= loc[3]
+                self.sched._send(sender, (P.SPILL_FREE, [(loc[1], loc[3])]))
+                continue
+            obj.loc = loc
+            self.sched.events.add("object_spilled", oid, loc[3])
+        for oid in refused:
+            st.spilling.discard(oid)
+            self.mapped_at[oid] = now
+        self._grant(node_id)
+
+    def on_restored(self, sender: bytes, msg: P.Msg) -> None:
+        st = self.stores.get(msg[1])
+        if st is not None:
+            st.restores += msg[2]
+
+    # --- lost objects ---------------------------------------------------------------
+    def on_lost(self, sender: bytes, msg: P.Msg) -> None:
+        _, oid, seen = msg
+        obj = self.sched.objects.get(oid)
+        if obj is None:
+            self.sched._on_subscribe(sender, (P.SUBSCRIBE, [oid]))
+            return
+        if obj.loc is not None and obj.loc != seen:  # it moved (spilled): here it is now
+            self.sched._send(sender, (P.OBJECT_READY, oid, obj.loc))
+            return
+        self.sched.reconstruct(obj, sender)
+
+    def summary(self) -> dict[str, Any]:
+        return {node_id.hex(): st.summary() for node_id, st in self.stores.items()}
