@@ -37,10 +37,17 @@ def list_events(since: int = 0) -> list[tuple[int, float, str, str, Any]]:
     return rows
 
 
+def store_summary() -> dict[str, dict[str, Any]]:
+    """Per node: store capacity, bytes used and reserved, spilled bytes, and counts of
+    spills, restores and evictions."""
+    result: dict[str, dict[str, Any]] = api.client().query("store")
+    return result
+
+
 def summary() -> dict[str, Any]:
     """Counts of tasks by state, objects and workers."""
     result: dict[str, Any] = api.client().query("summary")
     return result
 
 
-__all__ = ["list_events", "list_nodes", "list_objects", "list_tasks", "summary"]
+__all__ = ["list_events", "list_nodes", "list_objects", "list_tasks", "store_summary", "summary"]

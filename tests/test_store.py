@@ -34,8 +34,7 @@ def _spill_bytes(spill_dir: str) -> int:
 
 
 def _store() -> dict[str, int]:
-    stats: dict[str, dict[str, int]] = jray._private.api.client().query("store")
-    return next(iter(stats.values()))
+    return next(iter(jray.state.store_summary().values()))
 
 
 @pytest.fixture()
@@ -101,6 +100,24 @@ def test_live_array_is_never_spilled(small_store: dict[str, object]) -> None:
     keep = [jray.put(np.zeros(100 * MiB // 8)) for _ in range(8)]  # forces spilling
     assert int(pinned[123]) == 7 and not pinned.flags.writeable
     assert len(keep) == 8
+
+
+def test_tree_reduce(small_store: dict[str, object]) -> None:
+    from jray.util.tree_reduce import tree_reduce
+
+    @jray.remote
+    def leaf(i: int) -> np.ndarray:
+        return np.full(4, i)
+
+    leaves = [leaf.remote(i) for i in range(100)]
+    total = tree_reduce(lambda a, b, c=0: a + b + c, leaves, fanout=3)
+    assert int(jray.get(total, timeout=60)[0]) == sum(range(100))
+    unordered = tree_reduce(lambda a, b: a + b, leaves, ordered=False)
+    assert int(jray.get(unordered, timeout=60)[0]) == sum(range(100))
+    with pytest.raises(ValueError, match="fanout"):
+        tree_reduce(lambda a, b: a, leaves, fanout=1)
+    with pytest.raises(TypeError, match=r"refs\[0\]"):
+        tree_reduce(lambda a, b: a, [1, 2])  # type: ignore[list-item]
 
 
 def test_lost_put_object_and_rebuilt_task_output(small_store: dict[str, object]) -> None:

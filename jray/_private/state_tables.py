@@ -162,6 +162,7 @@ def _object_row(o: Obj, sched: Scheduler) -> dict[str, Any]:
             node = o.loc[-1].hex()
     return {
         "object_id": o.oid.hex(),
+        "owner": o.owner.hex(),
         "size": o.size,
         "where": where,
         "node_id": node,
