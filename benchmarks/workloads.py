@@ -285,3 +285,10 @@ WORKLOADS: tuple[Workload, ...] = (
 )
 
 WORKLOAD_NAMES: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
+
+# The object-store workloads live in their own module; appended here so the
+# runner sees one list.
+from benchmarks.store_workloads import STORE_WORKLOADS  # noqa: E402
+
+WORKLOADS = WORKLOADS + STORE_WORKLOADS
+WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)
