@@ -31,11 +31,12 @@ import zmq
 
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import shm, transport
+from jray._private import transport
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
-from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError
+from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, SerializationError
 
+POLLIN = int(zmq.POLLIN)
 FREE_BATCH = 256
 COALESCE_GAP_S = 50e-6
 COALESCE_DELAY_S = 0.0003
@@ -269,7 +270,7 @@ class CoreClient:
         """Wait up to ``timeout_ms`` for messages and process all that arrived."""
         got = False
         for sock, _ in self.poller.poll(timeout_ms):
-            while sock.get(zmq.EVENTS) & zmq.POLLIN:
+            while int(sock.get(zmq.EVENTS)) & POLLIN:
                 self._process(P.unpack(sock.recv()))
                 got = True
         return got
@@ -312,7 +313,7 @@ class CoreClient:
                 data, bufs = S.dumps_args(plain_args, kwargs)
             except Exception as exc:
                 culprit = S.describe_unpicklable((plain_args, kwargs))
-                raise S.SerializationError(
+                raise SerializationError(
                     f"could not pickle the arguments of {name}(): an argument of type "
                     f"{culprit} cannot be serialized ({type(exc).__name__}: {exc})"
                 ) from exc
@@ -362,7 +363,7 @@ class CoreClient:
             except Exception as exc:
                 if isinstance(exc, JrayError):
                     raise
-                raise S.SerializationError(
+                raise SerializationError(
                     f"put(): a value of type {S.describe_unpicklable(value)} cannot be "
                     f"serialized ({type(exc).__name__}: {exc})"
                 ) from exc
@@ -499,7 +500,9 @@ class CoreClient:
             deadline = time.monotonic() + timeout
             while req not in self.state_replies:
                 if time.monotonic() > deadline:
-                    raise GetTimeoutError(f"the head did not answer a {kind!r} query in {timeout} s")
+                    raise GetTimeoutError(
+                        f"the head did not answer a {kind!r} query in {timeout} s"
+                    )
                 if not self.poll(100) and self.check_alive is not None:
                     self.check_alive()
             status, payload = self.state_replies.pop(req)

@@ -30,6 +30,7 @@ from jray._private import transport
 from jray._private.scheduler import Scheduler
 
 MAX_DRAIN = 2000
+POLLIN = int(zmq.POLLIN)
 log = logging.getLogger("jray.head")
 
 
@@ -50,7 +51,7 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     while not stop:
         if sock.poll(200):
             for _ in range(MAX_DRAIN):
-                if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                if not int(sock.get(zmq.EVENTS)) & POLLIN:
                     break
                 ident, frame = sock.recv_multipart(copy=False)
                 try:

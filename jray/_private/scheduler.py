@@ -532,9 +532,8 @@ class Scheduler:
             else:
                 keep.append(task)
         w.assigned = keep
-        task = keep[0] if keep else None
-        if task is not None:
-            task.event("blocked")
+        if keep:
+            keep[0].event("blocked")
 
     def _on_unblocked(self, sender: bytes, msg: P.Msg) -> None:
         w = self.workers.get(sender)
@@ -565,7 +564,7 @@ class Scheduler:
 
     # --- placement ----------------------------------------------------------------
     def _release(self, w: Worker) -> None:
-        if w.holding:
+        if w.holding and w.held is not None:
             w.node.res.release(w.held, w.gpu_ids)
             w.holding = False
             w.gpu_ids = []

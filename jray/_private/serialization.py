@@ -55,7 +55,8 @@ def dumps(value: Any) -> bytes:
     """Pickle ``value`` in-band (for code and small control data)."""
     if _is_plain(value):
         return pickle.dumps(value, 5)
-    return cloudpickle.dumps(value, protocol=5)
+    data: bytes = cloudpickle.dumps(value, protocol=5)
+    return data
 
 
 def dumps_oob(value: Any) -> tuple[bytes, list[memoryview]]:

@@ -62,7 +62,7 @@ def push(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
 
 
 def send_batch(sock: zmq.Socket[bytes], batch: list[P.Msg]) -> None:
-    sock.send(P.pack(batch), copy=len(batch) > 8)
+    sock.send(P.pack(batch))
 
 
 def send_to(sock: zmq.Socket[bytes], ident: bytes, batch: list[P.Msg]) -> None:
