@@ -25,7 +25,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -37,6 +37,7 @@ from jray._private.refcount import RefTable
 from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, SerializationError
 
 POLLIN = int(zmq.POLLIN)
+EVENTS = int(zmq.EVENTS)
 FREE_BATCH = 256
 COALESCE_GAP_S = 50e-6
 COALESCE_DELAY_S = 0.0003
@@ -204,7 +205,7 @@ class CoreClient:
                 return
             if kicked:
                 time.sleep(COALESCE_DELAY_S)
-            elif not self.rt.events:
+            elif not self.rt.events and not self.pending_free:
                 continue
             with self.lock:
                 self._kick.clear()
@@ -212,6 +213,7 @@ class CoreClient:
                     return
                 if self.rt.events:
                     self._settle_refs()
+                if not kicked:
                     self.release_pending()
                 self.flush()
 
@@ -270,7 +272,7 @@ class CoreClient:
         """Wait up to ``timeout_ms`` for messages and process all that arrived."""
         got = False
         for sock, _ in self.poller.poll(timeout_ms):
-            while int(sock.get(zmq.EVENTS)) & POLLIN:
+            while cast(int, sock.getsockopt(EVENTS)) & POLLIN:
                 self._process(P.unpack(sock.recv()))
                 got = True
         return got
@@ -445,9 +447,6 @@ class CoreClient:
         to_sub = [oid for oid in missing if oid not in self.awaiting]
         if to_sub:
             self.to_head.append((P.SUBSCRIBE, to_sub))
-        if self.pending_free:
-            self.to_head.append((P.FREE, self.pending_free))
-            self.pending_free = []
         subscribed_owned = False
         start = time.monotonic()
         try:

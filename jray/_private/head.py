@@ -22,15 +22,18 @@ import signal
 import sys
 import time
 import traceback
+from typing import cast
 
 import zmq
 
 from jray._private import protocol as P
 from jray._private import transport
+from jray._private.actor_table import ActorTable
 from jray._private.scheduler import Scheduler
 
 MAX_DRAIN = 2000
 POLLIN = int(zmq.POLLIN)
+EVENTS = int(zmq.EVENTS)
 log = logging.getLogger("jray.head")
 
 
@@ -38,6 +41,7 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     ctx = transport.new_context()
     sock = transport.router(ctx, address)
     sched = Scheduler(session)
+    ActorTable(sched)
     stop = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -48,10 +52,12 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     last_check = time.monotonic()
     shutdown_at: float | None = None
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
     while not stop:
-        if sock.poll(200):
+        if poller.poll(200):
             for _ in range(MAX_DRAIN):
-                if not int(sock.get(zmq.EVENTS)) & POLLIN:
+                if not cast(int, sock.getsockopt(EVENTS)) & POLLIN:
                     break
                 ident, frame = sock.recv_multipart(copy=False)
                 try:
