@@ -21,7 +21,7 @@ traceback in the worker, and it is printed with the error.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 
 class JrayError(Exception):
@@ -69,7 +69,7 @@ class TaskError(JrayError):
             return self
         try:
             derived = _derived_class(cls)
-            err = derived.__new__(derived)
+            err = cast(TaskError, Exception.__new__(derived))
             TaskError.__init__(err, self.function_name, self.traceback_str, self.cause, cls)
             if self.cause is not None:
                 err.__dict__.update(getattr(self.cause, "__dict__", {}))
@@ -131,7 +131,19 @@ class ActorError(JrayError):
 
 
 class ActorDiedError(ActorError):
-    """The actor's process died, or its constructor raised."""
+    """The actor's process died, or its constructor raised.
+
+    Attributes
+    ----------
+    exitcode: the process's exit code (negative: killed by that signal), if it died.
+    traceback_str: the constructor's remote traceback, if the constructor raised.
+    """
+
+    def __init__(self, message: str = "", *, exitcode: int | None = None,
+                 traceback_str: str = "") -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+        self.traceback_str = traceback_str
 
 
 class SerializationError(JrayError, TypeError):
