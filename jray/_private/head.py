@@ -28,7 +28,6 @@ import zmq
 
 from jray._private import protocol as P
 from jray._private import transport
-from jray._private.actor_table import ActorTable
 from jray._private.scheduler import Scheduler
 
 MAX_DRAIN = 2000
@@ -41,7 +40,6 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     ctx = transport.new_context()
     sock = transport.router(ctx, address)
     sched = Scheduler(session)
-    ActorTable(sched)
     stop = False
 
     def on_term(signum: int, frame: object) -> None:
