@@ -99,10 +99,13 @@ def _noop_init(self: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _reduce_derived(self: TaskError) -> tuple[Any, ...]:
-    return (_rebuild_task_error, (self.function_name, self.traceback_str, self.cause, self.cause_cls))
+    args = (self.function_name, self.traceback_str, self.cause, self.cause_cls)
+    return (_rebuild_task_error, args)
 
 
-def _rebuild_task_error(name: str, tb: str, cause: BaseException | None, cls: type | None) -> TaskError:
+def _rebuild_task_error(
+    name: str, tb: str, cause: BaseException | None, cls: type | None
+) -> TaskError:
     return TaskError(name, tb, cause, cls).as_instanceof_cause()
 
 

@@ -13,7 +13,6 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from jray._private import serialization as S
 from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
