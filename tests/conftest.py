@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 import jray
+from jray._private.cluster import STARTED
 
 
 def _jray_children() -> list[psutil.Process]:
@@ -24,31 +25,38 @@ def _jray_children() -> list[psutil.Process]:
     return out
 
 
-def _jray_shm() -> list[str]:
-    return glob.glob("/dev/shm/jray-*")
+def _leftovers() -> list[str]:
+    """Segments, socket files and session directories of clusters this process started.
+
+    Only this process's own sessions are looked at, so that other test runs on
+    the same machine cannot make a test fail.
+    """
+    left: list[str] = []
+    for cl in STARTED:
+        left += glob.glob(f"/dev/shm/{glob.escape(cl.shm_prefix)}*")
+        left += glob.glob(os.path.join(glob.escape(cl.session_dir), "*.sock"))
+        if os.path.exists(cl.session_dir):
+            left.append(cl.session_dir)
+    return left
 
 
 def assert_clean(before_shm: set[str] | None = None) -> None:
     """Wait (bounded) for jray processes, segments and sockets to go; fail if any remain."""
-    before_shm = before_shm or set()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (_jray_children() or set(_jray_shm()) - before_shm):
+    while time.monotonic() < deadline and (_jray_children() or _leftovers()):
         time.sleep(0.05)
     procs = _jray_children()
     assert not procs, f"jray processes outlived the test: {[p.cmdline() for p in procs]}"
-    left = set(_jray_shm()) - before_shm
-    assert not left, f"shared-memory segments outlived the test: {sorted(left)}"
-    socks = glob.glob(os.path.join(os.environ.get("TMPDIR", "/tmp"), "jray-*", "*.sock"))
-    assert not socks, f"socket files outlived the test: {socks}"
+    left = _leftovers()
+    assert not left, f"files outlived the test (shared memory, sockets, session dir): {left}"
 
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     """After a test that ran no cluster of its own, no jray process or file may remain."""
-    before_shm = set(_jray_shm())
     yield
     if not jray.is_initialized():  # a module-scoped cluster is checked when it stops
-        assert_clean(before_shm)
+        assert_clean()
 
 
 @pytest.fixture(scope="module")

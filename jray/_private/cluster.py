@@ -24,6 +24,10 @@ from jray._private import shm, transport
 from jray.exceptions import ClusterError
 
 
+#: Every cluster this process started (tests check that each left nothing behind).
+STARTED: list[LocalCluster] = []
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     paths = [p for p in sys.path if p and os.path.isdir(p)]
@@ -56,6 +60,7 @@ class LocalCluster:
         head_addr = transport.ipc_addr(session_dir, "head.sock")
         node_id = os.urandom(8)
         cl = cls(session, session_dir, head_addr, node_id, f"jray-{session}-")
+        STARTED.append(cl)
         env = _child_env()
         me = str(os.getpid())
 

@@ -24,9 +24,12 @@ Scheduling rules:
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+from jray._private import lineage
 from jray._private import protocol as P
+from jray._private.object_table import ObjectTable
 from jray._private.resources import Demand, NodeResources, Shape, shape_of
 from jray._private.serialization import error_loc
 from jray._private.state_tables import EventLog, Node, Obj, Task, Worker
@@ -43,7 +46,7 @@ FINISHED_TASKS_KEPT = 100_000
 SIGINT, SIGKILL = 2, 9
 
 
-class Scheduler:
+class Scheduler(ObjectTable):
     """Global control state of one cluster (see module docstring)."""
 
     def __init__(self, session: str = "") -> None:
@@ -60,6 +63,8 @@ class Scheduler:
         self.events = EventLog()
         self.out: dict[bytes, list[P.Msg]] = {}
         self.shutdown_requested = False
+        #: extensions (actors) that place work of their own when resources free up
+        self.schedule_hooks: list[Callable[[], None]] = []
         self.store: StorePolicy  # set below, once handlers exist
         self._handlers: dict[int, Any] = {
             P.SUBMIT: self._on_submit,
@@ -185,117 +190,6 @@ class Scheduler:
                 self._fail(task, error_loc(err))
         w.assigned.clear()
 
-    # --- objects ------------------------------------------------------------------
-    def _on_put(self, sender: bytes, msg: P.Msg) -> None:
-        _, oid, loc, contained = msg
-        obj = Obj(oid, sender, None)
-        self.objects[oid] = obj
-        if contained:
-            self._contain(obj, contained)
-        self._object_ready(obj, loc, notify_owner=False)
-
-    def _contain(self, obj: Obj, inner: list[bytes]) -> None:
-        obj.contains = inner
-        for oid in inner:
-            o = self.objects.get(oid)
-            if o is not None:
-                o.holders += 1
-
-    def _on_borrow(self, sender: bytes, msg: P.Msg) -> None:
-        for oid in msg[1]:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders += 1
-
-    def _on_unborrow(self, sender: bytes, msg: P.Msg) -> None:
-        for oid in msg[1]:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.holders -= 1
-                self._maybe_collect(obj)
-
-    def _on_subscribe(self, sender: bytes, msg: P.Msg) -> None:
-        for oid in msg[1]:
-            obj = self.objects.get(oid)
-            if obj is None:
-                err = ObjectLostError(
-                    f"object {oid.hex()} is unknown to the head: it was freed, or its "
-                    f"ref was made outside this cluster"
-                )
-                self._send(sender, (P.OBJECT_READY, oid, error_loc(err)))
-            elif obj.loc is not None:
-                self.store.touched(obj)
-                self._send(sender, (P.OBJECT_READY, oid, obj.loc))
-            elif obj.subscribers is None:
-                obj.subscribers = [sender]
-            else:
-                obj.subscribers.append(sender)
-
-    def _on_free(self, sender: bytes, msg: P.Msg) -> None:
-        for oid in msg[1]:
-            obj = self.objects.get(oid)
-            if obj is not None:
-                obj.freed = True
-                self._maybe_collect(obj)
-
-    def _maybe_collect(self, obj: Obj) -> None:
-        if (obj.freed and obj.pins == 0 and obj.holders <= 0 and obj.loc is not None
-                and not obj.dependents):
-            del self.objects[obj.oid]
-            self.events.add("object_freed", obj.oid, obj.size)
-            self._delete_data(obj)
-            if obj.contains:
-                for oid in obj.contains:
-                    inner = self.objects.get(oid)
-                    if inner is not None:
-                        inner.holders -= 1
-                        self._maybe_collect(inner)
-
-    def _unlink(self, loc: P.Loc) -> None:
-        if loc[0] == P.LOC_SHM:
-            node = self.nodes.get(loc[3])
-            if node is not None:
-                self._send(node.ident, (P.UNLINK, [loc[1]]))
-
-    def _delete_data(self, obj: Obj) -> None:
-        loc = obj.loc
-        if loc is None or loc[0] in (P.LOC_INLINE, P.LOC_ERROR):
-            return
-        node = self.nodes.get(loc[-1])
-        for msg in self.store.removed(obj):
-            if node is not None:
-                self._send(node.ident, msg)
-
-    def _object_ready(self, obj: Obj, loc: P.Loc, notify_owner: bool) -> None:
-        if obj.loc is not None:  # first writer wins (e.g. cancelled, then finished)
-            if loc != obj.loc:
-                self._unlink(loc)
-            return
-        obj.loc = loc
-        obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]
-        self.store.added(obj)
-        self.events.add("object_ready", obj.oid, obj.size)
-        if notify_owner:
-            self._send(obj.owner, (P.OBJECT_READY, obj.oid, loc))
-        if obj.subscribers:
-            for ident in obj.subscribers:
-                if ident != obj.owner or not notify_owner:
-                    self._send(ident, (P.OBJECT_READY, obj.oid, loc))
-            obj.subscribers = None
-        if obj.dependents:
-            deps, obj.dependents = obj.dependents, None
-            failed = loc[0] == P.LOC_ERROR
-            for task in deps:
-                if task.state != "waiting":
-                    continue
-                if failed:
-                    self._fail(task, loc)
-                else:
-                    task.waiting -= 1
-                    if task.waiting == 0:
-                        self._make_ready(task)
-        self._maybe_collect(obj)
-
     # --- tasks --------------------------------------------------------------------
     def _on_submit(self, sender: bytes, msg: P.Msg) -> None:
         spec = msg[1]
@@ -323,7 +217,7 @@ class Scheduler:
                 obj.pins += 1
                 task.pinned.append(oid)
         for oid in spec[P.T_DEPS]:
-            obj = self.objects.get(oid) or self._revive(oid)
+            obj = self.objects.get(oid) or lineage.revive(self, oid)
             if obj is None:
                 err = ObjectLostError(
                     f"argument {oid.hex()} of task {task.name} no longer exists (it was freed "
@@ -348,57 +242,6 @@ class Scheduler:
             self._make_ready(task)
         else:
             task.event("waiting")
-
-    # --- lineage ------------------------------------------------------------------
-    def _rebuild_why_not(self, task: Task | None) -> str | None:
-        if task is None:
-            return "the task that made it is no longer known to the head"
-        if task.spec[P.T_MAX_RETRIES] == 0:
-            return f"task {task.name} that made it has max_retries=0"
-        if task.spec[P.T_ARGS] is None and not task.spec[P.T_DEPS]:
-            return f"the arguments of task {task.name} that made it were not kept"
-        return None
-
-    def _revive(self, oid: bytes) -> Obj | None:
-        """Recreate a collected task output by re-running its task, if possible."""
-        tid = P.task_of(oid)
-        task = self.tasks.get(tid) if tid is not None else None
-        if task is None or self._rebuild_why_not(task) or task.state != "finished":
-            return None
-        self._rerun(task)
-        return self.objects.get(oid)
-
-    def _rerun(self, task: Task) -> None:
-        for oid in task.spec[P.T_RETURNS]:
-            obj = self.objects.get(oid)
-            if obj is None:
-                self.objects[oid] = Obj(oid, task.owner, task.spec[P.T_ID])
-            else:
-                self.store.forget(obj)
-                obj.loc = None
-        task.event("reconstructing")
-        self._admit(task)
-
-    def reconstruct(self, obj: Obj, requester: bytes) -> None:
-        """``obj``'s bytes are gone: re-run the task that made it, or fail it."""
-        if obj.loc is None or obj.loc[0] == P.LOC_ERROR:  # being rebuilt, or failed
-            self._on_subscribe(requester, (P.SUBSCRIBE, [obj.oid]))
-            return
-        task = self.tasks.get(obj.task) if obj.task is not None else None
-        why = ("it was made by put(), and put objects cannot be rebuilt" if obj.task is None
-               else self._rebuild_why_not(task))
-        if why is None and task is not None and task.state == "finished":
-            self._rerun(task)
-            self._on_subscribe(requester, (P.SUBSCRIBE, [obj.oid]))
-            return
-        err = ObjectLostError(
-            f"object {obj.oid.hex()} was lost (its shared memory or spill file is gone) "
-            f"and cannot be rebuilt: {why or 'its task is still running'}"
-        )
-        self.store.forget(obj)
-        obj.loc = None
-        self._object_ready(obj, error_loc(err), notify_owner=False)
-        self._send(requester, (P.OBJECT_READY, obj.oid, obj.loc))
 
     def _check_feasible(self, task: Task) -> None:
         if not self.nodes or not task.demand or task.shape in self.feasible:
@@ -571,6 +414,8 @@ class Scheduler:
 
     def schedule(self) -> None:
         """Place as many ready tasks as resources and workers allow."""
+        for hook in self.schedule_hooks:
+            hook()
         if not self.ready:
             return
         for shape in list(self.ready):

@@ -27,6 +27,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from jray._private import lineage
 from jray._private import protocol as P
 from jray._private.serialization import error_loc
 from jray.exceptions import ObjectStoreFullError
@@ -244,7 +245,7 @@ class StorePolicy:
         if obj.loc is not None and obj.loc != seen:  # it moved (spilled): here it is now
             self.sched._send(sender, (P.OBJECT_READY, oid, obj.loc))
             return
-        self.sched.reconstruct(obj, sender)
+        lineage.reconstruct(self.sched, obj, sender)
 
     def summary(self) -> dict[str, Any]:
         return {node_id.hex(): st.summary() for node_id, st in self.stores.items()}
