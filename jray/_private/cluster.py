@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from jray._private import shm, transport
 from jray.exceptions import ClusterError
 
-
 #: Every cluster this process started (tests check that each left nothing behind).
 STARTED: list[LocalCluster] = []
 
