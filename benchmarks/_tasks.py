@@ -32,3 +32,27 @@ def add(a: int, b: int) -> int:
 def identity(x: object) -> object:
     """Return the argument: a round trip of a value through a task."""
     return x
+
+
+class Actor:
+    """Ray's microbenchmark actor: one tiny method."""
+
+    def small_value(self) -> bytes:
+        return b"ok"
+
+
+class AsyncActor:
+    """The same, with an ``async def`` method (runs on the actor's event loop)."""
+
+    async def small_value(self) -> bytes:
+        return b"ok"
+
+
+def call_actors(actors: list[object], n: int, module: str) -> int:
+    """A task that calls ``actors`` round-robin ``n`` times, then gets every result."""
+    import importlib
+
+    api = importlib.import_module(module)  # the peer's own module: jray or ray
+    m = len(actors)
+    api.get([actors[i % m].small_value.remote() for i in range(n)])  # type: ignore[attr-defined]
+    return n

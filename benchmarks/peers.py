@@ -76,6 +76,14 @@ class Peer:
         """Store ``value`` in the system and return a ref to it."""
         raise Unsupported(f"{self.name} has no object store")
 
+    def actor(self, cls: type, **options: Any) -> Any:
+        """Start an actor of ``cls`` (Ray's options, e.g. ``max_concurrency``); its handle."""
+        raise Unsupported(f"{self.name} has no actors here")
+
+    def call(self, handle: Any, method: str, *args: Any) -> Any:
+        """Call ``method`` on an actor; return the ref to its result."""
+        raise Unsupported(f"{self.name} has no actors here")
+
     def notes(self) -> dict[str, str]:
         """Settings worth recording next to the results (start method, ...)."""
         return {}
@@ -115,6 +123,13 @@ class RayApiPeer(Peer):
 
     def put(self, value: Any) -> Any:
         return self._mod.put(value)
+
+    def actor(self, cls: type, **options: Any) -> Any:
+        actor_class = self._as_remote(cls)
+        return (actor_class.options(**options) if options else actor_class).remote()
+
+    def call(self, handle: Any, method: str, *args: Any) -> Any:
+        return getattr(handle, method).remote(*args)
 
     def notes(self) -> dict[str, str]:
         return {"init": ", ".join(f"{k}={v!r}" for k, v in self._init_options.items())}

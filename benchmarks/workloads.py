@@ -288,7 +288,8 @@ WORKLOAD_NAMES: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
 
 # The object-store workloads live in their own module; appended here so the
 # runner sees one list.
+from benchmarks.actor_workloads import ACTOR_WORKLOADS  # noqa: E402
 from benchmarks.store_workloads import STORE_WORKLOADS  # noqa: E402
 
-WORKLOADS = WORKLOADS + STORE_WORKLOADS
+WORKLOADS = WORKLOADS + STORE_WORKLOADS + ACTOR_WORKLOADS
 WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jray import exceptions, state
+from jray import exceptions, state, util
 from jray._private.api import (
     available_resources,
     cancel,
@@ -24,17 +24,18 @@ from jray._private.api import (
     wait,
 )
 from jray._private.object_ref import ObjectRef
+from jray.actor import ActorClass, get_actor, kill, method
 from jray.remote_function import RemoteFunction
 
 __version__ = "0.1.0"
 
 
 def remote(*args: Any, **options: Any) -> Any:
-    """Make a function a remote function (a task factory).
+    """Make a function a remote function (a task factory), or a class an actor class.
 
     Use bare (``@jray.remote``) or with options (``@jray.remote(num_cpus=2)``):
     ``num_cpus``, ``num_gpus``, ``resources``, ``num_returns``, ``max_retries``,
-    ``retry_exceptions``, ``name``.
+    ``retry_exceptions``, ``name``; for classes see ``jray.actor``.
     """
     if len(args) == 1 and not options and callable(args[0]):
         return _make(args[0], {})
@@ -45,7 +46,7 @@ def remote(*args: Any, **options: Any) -> Any:
 
 def _make(target: Any, options: dict[str, Any]) -> Any:
     if isinstance(target, type):
-        raise TypeError(f"@jray.remote on class {target.__name__}: actors are not supported yet")
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@jray.remote needs a function or a class, got {type(target).__name__}")
     return RemoteFunction(target, options)
@@ -60,13 +61,17 @@ __all__ = [
     "cluster_resources",
     "exceptions",
     "get",
+    "get_actor",
     "get_gpu_ids",
     "init",
     "is_initialized",
+    "kill",
+    "method",
     "nodes",
     "put",
     "remote",
     "shutdown",
     "state",
+    "util",
     "wait",
 ]

@@ -97,6 +97,12 @@ class CoreClient:
         self.closed = False
         #: handlers of extension ops (actors), called as ``handler(msg)``
         self.handlers: dict[int, Callable[[P.Msg], None]] = {}
+        #: called before this process blocks waiting for objects (actors send queued calls)
+        self.before_wait: list[Callable[[], None]] = []
+        #: messages the head must see before anything sent after them, but that do not
+        #: warrant a send of their own (actor calls' pending results): they go first in
+        #: the next batch to the head
+        self.deferred_head: list[P.Msg] = []
         # Task output (print) goes to the driver's output socket, read by its own
         # thread so that it shows while the driver does something else.
         self.output_addr = ""
@@ -219,6 +225,9 @@ class CoreClient:
 
     def flush(self) -> None:
         if self.to_head:
+            if self.deferred_head:  # they ride along with the next batch, first
+                self.to_head[:0] = self.deferred_head
+                self.deferred_head = []
             batch, self.to_head = self.to_head, []
             transport.send_batch(self.head, batch)
         if self.to_owner:
@@ -444,6 +453,8 @@ class CoreClient:
 
     def _await(self, missing: list[bytes], need: int, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
+        for hook in self.before_wait:
+            hook()
         to_sub = [oid for oid in missing if oid not in self.awaiting]
         if to_sub:
             self.to_head.append((P.SUBSCRIBE, to_sub))

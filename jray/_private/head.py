@@ -28,6 +28,7 @@ import zmq
 
 from jray._private import protocol as P
 from jray._private import transport
+from jray._private.actor_table import ActorTable
 from jray._private.scheduler import Scheduler
 
 MAX_DRAIN = 2000
@@ -40,6 +41,7 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     ctx = transport.new_context()
     sock = transport.router(ctx, address)
     sched = Scheduler(session)
+    ActorTable(sched)
     stop = False
 
     def on_term(signum: int, frame: object) -> None:

@@ -5,6 +5,8 @@
     head ◀──DEALER── node daemon ──spawn──▶ workers (children, die with it)
                          │  pidfd per worker: a death is seen at once
                          └─ WORKER_DIED(worker, exit code) ──▶ head
+    head ──ACTOR_SPAWN──▶ node daemon ──spawn──▶ actor process (one per actor incarnation)
+                         └─ ACTOR_PROC_DIED(actor, incarnation, exit code) ──▶ head
 
 It keeps at least ``--num-workers`` workers alive (a crashed one is replaced),
 starts more when the head asks (tasks blocked in ``get`` lend out their CPU),
@@ -28,6 +30,7 @@ import time
 
 import zmq
 
+from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import shm, transport
 
@@ -44,6 +47,9 @@ class NodeDaemon:
         self.poller.register(self.sock, zmq.POLLIN)
         self.procs: dict[bytes, subprocess.Popen[bytes]] = {}
         self.pidfds: dict[int, bytes] = {}
+        #: actor id -> (incarnation, process); pidfd -> actor id
+        self.actors: dict[bytes, tuple[int, subprocess.Popen[bytes]]] = {}
+        self.actor_fds: dict[int, bytes] = {}
         self.counter = 0
         self.min_workers = ns.num_workers
         self.stopping = False
@@ -80,6 +86,32 @@ class NodeDaemon:
             if len(self.procs) < self.min_workers:
                 self.spawn()
 
+    def spawn_actor(self, actor_id: bytes, inc: int, gpu_ids: list[int]) -> None:
+        cmd = [
+            sys.executable, "-m", "jray._private.actor_worker",
+            "--head", self.ns.head, "--session-dir", self.ns.session_dir,
+            "--node-id", self.ns.node_id, "--shm-prefix", self.ns.shm_prefix,
+            "--actor-id", actor_id.hex(), "--incarnation", str(inc),
+        ]
+        env = None
+        if gpu_ids:
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpu_ids))
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
+        self.actors[actor_id] = (inc, proc)
+        if hasattr(os, "pidfd_open"):
+            fd = os.pidfd_open(proc.pid)
+            self.actor_fds[fd] = actor_id
+            self.poller.register(fd, zmq.POLLIN)
+
+    def reap_actor(self, actor_id: bytes) -> None:
+        entry = self.actors.pop(actor_id, None)
+        if entry is None:
+            return
+        inc, proc = entry
+        code = proc.wait()
+        if not self.stopping:
+            transport.send_batch(self.sock, [(A.ACTOR_PROC_DIED, actor_id, inc, code)])
+
     def handle(self, batch: list[P.Msg]) -> None:
         for msg in batch:
             op = msg[0]
@@ -97,6 +129,12 @@ class NodeDaemon:
                 self.spill(msg[1])
             elif op == P.SPILL_FREE:
                 self.spill_free(msg[1])
+            elif op == A.ACTOR_SPAWN:
+                self.spawn_actor(msg[1], msg[2], msg[3])
+            elif op == A.ACTOR_SIGNAL:
+                entry = self.actors.get(msg[1])
+                if entry is not None and entry[0] == msg[2] and entry[1].poll() is None:
+                    os.kill(entry[1].pid, msg[3])
             elif op == P.NODE_EXIT:
                 self.stopping = True
 
@@ -177,6 +215,11 @@ class NodeDaemon:
                         except zmq.Again:
                             break
                         self.handle(P.unpack(frame))
+                elif isinstance(item, int) and item in self.actor_fds:
+                    actor_id = self.actor_fds.pop(item)
+                    self.poller.unregister(item)
+                    os.close(item)
+                    self.reap_actor(actor_id)
                 elif isinstance(item, int):
                     wid = self.pidfds.pop(item)
                     self.poller.unregister(item)
@@ -188,6 +231,9 @@ class NodeDaemon:
                 for wid, proc in list(self.procs.items()):
                     if proc.poll() is not None and wid not in self.pidfds.values():
                         self.reap(wid)
+                for actor_id, (_, proc) in list(self.actors.items()):
+                    if proc.poll() is not None and actor_id not in self.actor_fds.values():
+                        self.reap_actor(actor_id)
                 if parent is not None and os.getppid() != parent:
                     log.warning("parent %d died; node exits", parent)
                     break
@@ -195,11 +241,12 @@ class NodeDaemon:
 
     def stop(self) -> None:
         self.stopping = True
-        for proc in self.procs.values():
+        procs = [*self.procs.values(), *(proc for _, proc in self.actors.values())]
+        for proc in procs:
             if proc.poll() is None:
                 proc.terminate()
         deadline = time.monotonic() + 2.0
-        for proc in self.procs.values():
+        for proc in procs:
             try:
                 proc.wait(max(0.01, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

@@ -1,0 +1,388 @@
+"""Actors: ``@jray.remote`` on a class makes an ``ActorClass``.
+
+``Cls.remote(*args)`` starts the actor (a process of its own, running the
+constructor) and returns an ``ActorHandle`` at once; ``handle.method.remote()``
+returns an ``ObjectRef``. Calls from one caller run in the order they were
+sent; they go straight from the caller's process to the actor's, in batches,
+never through the head. Handles can be passed to tasks and other actors and
+stored inside objects.
+
+Options (``@jray.remote(...)`` or ``Cls.options(...)``):
+
+- ``num_cpus``, ``num_gpus``, ``resources``: held while the actor lives. With
+  none of them, the actor needs 1 CPU to be placed and holds nothing (Ray's rule).
+- ``name``, ``namespace``: find it with ``jray.get_actor(name, namespace)``;
+  a second actor with the same name raises ``ValueError`` unless
+  ``get_if_exists=True`` (then the existing actor's handle is returned).
+- ``lifetime="detached"``: the actor outlives its handles. Otherwise an unnamed
+  actor exits (after the calls already sent) once every handle made in its
+  creating process is gone and none was ever passed to another process.
+- ``max_restarts`` (default 0, -1 forever): restart the process when it dies;
+  ``max_task_retries`` (default 0, -1 forever): send calls that were in
+  flight at the crash again to the restarted actor (at-least-once).
+- ``max_concurrency``: run up to N calls at once on threads. Actors with
+  ``async def`` methods run them on an event loop (default concurrency 1000);
+  their plain methods still work (they run on the loop thread).
+- ``checkpoint_interval`` (calls) and ``checkpoint_interval_s`` (seconds):
+  see below.
+
+Checkpoints (opt-in). A class that defines both::
+
+    def __jray_checkpoint__(self) -> Any:       # the state to keep (picklable)
+    def __jray_restore__(self, state) -> None:  # put it back
+
+and is created with ``checkpoint_interval=N`` and/or ``checkpoint_interval_s=T``
+is checkpointed after every N-th call, and after any call (or while idle) once
+T seconds passed since the last checkpoint. The state goes to the object store
+(inline, or shared memory when large) and the head keeps the newest one,
+stored before the results of the call that triggered it are sent. When the
+actor is restarted (``max_restarts``), the constructor runs again, then
+``__jray_restore__`` gets the newest checkpoint, before any new call. Calls
+after the last checkpoint are lost unless retried (``max_task_retries``).
+
+Failures: when the actor's process dies, calls in flight and later calls raise
+``ActorDiedError`` (its message names the signal or exit code; its
+``exitcode`` holds it). If the constructor raises, the actor is dead and the
+error carries the constructor's traceback. A method that raises does not harm
+the actor: ``get`` raises a ``TaskError`` that is also the original class.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import cloudpickle
+
+from jray._private import actor_client
+from jray._private import actor_protocol as A
+from jray._private import serialization as S
+from jray._private.actor_executor import ExitActor
+from jray._private.object_ref import ObjectRef
+from jray.exceptions import SerializationError
+from jray.remote_function import demand_of, validate_options
+
+ACTOR_OPTIONS = frozenset({
+    "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
+    "get_if_exists", "max_restarts", "max_task_retries", "max_concurrency",
+    "checkpoint_interval", "checkpoint_interval_s", "scheduling_strategy", "runtime_env",
+})
+ASYNC_DEFAULT_CONCURRENCY = 1000
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def method(*args: Any, num_returns: int | None = None, **unknown: Any) -> Any:
+    """Options of one actor method: ``@jray.method(num_returns=2)``."""
+    if args or unknown:
+        raise TypeError("jray.method takes keyword options only, e.g. @jray.method(num_returns=2)")
+    if num_returns is not None and (isinstance(num_returns, bool) or not isinstance(
+            num_returns, int) or num_returns < 1):
+        raise ValueError(f"jray.method: num_returns must be an int >= 1, got {num_returns!r}")
+
+    def decorate(fn: F) -> F:
+        if num_returns is not None:
+            fn.__jray_num_returns__ = num_returns  # type: ignore[attr-defined]
+        return fn
+
+    return decorate
+
+
+def exit_actor() -> None:
+    """Inside an actor method: exit the actor once this call returns (no restart)."""
+    raise ExitActor()
+
+
+def _int_opt(where: str, opts: dict[str, Any], key: str, lowest: int) -> None:
+    v = opts.get(key)
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lowest):
+        raise ValueError(f"{where}: {key} must be an int >= {lowest}, got {v!r}")
+
+
+def _validate(where: str, opts: dict[str, Any]) -> None:
+    validate_options(where, opts, ACTOR_OPTIONS)
+    _int_opt(where, opts, "max_restarts", -1)
+    _int_opt(where, opts, "max_task_retries", -1)
+    _int_opt(where, opts, "max_concurrency", 1)
+    _int_opt(where, opts, "checkpoint_interval", 0)
+    t = opts.get("checkpoint_interval_s")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0):
+        raise ValueError(f"{where}: checkpoint_interval_s must be a number >= 0, got {t!r}")
+    life = opts.get("lifetime")
+    if life not in (None, "detached", "non_detached"):
+        raise ValueError(f"{where}: lifetime must be 'detached' or None, got {life!r}")
+    ns = opts.get("namespace")
+    if ns is not None and not isinstance(ns, str):
+        raise TypeError(f"{where}: namespace must be a str, got {type(ns).__name__}")
+    if opts.get("name") == "":
+        raise ValueError(f"{where}: name must not be empty")
+    if opts.get("get_if_exists") and not opts.get("name"):
+        raise ValueError(f"{where}: get_if_exists=True needs a name")
+
+
+def _methods(cls: type) -> tuple[dict[str, int], bool]:
+    methods: dict[str, int] = {}
+    is_async = False
+    for name in dir(cls):
+        if name.startswith("__") and name.endswith("__"):
+            continue
+        attr = inspect.getattr_static(cls, name)
+        fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
+        if not inspect.isfunction(fn):
+            continue
+        methods[name] = int(getattr(fn, "__jray_num_returns__", 1))
+        is_async = is_async or inspect.iscoroutinefunction(fn)
+    return methods, is_async
+
+
+class _ClassCode:
+    """A class's pickled code and method table, made once and shared by its option variants."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        self.methods, self.is_async = _methods(cls)
+        self._blob: bytes | None = None
+
+    def blob(self) -> bytes:
+        if self._blob is None:
+            try:
+                self._blob = cloudpickle.dumps(self.cls, protocol=5)
+            except Exception as exc:
+                raise SerializationError(
+                    f"actor class {self.cls.__name__} cannot be pickled: it refers to an object "
+                    f"that cannot be serialized ({type(exc).__name__}: {exc})"
+                ) from exc
+        return self._blob
+
+
+class ActorClass:
+    """A class made remote: ``.remote(...)`` starts an actor and returns its handle."""
+
+    def __init__(self, cls: type, options: dict[str, Any], code: _ClassCode | None = None
+                 ) -> None:
+        self._name = cls.__name__
+        _validate(f"@jray.remote on class {self._name}", options)
+        self._cls = cls
+        self._options = options
+        self._code = code or _ClassCode(cls)
+        self.__doc__ = cls.__doc__
+        self.__wrapped__ = cls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor class {self._name} cannot be instantiated directly; "
+            f"use {self._name}.remote(...) to start an actor"
+        )
+
+    def options(self, **opts: Any) -> ActorClass:
+        _validate(f"{self._name}.options()", opts)
+        return ActorClass(self._cls, {**self._options, **opts}, self._code)
+
+    def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        opts = self._options
+        code = self._code
+        ckpt_n = int(opts.get("checkpoint_interval") or 0)
+        ckpt_s = float(opts.get("checkpoint_interval_s") or 0.0)
+        if (ckpt_n or ckpt_s) and not (hasattr(self._cls, "__jray_checkpoint__")
+                                       and hasattr(self._cls, "__jray_restore__")):
+            raise ValueError(
+                f"{self._name}: checkpoint_interval needs the class to define "
+                f"__jray_checkpoint__(self) and __jray_restore__(self, state)"
+            )
+        client = actor_client.current()
+        core = client.core
+        max_conc = opts.get("max_concurrency")
+        meta: A.ActorMeta = {
+            "class_name": self._name,
+            "methods": code.methods,
+            "max_task_retries": int(opts.get("max_task_retries") or 0),
+            "is_async": code.is_async,
+        }
+        name = opts.get("name")
+        detached = opts.get("lifetime") == "detached"
+        hold: list[ObjectRef] = []
+        with core.lock:
+            nested: list[bytes] = []
+            core.rt.capture = nested
+            try:
+                data, bufs = S.dumps_args(list(args), kwargs)
+            except Exception as exc:
+                raise SerializationError(
+                    f"could not pickle the arguments of {self._name}(): an argument of type "
+                    f"{S.describe_unpicklable((args, kwargs))} cannot be serialized "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
+            finally:
+                core.rt.capture = None
+            hold.extend(ObjectRef(oid) for oid in nested)
+            field: tuple[str, Any] = ("inline", data)
+            if bufs or len(data) >= S.INLINE_MAX:
+                ref = core.put((list(args), kwargs), _data=(data, bufs))
+                hold.append(ref)
+                field = ("ref", S.dumps(ref))
+        spec: A.ActorSpec = {
+            "actor_id": os.urandom(16),
+            "meta": meta,
+            "class_blob": code.blob(),
+            "args": field,
+            "name": name,
+            "namespace": opts.get("namespace") or "",
+            "demand": demand_of(opts, 1),
+            "hold": any(opts.get(k) is not None for k in ("num_cpus", "num_gpus", "resources")),
+            "max_restarts": int(opts.get("max_restarts") or 0),
+            "max_concurrency": int(max_conc or (ASYNC_DEFAULT_CONCURRENCY if code.is_async else 1)),
+            "checkpoint_interval": ckpt_n,
+            "checkpoint_interval_s": ckpt_s,
+            "detached": detached,
+            "get_if_exists": bool(opts.get("get_if_exists")),
+            "output_addr": core.output_addr,
+        }
+        actor_id, meta = client.create(spec, hold, collectable=name is None and not detached)
+        original = actor_id == spec["actor_id"] and name is None and not detached
+        return ActorHandle(actor_id, meta, client if original else None)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ActorClass, (self._cls, self._options))
+
+    def __repr__(self) -> str:
+        return f"<jray actor class {self._name}>"
+
+
+class ActorMethod:
+    """``handle.method``: call it with ``.remote(...)``."""
+
+    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries")
+
+    def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
+                 retries: int) -> None:
+        self._actor_id = actor_id
+        self._class = class_name
+        self._name = name
+        self._num_returns = num_returns
+        self._retries = retries
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        refs = actor_client.current().call(self._actor_id, self._name, args, kwargs,
+                                           self._num_returns, self._retries)
+        return refs[0] if self._num_returns == 1 else refs
+
+    def options(self, *, num_returns: int | None = None, **unknown: Any) -> ActorMethod:
+        if unknown:
+            raise ValueError(f"{self._class}.{self._name}.options(): unknown option(s) "
+                             f"{', '.join(sorted(unknown))}; valid: num_returns")
+        if num_returns is None:
+            return self
+        if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
+            raise ValueError(f"num_returns must be an int >= 1, got {num_returns!r}")
+        return ActorMethod(self._actor_id, self._class, self._name, num_returns, self._retries)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"actor method {self._class}.{self._name} cannot be called directly; "
+            f"use handle.{self._name}.remote(...)"
+        )
+
+    def __repr__(self) -> str:
+        return f"<jray actor method {self._class}.{self._name}>"
+
+
+class ActorHandle:
+    """A reference to a running actor; ``handle.method.remote(...)`` calls it.
+
+    Picklable: pass it to tasks and other actors, or store it in objects.
+    """
+
+    __slots__ = ("_actor_id", "_meta", "_methods", "_client", "__weakref__")
+
+    def __init__(self, actor_id: bytes, meta: A.ActorMeta,
+                 client: actor_client.ActorClient | None = None) -> None:
+        self._actor_id = actor_id
+        self._meta = meta
+        self._methods: dict[str, ActorMethod] = {}
+        self._client = client  # set on the handles whose loss may end the actor
+        if client is not None:
+            client.handle_created(actor_id)
+
+    def __getattr__(self, name: str) -> ActorMethod:
+        if name.startswith("__") and name.endswith("__") or name in ActorHandle.__slots__:
+            raise AttributeError(name)
+        m = self._methods.get(name)
+        if m is None:
+            n = self._meta["methods"].get(name)
+            if n is None:
+                known = ", ".join(sorted(self._meta["methods"])) or "none"
+                raise AttributeError(
+                    f"actor class {self._meta['class_name']} has no method {name!r} "
+                    f"(its methods: {known})"
+                )
+            m = self._methods[name] = ActorMethod(
+                self._actor_id, self._meta["class_name"], name, n,
+                self._meta["max_task_retries"])
+        return m
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self._client is not None:
+            self._client.handle_escaped(self._actor_id)
+        return (_rebuild_handle, (self._actor_id, self._meta))
+
+    def __del__(self) -> None:
+        client = self._client
+        if client is not None:
+            try:
+                client.dropped.append(self._actor_id)
+            except Exception:  # interpreter shutdown
+                pass
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorHandle) and other._actor_id == self._actor_id
+
+    def __hash__(self) -> int:
+        return hash(self._actor_id)
+
+    def __repr__(self) -> str:
+        return f"Actor({self._meta['class_name']}, {self._actor_id.hex()})"
+
+
+def _rebuild_handle(actor_id: bytes, meta: A.ActorMeta) -> ActorHandle:
+    return ActorHandle(actor_id, meta)
+
+
+def get_actor(name: str, namespace: str | None = None) -> ActorHandle:
+    """The handle of the live actor called ``name`` (in ``namespace``).
+
+    Raises ``ValueError`` naming it when no such actor is alive.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"jray.get_actor: name must be a non-empty str, got {name!r}")
+    client = actor_client.current()
+    ok, payload = client.request(
+        lambda req: (A.ACTOR_REQUEST, req, "get_named", (name, namespace or "")))
+    if not ok:
+        raise ValueError(f"Failed to look up actor with name {name!r}: {payload}")
+    actor_id, meta = payload
+    client.conn(actor_id, subscribed=True)
+    return ActorHandle(actor_id, meta)
+
+
+def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
+    """Kill the actor's process at once (calls in flight fail with ``ActorDiedError``).
+
+    With ``no_restart=False`` an actor with ``max_restarts`` left is restarted.
+    """
+    if not isinstance(actor, ActorHandle):
+        raise TypeError(f"jray.kill() takes an actor handle, got {type(actor).__name__}")
+    actor_client.current().kill(actor._actor_id, bool(no_restart), actor._meta["class_name"])
+
+
+def list_actors() -> list[dict[str, Any]]:
+    """Every actor the head knows: id, class, state, name, pid, restarts, checkpoints."""
+    ok, rows = actor_client.current().request(lambda req: (A.ACTOR_REQUEST, req, "list", None))
+    if not ok:
+        raise RuntimeError(rows)
+    result: list[dict[str, Any]] = rows
+    return result
+
+
+__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "get_actor", "kill",
+           "list_actors", "method"]
