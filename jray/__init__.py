@@ -75,3 +75,17 @@ __all__ = [
     "util",
     "wait",
 ]
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext jray``: register ``%jray`` and ``%%remote`` (see ``jray.jupyter``)."""
+    from jray.jupyter import load_ipython_extension as load
+
+    load(ip)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """``%unload_ext jray``: remove the magics and stop what the extension started."""
+    from jray.jupyter import unload_ipython_extension as unload
+
+    unload(ip)

@@ -1,0 +1,158 @@
+"""Remote side of cell output: capture a cell's stdout, stderr and display calls.
+
+::
+
+    worker: print(...) ─▶ _Stream ─▶ _Sink.items ──(every 50 ms, one actor call)──▶ OutputHub
+            display(x) ─▶ mimebundle ─┘                                            │ drain()
+    kernel main thread / event loop ◀───────────────────────────────────────────────┘
+
+Output is grouped per cell (``key``) and rate-limited by the sink's flush
+period, so a loop of prints becomes a few messages. ``Sink.close`` waits until
+the hub holds everything, so once a cell's task has finished, one more drain
+by the kernel returns all of its output, in order.
+
+Items are tuples: ``("stdout"|"stderr", text)`` or ``("display", data, metadata)``.
+This module runs in workers and engines; it needs IPython only to format rich
+values (falling back to ``repr``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import jray
+
+Item = tuple[Any, ...]
+Bundle = tuple[dict[str, Any], dict[str, Any]]
+FLUSH_PERIOD_S = 0.05
+
+
+class OutputHub:
+    """Actor: holds remote output per cell until the kernel drains it."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[Item]] = {}
+
+    def write(self, key: str, items: list[Item]) -> None:
+        self.items.setdefault(key, []).extend(items)
+
+    def drain(self) -> dict[str, list[Item]]:
+        out, self.items = self.items, {}
+        return out
+
+
+_formatter: Any = None
+
+
+def format_value(obj: Any) -> Bundle:
+    """The mimebundle IPython would show for ``obj`` (``repr`` without IPython)."""
+    global _formatter
+    try:
+        if _formatter is None:
+            from IPython.core.formatters import DisplayFormatter
+
+            _formatter = DisplayFormatter()
+        data, md = _formatter.format(obj)
+    except Exception:
+        return {"text/plain": repr(obj)}, {}
+    clean = {k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v
+             for k, v in data.items()}
+    return clean, dict(md)
+
+
+class _Sink:
+    def __init__(self, hub: Any, key: str) -> None:
+        self.hub, self.key = hub, key
+        self.lock = threading.Lock()
+        self.items: list[Item] = []
+        self.last: Any = None
+        self.stop = threading.Event()
+        # A first call, waited on here: it makes this process learn where the hub lives
+        # (the answer is read while a get waits), so the flusher thread's calls can leave.
+        jray.get(hub.write.remote(key, []), timeout=60)
+        self.thread = threading.Thread(target=self._loop, name="jray-cell-output", daemon=True)
+        self.thread.start()
+
+    def add(self, item: Item) -> None:
+        with self.lock:
+            prev = self.items[-1] if self.items else None
+            if prev is not None and prev[0] == item[0] and item[0] in ("stdout", "stderr"):
+                self.items[-1] = (prev[0], prev[1] + item[1])
+            else:
+                self.items.append(item)
+
+    def flush(self) -> None:
+        with self.lock:
+            items, self.items = self.items, []
+        if items:
+            self.last = self.hub.write.remote(self.key, items)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(FLUSH_PERIOD_S):
+            self.flush()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.flush()
+        if self.last is not None:
+            jray.get(self.last, timeout=30)  # the hub has it all before the task's result
+
+
+class _Stream(io.TextIOBase):
+    def __init__(self, sink: _Sink, name: str) -> None:
+        self.sink, self.name = sink, name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if s:
+            self.sink.add((self.name, str(s)))
+        return len(s)
+
+
+def _figures(sink: _Sink) -> None:
+    """Send open matplotlib figures as PNG (what the inline backend does), then close them."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    try:
+        for num in plt.get_fignums():
+            buf = io.BytesIO()
+            plt.figure(num).savefig(buf, format="png", bbox_inches="tight")
+            png = base64.b64encode(buf.getvalue()).decode("ascii")
+            sink.add(("display", {"image/png": png, "text/plain": f"<Figure {num}>"}, {}))
+        plt.close("all")
+    except Exception as e:  # a broken figure must not hide the cell's own result
+        sink.add(("stderr", f"jray: could not render a matplotlib figure: {e}\n"))
+
+
+@contextmanager
+def capture(hub: Any, key: str, ns: dict[str, Any]) -> Iterator[_Sink]:
+    """Route stdout, stderr, ``display`` and figures of the code run inside to ``hub``."""
+    import os
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    sink = _Sink(hub, key)
+
+    def display(*objs: Any, raw: bool = False, **_: Any) -> None:
+        for obj in objs:
+            data, md = (obj, {}) if raw else format_value(obj)
+            sink.add(("display", data, md))
+
+    ns["display"] = display
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Stream(sink, "stdout"), _Stream(sink, "stderr")
+    try:
+        yield sink
+    finally:
+        sys.stdout, sys.stderr = saved
+        _figures(sink)
+        sink.close()

@@ -1,0 +1,181 @@
+"""Kernel side of cell output: publish each remote cell's output under the cell that launched it.
+
+::
+
+    OutputHub actor ──drain()──▶ Router.pump() ──session.send(parent=run.parent)──▶ iopub
+                                   ▲        ▲
+       blocking cell's wait loop ──┘        └── io_loop.call_later timer (while --no-block
+       (kernel main thread)                     cells are pending; kernel main thread)
+
+Since ipykernel 7, output sent from a background thread is dropped or lands
+in whichever cell runs next. So nothing here runs on a thread of its own: the
+router is pumped by the main thread while a cell waits, and by a timer on the
+kernel's event loop (also the main thread) while ``--no-block`` cells are
+pending. Every message carries the parent header saved when its cell started,
+so a ``--no-block`` cell's output appears under that cell, whenever it comes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import jray
+from jray.jupyter.capture import OutputHub
+
+PUMP_PERIOD_S = 0.1
+_keys = itertools.count(1)
+
+
+@dataclass
+class CellRun:
+    """One remote execution launched by a cell (one task, or one engine call)."""
+
+    label: str
+    parent: dict[str, Any] | None
+    execution_count: int | None
+    refs: list[Any]  # every ref the execution returns; the last is the display bundle
+    block: bool
+    prefix: str = ""  # "[engine-0] " when several engines share one cell
+    key: str = field(default_factory=lambda: f"cell-{next(_keys)}")
+    done: bool = False
+
+
+class Router:
+    """Routes hub output and results of pending cells to their cells' output areas."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.runs: dict[str, CellRun] = {}
+        self.hub: Any = None
+        self.hub_address: str | None = None
+        self.timer: Any = None
+
+    # --- hub -----------------------------------------------------------------------
+    def ensure_hub(self, address: str) -> Any:
+        """The output hub of the running cluster (made again after a new ``init``)."""
+        if self.hub is None or self.hub_address != address:
+            self.hub = jray.remote(OutputHub).remote()
+            self.hub_address = address
+            self.runs.clear()
+        return self.hub
+
+    def reset(self) -> None:
+        """Forget the hub and pending runs (the cluster is going away)."""
+        self.stop_timer()
+        self.runs.clear()
+        self.hub = self.hub_address = None
+
+    # --- publishing ----------------------------------------------------------------
+    def parent(self) -> dict[str, Any] | None:
+        kernel = getattr(self.shell, "kernel", None)
+        if kernel is None:
+            return None
+        parent: dict[str, Any] = kernel.get_parent("shell")
+        return parent
+
+    def send(self, run: CellRun | None, msg_type: str, content: dict[str, Any]) -> None:
+        kernel = getattr(self.shell, "kernel", None)
+        parent = run.parent if run is not None else self.parent()
+        if kernel is None or parent is None:  # a terminal IPython: print in place
+            if msg_type == "stream":
+                out = sys.stderr if content["name"] == "stderr" else sys.stdout
+                out.write(content["text"])
+            else:
+                print(content.get("data", {}).get("text/plain", ""))
+            return
+        for stream in (sys.stdout, sys.stderr):  # keep order with the magic's own prints
+            stream.flush()
+        kernel.session.send(kernel.iopub_socket, msg_type, content, parent=parent)
+
+    def stream(self, run: CellRun | None, name: str, text: str) -> None:
+        if run is not None and run.prefix:
+            text = "".join(run.prefix + line for line in text.splitlines(True))
+        self.send(run, "stream", {"name": name, "text": text})
+
+    def display(self, run: CellRun, data: dict[str, Any], md: dict[str, Any]) -> None:
+        self.send(run, "display_data", {"data": data, "metadata": md, "transient": {}})
+
+    def result(self, run: CellRun, data: dict[str, Any], md: dict[str, Any]) -> None:
+        """Show a last value like a normal cell's ``Out[n]``, without entering ``Out``."""
+        if run.prefix:
+            data = {**data, "text/plain": f"{run.prefix}{data.get('text/plain', '')}"}
+        self.send(run, "execute_result",
+                  {"execution_count": run.execution_count, "data": data, "metadata": md})
+
+    def error(self, run: CellRun, err: BaseException) -> None:
+        self.stream(run, "stderr", f"{run.label}: {remote_traceback(err)}")
+
+    # --- pumping -------------------------------------------------------------------
+    def pump(self) -> None:
+        """Publish the output the hub holds, and finish ``--no-block`` runs that are done."""
+        if not self.runs or self.hub is None:
+            return
+        try:
+            batches: dict[str, list[Any]] = jray.get(self.hub.drain.remote(), timeout=10)
+        except Exception as e:
+            batches = {}
+            print(f"jray: could not read remote output: {e}", file=sys.stderr)
+        for key, items in batches.items():
+            run = self.runs.get(key)
+            if run is None:
+                continue  # a run already finished or cancelled
+            for item in items:
+                if item[0] == "display":
+                    self.display(run, item[1], item[2])
+                else:
+                    self.stream(run, item[0], item[1])
+        for run in [r for r in self.runs.values() if not r.block and not r.done]:
+            ready, _ = jray.wait(run.refs, num_returns=len(run.refs), timeout=0)
+            if len(ready) == len(run.refs):
+                self.finish(run)
+
+    def finish(self, run: CellRun) -> None:
+        """Show a finished run's last value or error; forget it (its output was pumped)."""
+        run.done = True
+        try:
+            bundle = jray.get(run.refs[-1], timeout=10)
+        except Exception as e:
+            self.error(run, e)
+        else:
+            if bundle is not None:
+                self.result(run, *bundle)
+        self.runs.pop(run.key, None)
+
+    def add(self, run: CellRun) -> None:
+        self.runs[run.key] = run
+        if not run.block:
+            self.start_timer()
+
+    # --- the event-loop timer for --no-block cells -----------------------------------
+    def start_timer(self) -> None:
+        kernel = getattr(self.shell, "kernel", None)
+        if self.timer is not None or kernel is None:
+            return
+        self.timer = kernel.io_loop.call_later(PUMP_PERIOD_S, self._tick)
+
+    def stop_timer(self) -> None:
+        kernel = getattr(self.shell, "kernel", None)
+        if self.timer is not None and kernel is not None:
+            kernel.io_loop.remove_timeout(self.timer)
+        self.timer = None
+
+    def _tick(self) -> None:
+        self.timer = None
+        try:
+            self.pump()
+        except Exception as e:  # never let a timer callback kill the loop
+            print(f"jray: {e}", file=sys.stderr)
+        if any(not r.block for r in self.runs.values()) and self.hub is not None:
+            self.start_timer()
+
+
+def remote_traceback(err: BaseException) -> str:
+    """The remote traceback of a failed cell, from its first frame on."""
+    cause = getattr(err, "cause", None)
+    text = getattr(cause, "_jray_cell_traceback", None)
+    if text is None:
+        text = getattr(err, "traceback_str", None) or f"{type(err).__name__}: {err}\n"
+    return str(text)

@@ -1,0 +1,107 @@
+"""Waiting for a cell's remote runs: output pumping, a progress bar, interrupt → cancel.
+
+``wait_for(router, runs)`` runs on the kernel's main thread. Every
+``PUMP_PERIOD_S`` it publishes remote output (this cell's and any pending
+``--no-block`` cell's). After ``PROGRESS_AFTER_S`` it shows one progress bar
+for the cell (an ipywidgets ``IntProgress``, else a text line). A
+``KeyboardInterrupt`` (the kernel's interrupt) cancels every run the cell
+launched with ``jray.cancel``, says which, and returns.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import jray
+from jray.jupyter.output import PUMP_PERIOD_S, CellRun, Router
+
+PROGRESS_AFTER_S = 1.0
+CANCEL_WAIT_S = 5.0
+
+
+class Progress:
+    """One bar per cell: tasks done / total."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.widget: Any = None
+        try:
+            import ipywidgets
+            from IPython.display import display
+
+            self.widget = ipywidgets.IntProgress(value=0, min=0, max=total,
+                                                 description=label[:20], bar_style="info")
+            display(self.widget)  # type: ignore[no-untyped-call]
+        except Exception:  # no ipywidgets: a text line instead
+            self.widget = None
+            self.update(0)
+
+    def update(self, done: int) -> None:
+        if self.widget is not None:
+            self.widget.value = done
+            return
+        width = 20
+        filled = width * done // max(1, self.total)
+        sys.stdout.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{self.total} tasks")
+        sys.stdout.flush()
+
+    def close(self, done: int, ok: bool) -> None:
+        if self.widget is not None:
+            self.widget.value = done
+            self.widget.bar_style = "success" if ok else "danger"
+        else:
+            self.update(done)
+            sys.stdout.write("\n")
+
+
+def _cancel(router: Router, runs: list[CellRun]) -> None:
+    """Cancel the runs; report which stopped and which did not (within ``CANCEL_WAIT_S``)."""
+    for run in runs:
+        try:
+            jray.cancel(run.refs[-1])
+        except Exception as e:
+            print(f"jray: could not cancel {run.label}: {e}", file=sys.stderr)
+    refs = [r.refs[-1] for r in runs]
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    ready: list[Any] = []
+    while time.monotonic() < deadline and len(ready) < len(refs):
+        ready, _ = jray.wait(refs, num_returns=len(refs), timeout=PUMP_PERIOD_S)
+    router.pump()
+    stopped = [r.label for r in runs if r.refs[-1] in ready]
+    running = [r.label for r in runs if r.refs[-1] not in ready]
+    for run in runs:
+        router.runs.pop(run.key, None)
+    if stopped:
+        print(f"jray: interrupted; cancelled {len(stopped)} task(s): {', '.join(stopped)}",
+              file=sys.stderr)
+    if running:
+        print(f"jray: interrupted, but still running after {CANCEL_WAIT_S:g}s: "
+              f"{', '.join(running)}", file=sys.stderr)
+
+
+def wait_for(router: Router, runs: list[CellRun]) -> bool:
+    """Wait until every run has finished; False if interrupted (the runs are cancelled)."""
+    start = time.monotonic()
+    bar: Progress | None = None
+    pending = [r.refs[-1] for r in runs]
+    total = len(pending)
+    try:
+        while pending:
+            _, pending = jray.wait(pending, num_returns=len(pending), timeout=PUMP_PERIOD_S)
+            router.pump()
+            if bar is None and pending and time.monotonic() - start > PROGRESS_AFTER_S:
+                bar = Progress(total, runs[0].label if total == 1 else f"{total} runs")
+            if bar is not None:
+                bar.update(total - len(pending))
+        router.pump()
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close(total - len(pending), ok=False)
+        _cancel(router, runs)
+        return False
+    if bar is not None:
+        bar.close(total, ok=True)
+    return True

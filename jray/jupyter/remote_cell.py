@@ -1,0 +1,102 @@
+"""Running a cell's source remotely: as a task, or in an engine's namespace.
+
+``run_cell_task(spec, hub, *values)`` is the remote function behind ``%%remote``:
+the input values arrive as top-level arguments (so ``ObjectRef`` inputs are
+dependencies, resolved before the task runs), the cell's source runs in a
+fresh ``__main__``-like namespace, and the task returns one value per output
+name plus the mimebundle of the last expression. Each output is its own
+``ObjectRef`` (``num_returns``), so a ``--no-block`` cell can bind every name
+to a ref of its own.
+
+A failing cell re-raises its exception with ``_jray_cell_traceback`` set: the
+traceback from the cell's first frame on (filename ``<remote-cell-N>``, with
+the cell's own line numbers and lines).
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+import jray
+from jray.jupyter.capture import Bundle, capture, format_value
+from jray.jupyter.cell import compile_cell
+
+CELL_PREFIX = "<remote-cell-"
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    source: str
+    filename: str
+    key: str
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    quiet: bool = False
+
+
+class Unbound:
+    """Stands for an output name the cell did not bind (or whose value cannot be pickled)."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name, self.reason = name, reason
+
+    def __repr__(self) -> str:
+        return f"<unbound {self.name}: {self.reason}>"
+
+
+def _cell_traceback(exc: BaseException) -> str:
+    """The traceback from the first frame of cell code on."""
+    tb = exc.__traceback__
+    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith(CELL_PREFIX):
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
+def execute(spec: CellSpec, ns: dict[str, Any], hub: Any) -> Bundle | None:
+    """Run the cell in ``ns``, its output going to ``hub``; the last value's mimebundle."""
+    body, tail = compile_cell(spec.source, spec.filename)
+    with capture(hub, spec.key, ns):
+        try:
+            exec(body, ns)
+            value = eval(tail, ns) if tail is not None else None
+        except Exception as e:
+            try:
+                e._jray_cell_traceback = _cell_traceback(e)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+            raise
+        if value is None or spec.quiet:
+            return None
+        return format_value(value)
+
+
+def _output(ns: dict[str, Any], name: str) -> Any:
+    if name not in ns:
+        return Unbound(name, "the cell did not bind it")
+    value = ns[name]
+    try:  # out-of-band buffers are not copied: a cheap check even for large arrays
+        cloudpickle.dumps(value, protocol=5, buffer_callback=lambda _b: None)
+    except Exception as e:
+        return Unbound(name, f"its value cannot be pickled ({type(e).__name__}: {e})")
+    return value
+
+
+def _run_cell(spec: CellSpec, hub: Any, *values: Any) -> Any:
+    ns: dict[str, Any] = {"__name__": "__main__", **dict(zip(spec.inputs, values))}
+    bundle = execute(spec, ns, hub)
+    result = (*(_output(ns, n) for n in spec.outputs), bundle)
+    return result if len(result) > 1 else result[0]
+
+
+run_cell_task = jray.remote(max_retries=0)(_run_cell)
+
+
+def submit(spec: CellSpec, hub: Any, values: list[Any], options: dict[str, Any]) -> list[Any]:
+    """Submit the cell as a task; one ref per output, then the last value's ref."""
+    n = len(spec.outputs) + 1
+    refs = run_cell_task.options(num_returns=n, **options).remote(spec, hub, *values)
+    return list(refs) if n > 1 else [refs]
