@@ -70,9 +70,15 @@ class TaskError(JrayError):
         try:
             derived = _derived_class(cls)
             err = cast(TaskError, Exception.__new__(derived))
-            TaskError.__init__(err, self.function_name, self.traceback_str, self.cause, cls)
+            # Not TaskError.__init__: its super().__init__ would reach the user's
+            # class, whose __init__ may take other arguments (e.g. ``MyError(code)``).
             if self.cause is not None:
                 err.__dict__.update(getattr(self.cause, "__dict__", {}))
+                err.args = self.cause.args
+            err.function_name = self.function_name
+            err.traceback_str = self.traceback_str
+            err.cause = self.cause
+            err.cause_cls = cls
             err.__cause__ = self.cause
             return err
         except TypeError:  # classes with incompatible layouts (e.g. some C types)

@@ -27,7 +27,7 @@ def list_objects() -> list[dict[str, Any]]:
 
 def list_nodes() -> list[dict[str, Any]]:
     """Nodes with their resources and availability."""
-    rows: list[dict[str, Any]] = api.client().query("nodes")
+    rows: list[dict[str, Any]] = api._cluster_query("nodes")
     return rows
 
 

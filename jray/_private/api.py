@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,11 @@ from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
 from jray.exceptions import InitError
+
+#: How long ``shutdown`` waits for its SHUTDOWN to reach a head that is still starting.
+SHUTDOWN_LINGER_MS = 2000
+#: How long a cluster query waits for the embedded cluster's node to register.
+NODE_WAIT_S = 30.0
 
 
 class _Session:
@@ -151,7 +157,7 @@ def shutdown() -> None:
             client.to_head.append((P.SHUTDOWN,))
             client.flush()
         finally:
-            client.close()
+            client.close(linger_ms=SHUTDOWN_LINGER_MS)
             if cluster is not None:
                 cluster.stop()
 
@@ -252,21 +258,40 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     client().cancel(ref.id, bool(force))
 
 
+def _cluster_query(kind: str) -> Any:
+    """Query the head; right after ``init`` wait (bounded) for the local node to register.
+
+    ``init`` does not wait for the node daemon, so without this a query made at
+    once would report an empty cluster.
+    """
+    c = client()
+    result = c.query(kind)
+    if result or _Session.cluster is None:
+        return result
+    deadline = time.monotonic() + NODE_WAIT_S
+    while not result and time.monotonic() < deadline:
+        if c.check_alive is not None:
+            c.check_alive()
+        time.sleep(0.01)
+        result = c.query(kind)
+    return result
+
+
 def nodes() -> list[dict[str, Any]]:
     """One dict per node: id, hostname, resources, availability, worker count."""
-    result: list[dict[str, Any]] = client().query("nodes")
+    result: list[dict[str, Any]] = _cluster_query("nodes")
     return result
 
 
 def cluster_resources() -> dict[str, float]:
     """Total resources of all nodes."""
-    result: dict[str, float] = client().query("cluster_resources")
+    result: dict[str, float] = _cluster_query("cluster_resources")
     return result
 
 
 def available_resources() -> dict[str, float]:
     """Resources not held by running tasks right now."""
-    result: dict[str, float] = client().query("available_resources")
+    result: dict[str, float] = _cluster_query("available_resources")
     return result
 
 

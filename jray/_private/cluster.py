@@ -97,11 +97,24 @@ class LocalCluster:
         except OSError:
             return "(no log)"
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, grace: float = 0.2) -> None:
+        """Wait for the processes to exit after SHUTDOWN; SIGTERM the ones that do not.
+
+        The head exits by itself; the node daemon exits on the head's NODE_EXIT,
+        which it never hears if it had not registered yet (a shutdown right after
+        init), so it gets ``grace`` seconds after the head is gone, then SIGTERM.
+        """
         deadline = time.monotonic() + timeout
+        head = self.procs.get("head")
+        if head is not None:
+            try:
+                head.wait(max(0.01, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                head.terminate()
+        rest = min(deadline, time.monotonic() + grace)
         for proc in self.procs.values():
             try:
-                proc.wait(max(0.01, deadline - time.monotonic()))
+                proc.wait(max(0.01, rest - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.terminate()
         for proc in self.procs.values():

@@ -520,7 +520,9 @@ class CoreClient:
                 raise JrayError(f"state query {kind!r} failed in the head: {payload}")
             return payload
 
-    def close(self) -> None:
+    def close(self, linger_ms: int = 0) -> None:
+        """Close the sockets; ``linger_ms`` lets messages to the head still in flight
+        (a SHUTDOWN sent before the head has even bound its socket) go out first."""
         if self.closed:
             return
         self.closed = True
@@ -533,7 +535,7 @@ class CoreClient:
             self._flusher.join(5)
         for sock in self.pushers.values():
             sock.close(0)
-        self.head.close(0)
+        self.head.close(linger_ms)
         self.pull.close(0)
         self.ctx.term()
         for addr in (self.addr, self.output_addr):

@@ -387,7 +387,8 @@ class Scheduler(ObjectTable):
             task = w.assigned[0]
             w.node.res.force_acquire(task.demand, w.gpu_ids)
             w.held, w.holding = task.demand, True
-            task.event("running")
+            if task.state == "running":  # not one cancelled while it waited
+                task.event("running")
         else:
             w.node.idle.append(w)
 
@@ -450,6 +451,7 @@ class Scheduler(ObjectTable):
         if runtime is None or runtime > PIPELINE_MAX_S:
             return None
         best: Worker | None = None
+        runtimes = self.func_runtime
         for node in self.nodes.values():
             for wid in node.workers:
                 w = self.workers[wid]
@@ -460,6 +462,9 @@ class Scheduler(ObjectTable):
                     and w.held is not None
                     and shape_of(w.held) == task.shape
                     and (best is None or len(w.assigned) < len(best.assigned))
+                    # never behind a task that may run long (another function's)
+                    and w.assigned
+                    and runtimes.get(w.assigned[0].spec[P.T_FUNC_ID], 1.0) <= PIPELINE_MAX_S
                 ):
                     best = w
         return best

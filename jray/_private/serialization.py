@@ -194,8 +194,10 @@ def task_error_loc(function_name: str, exc: BaseException) -> P.Loc:
         cloudpickle.dumps(exc, protocol=5)
     except Exception:
         cause = None
+    # A task that lets a dependency's error through raises as that error's original class.
+    cls = exc.cause_cls if isinstance(exc, TaskError) and exc.cause_cls is not None else type(exc)
     try:
-        err = TaskError(function_name, tb, cause, type(exc))
+        err = TaskError(function_name, tb, cause, cls)
         return (P.LOC_ERROR, cloudpickle.dumps(err, protocol=5))
     except Exception:
         err = TaskError(function_name, tb, None, None)
