@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import glob
 import time
-from collections.abc import Callable
 
 import numpy as np
 
 import jray
+from jray.testing import eventually
 
 BIG = 2_000_000  # float64s: 16 MB, lives in shared memory
 
@@ -16,15 +16,6 @@ BIG = 2_000_000  # float64s: 16 MB, lives in shared memory
 def _segments(info: dict[str, object]) -> set[str]:
     session = str(info["session_dir"]).rsplit("/", 1)[-1].split("-")[1]
     return set(glob.glob(f"/dev/shm/jray-{session}-*"))
-
-
-def _eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def _head_objects() -> set[str]:
@@ -37,7 +28,7 @@ def test_del_frees_shared_memory(cluster: dict[str, object]) -> None:
     ref = jray.put(np.ones(BIG))
     assert len(_segments(cluster) - before) == 1
     del ref  # no further API call: the client settles dropped refs by itself
-    assert _eventually(lambda: not (_segments(cluster) - before))
+    assert eventually(lambda: not (_segments(cluster) - before))
 
 
 def test_ref_inside_object_keeps_target_alive(cluster: dict[str, object]) -> None:
@@ -50,7 +41,7 @@ def test_ref_inside_object_keeps_target_alive(cluster: dict[str, object]) -> Non
     got = jray.get(outer, timeout=30)["payload"][0]
     assert jray.get(got, timeout=30)[-1] == BIG - 1
     del got, outer
-    assert _eventually(lambda: inner_hex not in _head_objects())
+    assert eventually(lambda: inner_hex not in _head_objects())
 
 
 def test_task_result_holding_worker_owned_ref(cluster: dict[str, object]) -> None:
@@ -66,7 +57,7 @@ def test_task_result_holding_worker_owned_ref(cluster: dict[str, object]) -> Non
     assert float(jray.get(inner, timeout=30)[0]) == 7.0
     inner_hex = inner.hex()
     del inner
-    assert _eventually(lambda: inner_hex not in _head_objects())
+    assert eventually(lambda: inner_hex not in _head_objects())
 
 
 def test_nested_ref_argument_is_passed_as_ref(cluster: dict[str, object]) -> None:
@@ -92,4 +83,4 @@ def test_many_small_objects_are_freed(cluster: dict[str, object]) -> None:
         refs = [ident.remote(i) for i in range(2000)]
         assert jray.get(refs, timeout=60)[-1] == 1999
         del refs
-    assert _eventually(lambda: len(_head_objects()) <= start + 5)
+    assert eventually(lambda: len(_head_objects()) <= start + 5)

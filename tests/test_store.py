@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import glob
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 import jray
 from jray.exceptions import ObjectLostError, ObjectStoreFullError
+from jray.testing import eventually
 
 MiB = 1 << 20
-
-
-def _eventually(cond: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def _shm_bytes(prefix: str) -> int:
@@ -71,8 +62,8 @@ def test_4gib_through_a_512mib_store(small_store: dict[str, object]) -> None:
         del got
     assert _store()["restores"] >= n - 8
     del refs, ref
-    assert _eventually(lambda: _shm_bytes(prefix) == 0 and _spill_bytes(spill_dir) == 0)
-    assert _eventually(lambda: _store()["used"] == 0 and _store()["spilled_bytes"] == 0)
+    assert eventually(lambda: _shm_bytes(prefix) == 0 and _spill_bytes(spill_dir) == 0, timeout=15)
+    assert eventually(lambda: _store()["used"] == 0 and _store()["spilled_bytes"] == 0, timeout=15)
 
 
 def test_task_output_spilled_then_used_by_task(small_store: dict[str, object]) -> None:
