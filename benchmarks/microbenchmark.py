@@ -180,6 +180,7 @@ def run_child(peer: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
     if args.quick:
         cmd.append("--quick")
     progress = _Progress(out, peer, args.verbose)
+    load_start = _loadavg()
     start = time.monotonic()
     with open(log, "wb") as log_file:
         proc = subprocess.Popen(
@@ -210,6 +211,9 @@ def run_child(peer: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         "note": "",
         "notes": {},
         "elapsed_s": round(elapsed, 2),
+        # Other work on the machine skews the numbers: keep the load beside them.
+        "loadavg_start": load_start,
+        "loadavg_end": _loadavg(),
         "results": {},
     }
     for record in progress.records:
@@ -237,6 +241,15 @@ def run_child(peer: str, args: argparse.Namespace, workdir: Path) -> dict[str, A
         if not args.verbose:
             _print_log_tail(log, peer)
     return entry
+
+
+def _loadavg() -> str | None:
+    """The 1/5/15-minute load averages from /proc/loadavg (None where absent)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return None
 
 
 def _print_log_tail(log: Path, peer: str) -> None:

@@ -118,6 +118,15 @@ def _footnotes(doc: dict[str, Any]) -> list[str]:
             f"Versions: {', '.join(versions)}; num_cpus={meta.get('num_cpus')}, "
             f"{meta.get('cpu_count')} CPUs on the machine, Python {meta.get('python')}."
         )
+    loads = [
+        f"{n} {p['loadavg_start']} \u2192 {p['loadavg_end']}"
+        for n, p in doc["peers"].items()
+        if p.get("loadavg_start") and p.get("loadavg_end")
+    ]
+    if loads:
+        lines.append(
+            f"Load average (1/5/15 min) at start \u2192 end of each peer: {'; '.join(loads)}."
+        )
     for name, peer in doc["peers"].items():
         if peer.get("status") != "ok":
             lines.append(f"{name}: {peer.get('status')}: {peer.get('note', '')}".rstrip(": "))
