@@ -7,22 +7,11 @@ import os
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 import jray
 from jray._private.cluster import STARTED
-
-
-def _jray_children() -> list[psutil.Process]:
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if any("jray._private" in part for part in p.cmdline()):
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            pass
-    return out
+from jray.testing import jray_processes
 
 
 def _leftovers() -> list[str]:
@@ -43,9 +32,9 @@ def _leftovers() -> list[str]:
 def assert_clean(before_shm: set[str] | None = None) -> None:
     """Wait (bounded) for jray processes, segments and sockets to go; fail if any remain."""
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and (_jray_children() or _leftovers()):
+    while time.monotonic() < deadline and (jray_processes() or _leftovers()):
         time.sleep(0.05)
-    procs = _jray_children()
+    procs = jray_processes()
     assert not procs, f"jray processes outlived the test: {[p.cmdline() for p in procs]}"
     left = _leftovers()
     assert not left, f"files outlived the test (shared memory, sockets, session dir): {left}"

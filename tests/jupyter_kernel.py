@@ -18,6 +18,8 @@ from typing import Any
 import psutil
 from jupyter_client.manager import start_new_kernel
 
+from jray.testing import jray_processes
+
 Msg = dict[str, Any]
 
 
@@ -138,17 +140,6 @@ def assert_gone(procs: list[psutil.Process], timeout: float = 10) -> None:
     left = alive()
     assert not left, f"jray processes outlived their kernel: {[p.pid for p in left]}"
 
-
-def jray_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
-    """jray processes among the descendants of ``root`` (default: this process)."""
-    out = []
-    for p in (root or psutil.Process()).children(recursive=True):
-        try:
-            if any("jray._private" in part for part in p.cmdline()):
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            pass
-    return out
 
 
 def assert_no_jray_processes(timeout: float = 10) -> None:
