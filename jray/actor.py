@@ -45,6 +45,16 @@ Failures: when the actor's process dies, calls in flight and later calls raise
 ``exitcode`` holds it). If the constructor raises, the actor is dead and the
 error carries the constructor's traceback. A method that raises does not harm
 the actor: ``get`` raises a ``TaskError`` that is also the original class.
+
+Cancellation: ``jray.cancel(ref)`` on a call's result (made by this process)
+makes its ``get`` raise ``TaskCancelledError``. A call that has not started is
+dropped; a running call is interrupted: ``TaskCancelledError`` is raised inside
+a sync method (a signal to the actor's main thread, so ``time.sleep`` wakes),
+inside a threaded one (``max_concurrency``; at its next bytecode, not inside a
+blocking C call), and an ``async def`` one's task is cancelled (plain methods of
+an async actor are not interrupted). The actor lives on with its state, and
+later calls run in order. A call that already finished is not affected.
+``force=True`` raises ``ValueError``: ``jray.kill`` stops the actor's process.
 """
 
 from __future__ import annotations

@@ -143,6 +143,27 @@ def test_engines_keep_state_and_push_pull(kernel: Kernel) -> None:
     assert "jray-engine-0" in listing and "counter" in listing
 
 
+def test_interrupt_cancels_an_engine_cell(kernel: Kernel) -> None:
+    kernel.execute("%jray engines 1")
+    kernel.execute("%%remote --engine 0\nkept_on_engine = 'yes'")
+    msg_id = kernel.kc.execute("%%remote --engine 0\nimport time\nprint('started')\n"
+                               "time.sleep(30)\nnever_on_engine = 1")
+    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
+                    and "started" in m["content"]["text"], 30)
+    t0 = time.monotonic()
+    kernel.interrupt()
+    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
+                    and "cancelled" in m["content"]["text"], 15)
+    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
+                    and m["content"]["execution_state"] == "idle", 15)
+    assert time.monotonic() - t0 < 10
+    # the engine stopped the cell (it did not finish the sleep) and kept its state
+    ex = kernel.execute("%%remote --engine 0\n(kept_on_engine, 'never_on_engine' in dir())",
+                        timeout=10)
+    assert ex.result_text() == "('yes', False)"
+    assert time.monotonic() - t0 < 15
+
+
 def test_status_renders_html_and_text(kernel: Kernel) -> None:
     ex = kernel.execute("%jray status")
     data = ex.of_type("display_data")[0]["content"]["data"]

@@ -22,10 +22,19 @@ else this process sends can mention them: the message waits in
 ``core.deferred_head`` and goes first in the next batch to the head, without
 a send of its own (a call-and-get loop does not wake the head at all).
 
-Until the head says where an actor lives, calls wait in ``unsent``. When an
-actor's process dies, calls already sent to it are lost: with
-``max_task_retries`` left they are sent again, in order, to the restarted
-actor; otherwise they fail with the ``ActorDiedError`` the head sent.
+Until the head says where an actor lives, calls wait in ``unsent``; the
+flusher thread reads the head's answer itself (polling the core's sockets when
+their lock is free, backing off), so calls made on any thread leave promptly,
+even while the main thread runs user code. When an actor's process dies,
+calls already sent to it are lost: with ``max_task_retries`` left they are
+sent again, in order, to the restarted actor; otherwise they fail with the
+``ActorDiedError`` the head sent.
+
+``cancel``: a call still here (``unsent`` or in the outbox) fails at once with
+``TaskCancelledError``; a call already sent is named in an ``ACTOR_CANCEL`` to
+the actor's control socket (the actor drops or interrupts it, and its result
+says so); a call whose result is here, or not made by this process, is left
+alone. ``force=True`` is refused: that is ``jray.kill``.
 """
 
 from __future__ import annotations
@@ -44,13 +53,20 @@ from jray._private import serialization as S
 from jray._private import transport
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
-from jray.exceptions import ActorDiedError, GetTimeoutError, SerializationError
+from jray.exceptions import (
+    ActorDiedError,
+    GetTimeoutError,
+    SerializationError,
+    TaskCancelledError,
+)
 
 BATCH_MAX = 64
 EXPECT_MAX = 4096
 COALESCE_GAP_S = 50e-6
 FLUSH_DELAY_S = 0.0003
 TICK_S = 0.2
+#: first interval at which the flusher looks for the head's answer to a lookup (doubling)
+LOOKUP_POLL_S = 0.001
 REQUEST_TIMEOUT_S = 60.0
 RELEASED = "all handles to it went out of scope"
 
@@ -61,13 +77,14 @@ def readable(sock: zmq.Socket[bytes]) -> bool:
 
 
 class _Call:
-    __slots__ = ("msg", "key", "hold", "retries")
+    __slots__ = ("msg", "key", "hold", "retries", "cancelled")
 
     def __init__(self, msg: P.Msg, key: bytes, hold: list[ObjectRef] | None, retries: int) -> None:
         self.msg = msg
         self.key = key  # first return id; b"" for an exit request
         self.hold = hold  # refs the call needs alive until it is done
         self.retries = retries  # -1: forever
+        self.cancelled = False  # jray.cancel() was asked: never send it again
 
 
 class _Conn:
@@ -231,6 +248,9 @@ class ActorClient:
         addr = conn.addr
         if addr is None:
             conn.unsent.append(call)
+            if not self.armed:  # the flusher looks for the head's answer meanwhile
+                self.armed = True
+                self.kick.set()
             return
         box = self.outbox.get(addr)
         if box is None:
@@ -261,8 +281,9 @@ class ActorClient:
                     self._send_box(addr)
 
     def _flush_loop(self) -> None:
+        wait = TICK_S
         while True:
-            kicked = self.kick.wait(TICK_S)
+            kicked = self.kick.wait(wait)
             if self.closed or self.core.closed:
                 self.close()
                 return
@@ -275,6 +296,21 @@ class ActorClient:
                     self._settle_handles()
                 for addr in list(self.outbox):
                     self._send_box(addr)
+                looking = any(c.unsent and c.addr is None and not c.dead
+                              for c in self.conns.values())
+            if not looking:
+                wait = TICK_S
+                continue
+            # calls wait for an actor's address while no thread may be reading the
+            # core's sockets (the main thread runs user code): read the answer here
+            wait = LOOKUP_POLL_S if kicked else min(TICK_S, wait * 2)
+            core = self.core
+            if core.lock.acquire(blocking=False):
+                try:
+                    if not core.closed:
+                        core.poll(0)
+                finally:
+                    core.lock.release()
 
     # --- messages from the head and from actors (run inside core.poll) -------------
     def _on_done(self, msg: P.Msg) -> None:
@@ -344,9 +380,10 @@ class ActorClient:
         conn.addr = None
         if addr is not None:
             self.outbox.pop(addr, None)
-            sock = self.pushers.pop(addr, None)
-            if sock is not None:
-                sock.close(0)
+            for a in (addr, A.control_addr(addr)):
+                sock = self.pushers.pop(a, None)
+                if sock is not None:
+                    sock.close(0)
 
     def _lost(self, conn: _Conn, cause: P.Loc | None) -> None:
         """Calls sent to an incarnation that died: send again (retries left) or fail."""
@@ -354,10 +391,13 @@ class ActorClient:
         waiting = {id(c) for c in conn.unsent}
         again: list[_Call] = []
         failed: list[_Call] = []
+        cancelled: list[_Call] = []
         for call in conn.inflight.values():
             if id(call) in waiting:
                 continue
-            if call.retries != 0:
+            if call.cancelled:
+                cancelled.append(call)
+            elif call.retries != 0:
                 if call.retries > 0:
                     call.retries -= 1
                 again.append(call)
@@ -369,6 +409,8 @@ class ActorClient:
                     f"actor {conn.actor_id.hex()[:12]} restarted while the call was in flight "
                     f"(max_task_retries=0)"))
             self._fail(conn, failed, cause)
+        if cancelled:
+            self._fail(conn, cancelled, _cancelled_loc())
         conn.unsent = again + conn.unsent
 
     def _fail(self, conn: _Conn, calls: list[_Call], cause: P.Loc | None) -> None:
@@ -447,6 +489,41 @@ class ActorClient:
                         conn.unsent = []
                         self._fail(conn, list(conn.inflight.values()), cause)
 
+    def cancel(self, oid: bytes, force: bool) -> None:
+        """Cancel the call of this process that returns ``oid`` (see module docstring)."""
+        if force:
+            raise ValueError(
+                "jray.cancel(force=True) is not supported for actor calls: use "
+                "jray.kill(actor) to stop the actor's process")
+        key = A.call_key(oid)
+        core = self.core
+        with core.lock:
+            if oid in core.cache:
+                return  # finished
+            with self.lock:
+                for conn in self.conns.values():
+                    call = conn.inflight.get(key)
+                    if call is not None:
+                        break
+                else:
+                    return  # finished, or not a call of this process
+                call.cancelled = True
+                box = self.outbox.get(conn.addr) if conn.addr is not None else None
+                for queue in (conn.unsent, box):
+                    if queue is not None:
+                        for i, item in enumerate(queue):
+                            if item is call or item is call.msg:
+                                del queue[i]
+                                self._fail(conn, [call], _cancelled_loc())
+                                return
+                if conn.addr is None:
+                    return  # sent to an incarnation that died: _lost fails it
+                ctl = A.control_addr(conn.addr)
+                sock = self.pushers.get(ctl)
+                if sock is None:
+                    sock = self.pushers[ctl] = transport.push(self.ctx, ctl)
+                transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
+
     # --- handle lifetimes -----------------------------------------------------------
     def handle_created(self, actor_id: bytes) -> None:
         with self.lock:
@@ -483,6 +560,10 @@ class ActorClient:
                 sock.close(0)
             self.pushers.clear()
             self.ctx.term()
+
+
+def _cancelled_loc() -> P.Loc:
+    return S.error_loc(TaskCancelledError("actor call cancelled by jray.cancel()"))
 
 
 _instance: ActorClient | None = None

@@ -15,10 +15,22 @@ Finished calls go to ``done(msg, results)``: in sync mode it queues them for
 the main thread, which sends after each batch of calls; in the concurrent
 modes the thread that finished the call sends them itself (no hand-off to
 the main thread, whose only job is then to receive calls).
+
+Cancellation (``request_cancel``, from the control thread, see
+``actor_cancel``): the call's key goes into ``requested``; a call whose key
+is there when it would start is dropped (its result: ``TaskCancelledError``).
+A running call is interrupted: sync mode — ``current`` names the call on the
+main thread while the method runs, and the control thread signals the main
+thread, whose handler raises only if ``current`` is a requested key (so a
+signal landing in runtime code, or after the call, does nothing); thread mode
+— ``PyThreadState_SetAsyncExc`` on the call's thread (best effort: it fires
+at the next bytecode, not inside a blocking C call); async mode — the call's
+asyncio task is cancelled. Plain methods of an async actor are not interrupted.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import inspect
 import pickle
@@ -33,11 +45,13 @@ from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
-from jray.exceptions import ObjectLostError, SerializationError
+from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledError
 
 #: (oid, loc, refs contained in the value)
 Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
+#: cancel requests remembered for calls that have not arrived (the oldest are forgotten)
+REQUESTED_MAX = 4096
 
 
 class ExitActor(BaseException):
@@ -64,6 +78,69 @@ class CallRunner:
                 self.methods[name] = fn
         self.after_call = after_call
         self.exit_requested = False
+        # cancellation (see module docstring)
+        self.lock = threading.Lock()
+        self.requested: dict[bytes, None] = {}
+        self.current: bytes | None = None  # the call running on the main thread
+        self.threads: dict[bytes, int] = {}  # call key -> thread running it (thread mode)
+        self.hit: set[bytes] = set()  # calls whose thread got an asynchronous exception
+
+    # --- cancellation ---------------------------------------------------------------
+    def request_cancel(self, key: bytes) -> bool:
+        """Remember that ``key`` is cancelled; True if it runs now on the main thread."""
+        with self.lock:
+            self.requested[key] = None
+            if len(self.requested) > REQUESTED_MAX:
+                try:  # the main thread pops without the lock
+                    del self.requested[next(iter(self.requested))]
+                except (RuntimeError, KeyError, StopIteration):
+                    pass
+            ident = self.threads.get(key)
+            if ident is not None and key not in self.hit:
+                self.hit.add(key)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(TaskCancelledError))
+        return self.current == key
+
+    def on_signal(self) -> None:
+        """The main thread's signal handler: interrupt the current call if cancelled."""
+        key = self.current
+        if key is not None and key in self.requested:
+            self.current = None
+            raise TaskCancelledError("actor call cancelled by jray.cancel()")
+
+    def cancelled(self, msg: P.Msg) -> list[Result]:
+        self.requested.pop(msg[A.C_RETURNS][0], None)
+        loc = S.error_loc(TaskCancelledError(
+            f"actor call {self.class_name}.{msg[A.C_METHOD]}() was cancelled by jray.cancel()"))
+        return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
+
+    def _invoke(self, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
+                main: bool) -> Any:
+        if main:
+            self.current = key
+            try:
+                if key in self.requested:
+                    raise TaskCancelledError
+                return fn(*args, **kwargs)
+            finally:
+                self.current = None
+        ident = threading.get_ident()
+        with self.lock:
+            self.threads[key] = ident
+        try:
+            if key in self.requested:
+                raise TaskCancelledError
+            return fn(*args, **kwargs)
+        finally:
+            self._thread_done(key, ident)
+
+    def _thread_done(self, key: bytes, ident: int) -> None:
+        with self.lock:
+            self.threads.pop(key, None)
+            if key in self.hit:  # the exception may not have fired yet: withdraw it
+                self.hit.discard(key)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
     def method(self, name: str) -> Any:
         fn = self.methods.get(name)
@@ -176,15 +253,20 @@ class CallRunner:
             loc = S.task_error_loc(f"{self.class_name}.{msg[A.C_METHOD]}", exc)
         return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
 
-    def run(self, msg: P.Msg) -> list[Result]:
-        """Run one call to completion (sync and thread modes)."""
+    def run(self, msg: P.Msg, main: bool = True) -> list[Result]:
+        """Run one call to completion (sync mode: ``main``, and thread mode)."""
+        key = msg[A.C_RETURNS][0]
+        if key in self.requested:
+            return self.cancelled(msg)
         try:
             fn, args, kwargs = self.prepare(msg)
-            result = fn(*args, **kwargs)
+            result = self._invoke(key, fn, args, kwargs, main)
         except ExitActor:
             self.exit_requested = True
             result = None
         except BaseException as exc:  # user code: anything, SystemExit included
+            if isinstance(exc, TaskCancelledError) and key in self.requested:
+                return self.cancelled(msg)
             results = self.failed(msg, exc)
             self.after_call()
             return results
@@ -206,7 +288,11 @@ class SyncMode:
         self.done = done
 
     def dispatch(self, msg: P.Msg) -> None:
-        self.done(msg, self.runner.run(msg))
+        try:
+            results = self.runner.run(msg)
+        except TaskCancelledError:  # the signal landed just after the method returned
+            results = self.runner.cancelled(msg)
+        self.done(msg, results)
 
     def running(self) -> int:
         return 0
@@ -235,7 +321,11 @@ class ThreadMode:
 
     def _run(self, msg: P.Msg) -> None:
         try:
-            self.done(msg, self.runner.run(msg))
+            try:
+                results = self.runner.run(msg, main=False)
+            except TaskCancelledError:  # fired just after the method returned
+                results = self.runner.cancelled(msg)
+            self.done(msg, results)
         finally:
             with self.lock:
                 self.count -= 1
@@ -264,6 +354,7 @@ class AsyncMode:
         self.loop = asyncio.new_event_loop()
         self.sem = asyncio.Semaphore(max_concurrency)
         self.tasks: set[Any] = set()
+        self.by_key: dict[bytes, Any] = {}  # call key -> its asyncio task (loop thread only)
         self.lock = threading.Lock()
         self.count = 0
         self.pending: list[P.Msg] = []
@@ -288,32 +379,58 @@ class AsyncMode:
         for msg in batch:
             task = self.loop.create_task(self._run(msg))
             self.tasks.add(task)
+            self.by_key[msg[A.C_RETURNS][0]] = task
             task.add_done_callback(self.tasks.discard)
+
+    def cancel(self, key: bytes) -> None:
+        """Cancel the call's task (any thread); ``runner.request_cancel`` came first."""
+        self.loop.call_soon_threadsafe(self._cancel, key)
+
+    def _cancel(self, key: bytes) -> None:
+        task = self.by_key.get(key)
+        if task is not None:
+            task.cancel()
 
     async def _run(self, msg: P.Msg) -> None:
         runner = self.runner
+        key = msg[A.C_RETURNS][0]
         try:
-            async with self.sem:
-                try:
-                    fn, args, kwargs = runner.prepare(msg)
-                    result = fn(*args, **kwargs)
-                    if inspect.isawaitable(result):
-                        result = await result
-                except ExitActor:
-                    runner.exit_requested = True
-                    result = None
-                except BaseException as exc:  # user code
-                    results = runner.failed(msg, exc)
-                else:
-                    results = runner.finish(msg, result)
-                runner.after_call()
-                self.done(msg, results)
-                if not self.send_scheduled:  # one send for all calls done in this turn
-                    self.send_scheduled = True
-                    self.loop.call_soon(self._send)
+            try:
+                async with self.sem:
+                    results = await self._call(msg, key)
+            except self.asyncio.CancelledError:  # while waiting for its turn
+                results = runner.cancelled(msg)
+            finally:
+                self.by_key.pop(key, None)
+            self.done(msg, results)
+            if not self.send_scheduled:  # one send for all calls done in this turn
+                self.send_scheduled = True
+                self.loop.call_soon(self._send)
         finally:
             with self.lock:
                 self.count -= 1
+
+    async def _call(self, msg: P.Msg, key: bytes) -> list[Result]:
+        runner = self.runner
+        if key in runner.requested:
+            return runner.cancelled(msg)
+        try:
+            fn, args, kwargs = runner.prepare(msg)
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except ExitActor:
+            runner.exit_requested = True
+            result = None
+        except BaseException as exc:  # user code
+            if isinstance(exc, self.asyncio.CancelledError) and key in runner.requested:
+                return runner.cancelled(msg)
+            results = runner.failed(msg, exc)
+            runner.after_call()
+            return results
+        results = runner.finish(msg, result)
+        runner.after_call()
+        return results
 
     def _send(self) -> None:
         self.send_scheduled = False

@@ -9,6 +9,7 @@ frame carries a batch of them. Who sends what::
     actor  ──ACTOR_HELLO / ALIVE / INIT_FAILED / RESULTS / CHECKPOINT / EXITING──▶ head
     head   ──ACTOR_INIT / ACTOR_SHUTDOWN──▶ actor
     caller ──ACTOR_CALL / ACTOR_EXIT_REQ──▶ actor      (direct, one PUSH socket per actor)
+    caller ──ACTOR_CANCEL──▶ actor's control socket     (direct, read by its own thread)
     actor  ──ACTOR_DONE──▶ caller                      (direct, to the caller's PULL socket)
 
 An actor call's return objects get ids whose last two bytes carry the marker
@@ -77,6 +78,9 @@ ACTOR_CALL = 150
 ACTOR_EXIT_REQ = 151
 #: (ACTOR_DONE, actor_id, [(oid, loc), ...])
 ACTOR_DONE = 152
+#: (ACTOR_CANCEL, [call_key, ...])  to the actor's control socket (``control_addr``):
+#: drop these calls if not started, interrupt them if running (call_key: first result id)
+ACTOR_CANCEL = 153
 
 # --- actor states ---------------------------------------------------------------
 PENDING = "PENDING_CREATION"
@@ -122,6 +126,17 @@ _MARK = 0xC0
 def result_id(call_id: bytes, index: int) -> bytes:
     """Object id of return value ``index`` of the actor call ``call_id``."""
     return call_id[:14] + bytes(((index + 1) & 0xFF, _MARK | ((index + 1) >> 8)))
+
+
+def call_key(oid: bytes) -> bytes:
+    """The key of the call that returns ``oid`` (its first return id)."""
+    return result_id(oid, 0)
+
+
+def control_addr(call_addr: str) -> str:
+    """The address of an actor's control socket (cancels), next to its call socket."""
+    return call_addr[: -len(".call.sock")] + ".ctl.sock" if call_addr.endswith(
+        ".call.sock") else call_addr + ".ctl"
 
 
 def is_actor_result(oid: bytes) -> bool:

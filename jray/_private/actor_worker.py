@@ -18,6 +18,15 @@ The runtime's main thread owns the call PULL and a DEALER to the head
 a second, send-only DEALER and PUSH sockets to callers, sent by whichever
 thread finished calls (``flush``: one sender at a time, nobody waits).
 
+Cancellation: callers send ``ACTOR_CANCEL`` to a second PULL socket
+(``control_addr``), read by a control thread, because the main thread of a
+sync actor is busy running the call and does not read its call socket. The
+control thread records the key (a call that arrives later is dropped) and, if
+that call runs now on the main thread, sends ``CANCEL_SIGNAL`` to the main
+thread (``pthread_kill``: a blocking ``sleep`` is woken); the handler raises
+``TaskCancelledError`` only if the running call is a cancelled one (see
+``actor_executor``). Async actors cancel the call's asyncio task instead.
+
 It is started with ``python -m jray._private.actor_worker`` and dies with its
 node daemon (PR_SET_PDEATHSIG).
 On a request to exit (its handles went away, ``exit_actor()``) it finishes
@@ -66,6 +75,8 @@ REPORT_DELAY_S = 0.002
 REPORT_MAX = 256
 LINGER_MS = 2000
 INTERNAL_ERROR = 70  # exit code of an actor process whose runtime failed
+#: sent by the control thread to the main thread to interrupt a cancelled sync call
+CANCEL_SIGNAL = signal.SIGUSR1
 
 
 class ActorRuntime:
@@ -91,6 +102,8 @@ class ActorRuntime:
         self.core.before_wait.append(lambda: self.flush(force=True))
         self.call_addr = transport.ipc_addr(ns.session_dir, ident.hex() + ".call.sock")
         self.calls: zmq.Socket[bytes] | None = None
+        self.control: threading.Thread | None = None
+        self.stopping = False
         self.pushers: dict[str, zmq.Socket[bytes]] = {}
         self.out_lock = threading.Lock()
         self.to_head: list[P.Msg] = []
@@ -157,6 +170,12 @@ class ActorRuntime:
         else:
             self.mode = SyncMode(self.runner, self._done)
         self.calls = transport.pull(self.ctx, self.call_addr)
+        runner = self.runner
+        signal.signal(CANCEL_SIGNAL, lambda *_: runner.on_signal())
+        ctl = transport.pull(self.ctx, A.control_addr(self.call_addr))
+        self.control = threading.Thread(target=self._control_loop, args=(ctl,),
+                                        name="jray-actor-control", daemon=True)
+        self.control.start()
         self._send_output()
         transport.send_batch(self.head, [(A.ACTOR_ALIVE, self.actor_id, self.inc,
                                           self.call_addr, os.getpid())])
@@ -266,6 +285,27 @@ class ActorRuntime:
             if self.runner is not None and self.runner.exit_requested:
                 self.exit_reason = "it called exit_actor()"
 
+    # --- cancellation (control thread) ------------------------------------------------
+    def _control_loop(self, sock: zmq.Socket[bytes]) -> None:
+        main = threading.main_thread().ident
+        runner, mode = self.runner, self.mode
+        assert runner is not None and main is not None
+        try:
+            while not self.stopping:
+                if not sock.poll(100):
+                    continue
+                while readable(sock):
+                    for msg in P.unpack(sock.recv()):
+                        if msg[0] != A.ACTOR_CANCEL:
+                            continue
+                        for key in msg[1]:
+                            if runner.request_cancel(key):
+                                signal.pthread_kill(main, CANCEL_SIGNAL)
+                            elif isinstance(mode, AsyncMode):
+                                mode.cancel(key)
+        finally:
+            sock.close(0)
+
     # --- sending ------------------------------------------------------------------
     def _report_in(self) -> float:
         """Seconds until the batched reports must go (inf: none waiting)."""
@@ -373,15 +413,19 @@ class ActorRuntime:
         self.close()
 
     def close(self) -> None:
+        self.stopping = True
+        if self.control is not None:
+            self.control.join(5)
         for sock in [self.head, self.reports, *self.pushers.values()]:
             sock.setsockopt(zmq.LINGER, LINGER_MS)
             sock.close()
         if self.calls is not None:
             self.calls.close(0)
         self.ctx.term()
-        path = self.call_addr[len("ipc://"):]
-        if os.path.exists(path):
-            os.unlink(path)
+        for addr in (self.call_addr, A.control_addr(self.call_addr)):
+            path = addr[len("ipc://"):]
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -252,9 +252,17 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
 
     A pending task is dropped; a running one gets ``TaskCancelledError`` raised
     inside it (``force=True`` kills its worker instead; the worker is replaced).
+    An actor call is dropped or interrupted; ``force=True`` raises ``ValueError``.
     """
     if type(ref) is not ObjectRef:
         raise TypeError(f"jray.cancel() takes an ObjectRef, got {type(ref).__name__}")
+    from jray._private import actor_protocol
+
+    if actor_protocol.is_actor_result(ref.id):  # an actor call: see actor_client.cancel
+        from jray._private import actor_client
+
+        actor_client.current().cancel(ref.id, bool(force))
+        return
     client().cancel(ref.id, bool(force))
 
 

@@ -1,0 +1,227 @@
+"""Cancelling actor calls with real processes, and actor calls made on other threads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import jray
+from jray.exceptions import GetTimeoutError, TaskCancelledError
+
+pytestmark = pytest.mark.integration
+T = 30  # every get in this module is bounded
+
+
+def _eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+@jray.remote
+class Log:
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.started: list[str] = []
+
+    def append(self, x: Any) -> int:
+        self.log.append(x)
+        return len(self.log)
+
+    def sleep(self, tag: str, s: float, mark: str = "") -> str:
+        self.started.append(tag)
+        if mark:
+            open(mark, "w").close()
+        time.sleep(s)
+        self.log.append(tag)
+        return tag
+
+    def spin(self, tag: str, s: float, mark: str) -> str:
+        open(mark, "w").close()
+        end = time.monotonic() + s
+        while time.monotonic() < end:
+            pass
+        self.log.append(tag)
+        return tag
+
+    def history(self) -> list[Any]:
+        return self.log
+
+    def begun(self) -> list[str]:
+        return self.started
+
+
+@jray.remote
+class AsyncLog:
+    def __init__(self) -> None:
+        self.log: list[Any] = []
+        self.started: list[str] = []
+
+    async def sleep(self, tag: str, s: float) -> str:
+        self.started.append(tag)
+        await asyncio.sleep(s)
+        self.log.append(tag)
+        return tag
+
+    async def append(self, x: Any) -> int:
+        self.log.append(x)
+        return len(self.log)
+
+    async def history(self) -> list[Any]:
+        return self.log
+
+    async def begun(self) -> list[str]:
+        return self.started
+
+
+def _started(h: Any, tag: str) -> bool:
+    return tag in jray.get(h.begun.remote(), timeout=T)
+
+
+def test_cancel_running_sync_call_keeps_the_actor(cluster: object, tmp_path: Any) -> None:
+    h = Log.remote()
+    assert jray.get(h.append.remote("a"), timeout=T) == 1
+    mark = str(tmp_path / "started")
+    running = h.sleep.remote("long", 30, mark)
+    queued = h.append.remote("queued")  # behind the running call
+    later = [h.append.remote(i) for i in range(3)]
+    assert _eventually(lambda: os.path.exists(mark), T)  # it runs (the actor is busy)
+    t0 = time.monotonic()
+    jray.cancel(running)
+    with pytest.raises(TaskCancelledError):
+        jray.get(running, timeout=T)
+    assert time.monotonic() - t0 < 5
+    # the actor lives, kept its state, and ran the later calls in order
+    assert jray.get(queued, timeout=T) == 2
+    assert jray.get(later, timeout=T) == [3, 4, 5]
+    assert jray.get(h.history.remote(), timeout=T) == ["a", "queued", 0, 1, 2]
+
+
+def test_cancel_queued_sync_call_drops_it(cluster: object) -> None:
+    h = Log.remote()
+    first = h.sleep.remote("first", 1.0)
+    dropped = h.append.remote("dropped")
+    after = h.append.remote("after")
+    jray.cancel(dropped)
+    assert jray.get(first, timeout=T) == "first"
+    with pytest.raises(TaskCancelledError):
+        jray.get(dropped, timeout=T)
+    assert jray.get(after, timeout=T) == 2
+    assert jray.get(h.history.remote(), timeout=T) == ["first", "after"]
+
+
+def test_cancel_before_the_actor_is_up(cluster: object) -> None:
+    h = Log.remote()
+    ref = h.append.remote("x")  # the actor is still starting: the call waits here
+    jray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        jray.get(ref, timeout=T)
+    assert jray.get(h.append.remote("y"), timeout=T) == 1
+
+
+def test_cancel_running_busy_loop(cluster: object, tmp_path: Any) -> None:
+    h = Log.remote()
+    mark = str(tmp_path / "spinning")
+    ref = h.spin.remote("spin", 30, mark)
+    assert _eventually(lambda: os.path.exists(mark), T)
+    jray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        jray.get(ref, timeout=10)
+    assert jray.get(h.append.remote("after"), timeout=T) == 1
+
+
+def test_cancel_running_async_call(cluster: object) -> None:
+    h = AsyncLog.remote()
+    assert jray.get(h.append.remote("a"), timeout=T) == 1
+    running = h.sleep.remote("long", 30)
+    assert _eventually(lambda: _started(h, "long"), T)
+    jray.cancel(running)
+    with pytest.raises(TaskCancelledError):
+        jray.get(running, timeout=T)
+    assert jray.get(h.append.remote("b"), timeout=T) == 2
+    assert jray.get(h.history.remote(), timeout=T) == ["a", "b"]
+
+
+def test_cancel_queued_threaded_call(cluster: object) -> None:
+    h = Log.options(max_concurrency=2).remote()
+    busy = [h.sleep.remote(f"busy{i}", 1.5) for i in range(2)]
+    queued = h.append.remote("queued")
+    time.sleep(0.3)
+    jray.cancel(queued)
+    with pytest.raises(TaskCancelledError):
+        jray.get(queued, timeout=T)
+    assert sorted(jray.get(busy, timeout=T)) == ["busy0", "busy1"]
+    assert "queued" not in jray.get(h.history.remote(), timeout=T)
+
+
+def test_cancel_running_threaded_busy_loop(cluster: object, tmp_path: Any) -> None:
+    h = Log.options(max_concurrency=2).remote()
+    mark = str(tmp_path / "spinning")
+    ref = h.spin.remote("spin", 30, mark)
+    other = h.sleep.remote("other", 0.5)
+    assert _eventually(lambda: os.path.exists(mark), T)
+    jray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        jray.get(ref, timeout=10)
+    assert jray.get(other, timeout=T) == "other"
+    assert jray.get(h.append.remote("after"), timeout=T) == 2
+
+
+def test_cancel_force_is_refused(cluster: object) -> None:
+    h = Log.remote()
+    ref = h.append.remote(1)
+    with pytest.raises(ValueError, match="jray.kill"):
+        jray.cancel(ref, force=True)
+    assert jray.get(ref, timeout=T) == 1
+
+
+def test_cancel_after_finish_is_a_no_op(cluster: object) -> None:
+    h = Log.remote()
+    ref = h.append.remote("x")
+    assert jray.get(ref, timeout=T) == 1
+    jray.cancel(ref)
+    assert jray.get(ref, timeout=T) == 1
+    # a cancel that reaches the actor after the call finished does not hit a later call
+    refs = [h.append.remote(i) for i in range(20)]
+    jray.get(refs[-1], timeout=T)
+    for r in refs:
+        jray.cancel(r)
+    assert jray.get(refs, timeout=T) == list(range(2, 22))
+    assert jray.get(h.sleep.remote("next", 0.2), timeout=T) == "next"
+
+
+@jray.remote
+def _calls_from_a_thread(hs: list[Any], tag: str) -> list[Any]:
+    h = hs[0]
+    out: list[Any] = []
+
+    def bg() -> None:
+        h.append.remote(tag)  # fire and forget: must leave without a get anywhere
+        try:
+            out.append(jray.get(h.append.remote(tag + "-got"), timeout=10))
+        except GetTimeoutError as exc:
+            out.append(repr(exc))
+
+    t = threading.Thread(target=bg)
+    t.start()
+    t.join(20)
+    time.sleep(2)  # the main thread never waits on anything
+    return out
+
+
+def test_calls_from_a_background_thread_of_a_task(cluster: object) -> None:
+    h = Log.remote()
+    jray.get(h.append.remote("ready"), timeout=T)
+    ref = _calls_from_a_thread.remote([h], "bg")
+    # the first call arrives while the task's main thread sleeps
+    assert _eventually(lambda: "bg" in jray.get(h.history.remote(), timeout=T), 1.5)
+    assert jray.get(ref, timeout=T) == [3]
