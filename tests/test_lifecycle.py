@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import _jray_children, assert_clean
+from conftest import assert_clean
 
 import jray
 from jray.exceptions import InitError
+from jray.testing import jray_processes
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,7 @@ def test_init_shutdown_leaves_no_process_socket_or_segment() -> None:
         held = jray.put(np.zeros(1 << 20))
         assert glob.glob(f"/dev/shm/{_shm_prefix(session_dir)}*")
         assert glob.glob(os.path.join(session_dir, "*.sock"))
-        pids = [p.pid for p in _jray_children()]
+        pids = [p.pid for p in jray_processes()]
         assert len(pids) >= 4  # head, node daemon, two workers
     finally:
         jray.shutdown()
