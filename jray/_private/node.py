@@ -11,7 +11,10 @@
 It keeps at least ``--num-workers`` workers alive (a crashed one is replaced),
 starts more when the head asks (tasks blocked in ``get`` lend out their CPU),
 signals workers for ``cancel``, and unlinks shared-memory segments of freed
-objects. On exit it kills its workers and removes every segment and socket
+objects, or keeps the large unmapped ones in a pool for writers to reuse
+(``shm.to_pool``; the head decides which and accounts for them, the node
+reports what the pool holds with ``POOL_STATE`` and drops files idle for
+``POOL_IDLE_S``). On exit it kills its workers and removes every segment and socket
 file of the session.
 """
 
@@ -36,6 +39,9 @@ from jray._private import shm, transport
 
 log = logging.getLogger("jray.node")
 
+#: Pooled segments unused this long are unlinked (the memory goes back to the OS).
+POOL_IDLE_S = 2.0
+
 
 class NodeDaemon:
     def __init__(self, ns: argparse.Namespace) -> None:
@@ -59,6 +65,11 @@ class NodeDaemon:
         self.spill_pos = 0
         self.spill_count = 0
         self.spill_live: dict[str, int] = {}
+        self.pool = shm.pool_prefix(ns.shm_prefix, self.node_id)
+        #: pool file -> when it was pooled
+        self.pooled: dict[str, float] = {}
+        self.pool_seq = 0
+        self.pool_msgs = 0
 
     def spawn(self) -> None:
         self.counter += 1
@@ -125,6 +136,10 @@ class NodeDaemon:
             elif op == P.UNLINK:
                 for name in msg[1]:
                     shm.unlink(name)
+            elif op == P.POOL:
+                self.to_pool(msg[1])
+            elif op == P.POOL_TRIM:
+                self.trim_pool(0.0)
             elif op == P.SPILL:
                 self.spill(msg[1])
             elif op == P.SPILL_FREE:
@@ -137,6 +152,41 @@ class NodeDaemon:
                     os.kill(entry[1].pid, msg[3])
             elif op == P.NODE_EXIT:
                 self.stopping = True
+
+    # --- pool of free segments --------------------------------------------------------
+    def to_pool(self, names: list[str]) -> None:
+        """Keep freed segments for reuse, but unlink those some process still maps."""
+        now = time.monotonic()
+        self.pool_msgs += 1
+        for name in names:
+            self.pool_seq += 1
+            pooled = shm.to_pool(name, self.pool, self.pool_seq)
+            if pooled:
+                self.pooled[pooled] = now
+        self.report_pool()
+
+    def trim_pool(self, idle_s: float) -> None:
+        """Unlink the pool files pooled more than ``idle_s`` ago (all with 0)."""
+        now = time.monotonic()
+        dropped = False
+        live = set()
+        for name, _size in shm.pool_entries(self.pool):
+            if now - self.pooled.get(name, 0.0) >= idle_s:
+                shm.unlink(name)
+                dropped = True
+            else:
+                live.add(name)
+        self.pooled = {n: t for n, t in self.pooled.items() if n in live}
+        if dropped or not idle_s:
+            self.report_pool()
+
+    def report_pool(self) -> None:
+        entries = shm.pool_entries(self.pool)
+        live = {name for name, _ in entries}
+        for name in [n for n in self.pooled if n not in live]:  # claimed or dropped
+            del self.pooled[name]
+        transport.send_batch(self.sock, [(P.POOL_STATE, self.node_id,
+                                          [size for _, size in entries], self.pool_msgs)])
 
     # --- spilling ---------------------------------------------------------------------
     SPILL_FILE_MAX = 1 << 30
@@ -228,6 +278,8 @@ class NodeDaemon:
             now = time.monotonic()
             if now - last > 0.5:
                 last = now
+                if self.pooled:
+                    self.trim_pool(POOL_IDLE_S)
                 for wid, proc in list(self.procs.items()):
                     if proc.poll() is not None and wid not in self.pidfds.values():
                         self.reap(wid)
@@ -280,6 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     daemon = NodeDaemon(ns)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break (see shm.to_pool)
 
     def on_term(signum: int, frame: object) -> None:
         daemon.stopping = True

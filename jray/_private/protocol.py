@@ -87,6 +87,8 @@ WORKER_SPAWNED = 32
 SPILLED = 33
 #: (RESTORED, node_id, count)  a reader read spilled objects back
 RESTORED = 34
+#: (POOL_STATE, node_id, [size, ...], POOL messages handled)  the node's pool now
+POOL_STATE = 35
 
 # --- head -> worker ----------------------------------------------------------
 #: (EXECUTE, ExecSpec)
@@ -109,6 +111,10 @@ NODE_EXIT = 53
 SPILL = 54
 #: (SPILL_FREE, [(path, size), ...])  spilled bytes nobody needs any more
 SPILL_FREE = 55
+#: (POOL, [shm_name, ...])  like UNLINK, but keep unmapped segments for reuse
+POOL = 56
+#: (POOL_TRIM,)  unlink every pooled segment (the store needs the room)
+POOL_TRIM = 57
 
 # --- head or worker -> client -------------------------------------------------
 #: (OBJECT_READY, oid, loc)

@@ -138,11 +138,14 @@ def write_parts(
     node_id: bytes,
     reserve: Callable[[int], None] | None = None,
 ) -> P.Loc:
+    pool = None
     if reserve is not None:
         total = shm.segment_size(data, buffers)
         if total >= RESERVE_MIN:
             reserve(total)
-    size = shm.write_segment(segment_name, data, buffers)
+            # reserved: the head counted on this writer reusing a pooled segment
+            pool = shm.pool_prefix(segment_name[: segment_name.rfind("-") + 1], node_id)
+    size = shm.write_segment(segment_name, data, buffers, pool)
     return (P.LOC_SHM, segment_name, size, node_id)
 
 

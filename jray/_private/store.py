@@ -19,15 +19,22 @@ If the object moved (spilled), the head answers with the new location; if
 the bytes are really gone, the head rebuilds the object by re-running the
 task that made it (lineage, see ``Scheduler.reconstruct``) or fails it with
 ``ObjectLostError``.
+
+Freed segments of at least ``shm.POOL_MIN`` bytes go to the node's pool
+(``POOL``) while it holds less than ``pool_cap`` (a quarter of the capacity,
+at most 1 GiB); writers reuse them. Pooled bytes count against the capacity:
+a grant predicts which pool file the writer claims (``shm.pick``), and a
+reservation that does not fit first drops the pool (``POOL_TRIM``) before
+anything is spilled. The node's ``POOL_STATE`` reports correct the model.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
-from jray._private import lineage
+from jray._private import lineage, shm
 from jray._private import protocol as P
 from jray._private.serialization import error_loc
 from jray.exceptions import ObjectStoreFullError
@@ -37,13 +44,17 @@ if TYPE_CHECKING:
     from jray._private.state_tables import Node, Obj
 
 MAPPED_RETRY_S = 1.0
+#: A reservation at least this large waits for in-flight POOLs (a reuse saves more).
+POOL_WAIT_MIN = 16 << 20
+POOL_MAX = 1 << 30
 
 
 class NodeStore:
     """Accounting of one node's store."""
 
     __slots__ = ("capacity", "used", "reserved", "spilling", "spilled_bytes", "lru",
-                 "pending", "spills", "restores", "evictions", "reservations")
+                 "pending", "spills", "restores", "evictions", "reservations",
+                 "pool", "pooled", "pool_cap", "trimming", "pool_inflight", "pool_acked")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -59,11 +70,21 @@ class NodeStore:
         self.spills = 0
         self.restores = 0
         self.evictions = 0
+        #: sizes of the free segments in the node's pool (a model, see POOL_STATE)
+        self.pool: list[int] = []
+        self.pooled = 0
+        self.pool_cap = min(capacity // 4, POOL_MAX)
+        #: POOL_TRIM sent: grants wait for the node's POOL_STATE
+        self.trimming = False
+        #: sizes of POOL messages the node has not reported handling yet; how many it has
+        self.pool_inflight: deque[int] = deque()
+        self.pool_acked = 0
 
     def summary(self) -> dict[str, Any]:
         return {
             "capacity": self.capacity, "used": self.used, "reserved": self.reserved,
             "spilled_bytes": self.spilled_bytes, "objects_in_memory": len(self.lru),
+            "pooled": self.pooled,
             "spills": self.spills, "restores": self.restores, "evictions": self.evictions,
             "pending_reservations": len(self.pending),
         }
@@ -82,6 +103,7 @@ class StorePolicy:
         sched.register(P.SPILLED, self.on_spilled)
         sched.register(P.LOST, self.on_lost)
         sched.register(P.RESTORED, self.on_restored)
+        sched.register(P.POOL_STATE, self.on_pool_state)
 
     def add_node(self, node: Node, capacity: int) -> None:
         self.stores[node.node_id] = NodeStore(capacity)
@@ -128,10 +150,17 @@ class StorePolicy:
             return []
         if loc[0] == P.LOC_SHM:
             st = self.stores.get(loc[3])
+            msg: P.Msg = (P.UNLINK, [loc[1]])
             if st is not None and st.lru.pop(obj.oid, None) is not None:
                 st.used -= loc[2]
+                if (loc[2] >= shm.POOL_MIN and not st.trimming
+                        and st.pooled + loc[2] <= st.pool_cap):
+                    st.pool.append(loc[2])
+                    st.pooled += loc[2]
+                    st.pool_inflight.append(loc[2])
+                    msg = (P.POOL, [loc[1]])
                 self._grant(loc[3])
-            return [(P.UNLINK, [loc[1]])]
+            return [msg]
         if loc[0] == P.LOC_SPILLED:
             st = self.stores.get(loc[4])
             if st is not None:
@@ -159,9 +188,22 @@ class StorePolicy:
     def _grant(self, node_id: bytes) -> None:
         st = self.stores[node_id]
         while st.pending:
+            if st.trimming:
+                return  # the pool is being dropped: wait for POOL_STATE
             sender, req, oid, size = st.pending[0]
-            if st.used + st.reserved + size > st.capacity:
+            if st.pool_inflight and size >= POOL_WAIT_MIN:
+                return  # let the node pool the segment first, so the writer finds it
+            i = shm.pick(st.pool, size) if size >= shm.POOL_MIN else -1
+            reuse = st.pool[i] if i >= 0 else 0  # the pool file the writer will claim
+            if st.used + st.reserved + st.pooled - reuse + size > st.capacity:
+                if st.pooled:
+                    st.trimming = True
+                    self.sched._send(self.sched.nodes[node_id].ident, (P.POOL_TRIM,))
+                    return
                 break
+            if i >= 0:
+                st.pool.pop(i)
+                st.pooled -= reuse
             st.pending.pop(0)
             st.reserved += size
             st.reservations[oid] = size
@@ -229,6 +271,20 @@ class StorePolicy:
             st.spilling.discard(oid)
             self.mapped_at[oid] = now
         self._grant(node_id)
+
+    def on_pool_state(self, sender: bytes, msg: P.Msg) -> None:
+        st = self.stores.get(msg[1])
+        if st is None:
+            return
+        _, _, sizes, handled = msg
+        while st.pool_acked < handled and st.pool_inflight:
+            st.pool_inflight.popleft()
+            st.pool_acked += 1
+        st.pool_acked = handled
+        st.pool = [*sizes, *st.pool_inflight]
+        st.pooled = sum(st.pool)
+        st.trimming = False
+        self._grant(msg[1])
 
     def on_restored(self, sender: bytes, msg: P.Msg) -> None:
         st = self.stores.get(msg[1])
