@@ -7,9 +7,9 @@ DAG, on a local cluster that ``jray.init()`` starts by itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jray import exceptions, state, util
+from jray import exceptions
 from jray._private.api import (
     available_resources,
     cancel,
@@ -28,6 +28,21 @@ from jray.actor import ActorClass, get_actor, kill, method
 from jray.remote_function import RemoteFunction
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from jray import state, util
+else:
+
+    def __getattr__(name: str) -> Any:
+        # ``jray.state`` and ``jray.util`` load on first use: every worker and daemon
+        # imports this package, and ``jray.util`` pulls in asyncio (~35 ms per process)
+        if name in ("state", "util"):
+            import importlib
+
+            module = importlib.import_module(f"jray.{name}")
+            globals()[name] = module
+            return module
+        raise AttributeError(f"module 'jray' has no attribute {name!r}")
 
 
 def remote(*args: Any, **options: Any) -> Any:

@@ -3,9 +3,10 @@
 ::
 
     ROUTER (drivers, workers, node daemons)
-       │  recv: drain every frame that is waiting (up to MAX_DRAIN)
+       │  recv(NOBLOCK) every frame that is waiting, until EAGAIN (up to MAX_DRAIN)
        ▼
-    Scheduler.handle_batch(sender, batch)  ──▶  outbox {identity: [msgs]}
+    Scheduler.handle_many(sender, batch)   (per frame: update the tables)
+    Scheduler.schedule()                   (once per drained round)  ──▶  outbox
        │
        └─ send one frame per identity, then poll again
 
@@ -22,7 +23,6 @@ import signal
 import sys
 import time
 import traceback
-from typing import cast
 
 import zmq
 
@@ -32,8 +32,8 @@ from jray._private.actor_table import ActorTable
 from jray._private.scheduler import Scheduler
 
 MAX_DRAIN = 2000
-POLLIN = int(zmq.POLLIN)
-EVENTS = int(zmq.EVENTS)
+NOBLOCK = int(zmq.NOBLOCK)
+SNDMORE = int(zmq.SNDMORE)
 log = logging.getLogger("jray.head")
 
 
@@ -54,20 +54,29 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     shutdown_at: float | None = None
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
+    handle_many = sched.handle_many
+    recv = sock.recv
+    send = sock.send
+    unpack = P.unpack
+    pack = P.pack
     while not stop:
         if poller.poll(200):
+            # drain until EAGAIN: no per-message getsockopt(EVENTS) (it builds an enum)
             for _ in range(MAX_DRAIN):
-                if not cast(int, sock.getsockopt(EVENTS)) & POLLIN:
-                    break
-                ident, frame = sock.recv_multipart(copy=False)
                 try:
-                    sched.handle_batch(ident.bytes, P.unpack(frame.buffer))
+                    ident = recv(NOBLOCK)
+                except zmq.Again:
+                    break
+                frame = recv()
+                try:
+                    handle_many(ident, unpack(frame))
                 except Exception:  # one bad message must not take the cluster down
-                    log.error("error handling a message from %r:\n%s", ident.bytes,
+                    log.error("error handling a message from %r:\n%s", ident,
                               traceback.format_exc())
-            sched.schedule()
+            sched.schedule()  # once per drained batch
             for dest, batch in sched.take_outbox().items():
-                transport.send_to(sock, dest, batch)
+                send(dest, SNDMORE)
+                send(pack(batch))
         now = time.monotonic()
         if sched.shutdown_requested and shutdown_at is None:
             shutdown_at = now

@@ -100,9 +100,18 @@ class Scheduler(ObjectTable):
             raise ValueError(f"head: unknown message op {msg[0]!r} from {sender!r}")
         handler(sender, msg)
 
-    def handle_batch(self, sender: bytes, batch: list[P.Msg]) -> None:
+    def handle_many(self, sender: bytes, batch: list[P.Msg]) -> None:
+        """Handle a batch without placing tasks (the head calls ``schedule`` once per
+        drained round of frames)."""
+        handlers = self._handlers
         for msg in batch:
-            self.handle(sender, msg)
+            handler = handlers.get(msg[0])
+            if handler is None:
+                raise ValueError(f"head: unknown message op {msg[0]!r} from {sender!r}")
+            handler(sender, msg)
+
+    def handle_batch(self, sender: bytes, batch: list[P.Msg]) -> None:
+        self.handle_many(sender, batch)
         self.schedule()
 
     def take_outbox(self) -> dict[bytes, list[P.Msg]]:

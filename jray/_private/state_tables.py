@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from jray._private.scheduler import Scheduler
 
 EVENTS_KEPT = 200_000
+_now = time.time
+_TASK_KINDS = {s: "task_" + s for s in (
+    "submitted", "waiting", "ready", "running", "finished", "failed", "cancelled",
+    "retried", "requeued", "blocked")}
 
 
 class EventLog:
@@ -33,7 +37,7 @@ class EventLog:
 
     def add(self, kind: str, ident: bytes, detail: Any = None) -> None:
         self.seq += 1
-        self._log.append((self.seq, time.time(), kind, ident, detail))
+        self._log.append((self.seq, _now(), kind, ident, detail))
 
     def since(self, seq: int, limit: int = 10_000) -> list[tuple[int, float, str, str, Any]]:
         out = []
@@ -108,10 +112,14 @@ class Task:
         return str(self.spec[P.T_NAME])
 
     def event(self, state: str, detail: Any = None) -> None:
-        t = time.time()
+        # hot path (several calls per task): one clock read, no string building
+        t = _now()
         self.history.append((state, t, detail))
-        if self.log is not None:
-            self.log.add("task_" + state, self.spec[P.T_ID], detail)
+        log = self.log
+        if log is not None:
+            log.seq += 1
+            kind = _TASK_KINDS.get(state) or "task_" + state
+            log._log.append((log.seq, t, kind, self.spec[0], detail))
 
 
 class Obj:

@@ -32,6 +32,8 @@ from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
 OUTPUT_INTERVAL_S = 0.05
+#: an idle worker polls in slices, holding the core lock, so that other threads get it
+IDLE_POLL_MS = 100
 
 
 class _Running:
@@ -264,10 +266,13 @@ def main(argv: list[str] | None = None) -> None:
         if not queue:
             core.release_pending()
             core.flush()
-            if not core.poll(1000) and os.getppid() != parent:
+            with core.lock:  # other threads (the actor client's flusher) poll too
+                got = core.poll(IDLE_POLL_MS)
+            if not got and os.getppid() != parent:
                 break
             continue
-        core.poll(0)
+        with core.lock:
+            core.poll(0)
         if not queue:
             continue
         spec = queue.popleft()
