@@ -399,3 +399,23 @@ def test_cancelled_blocked_task_stays_cancelled_when_its_worker_wakes() -> None:
     assert h.sched.tasks[tid].history[-1][0] == "cancelled"
     h.done(w, tid)  # the interrupted task reports; its worker is free again
     assert h.available()["CPU"] == 1.0
+
+
+def test_reservation_is_released_when_a_cancelled_tasks_segment_arrives() -> None:
+    # A task cancelled while it writes a large result: its TASK_DONE arrives after
+    # the cancel, the segment is dropped, and the room reserved for it comes back.
+    h = Head({"CPU": 2.0, "_object_store_memory": float(64 << 20)})
+    w = h.worker()
+    tid, _ = h.submit()
+    oid = P.return_id(tid, 0)
+    size = 8 << 20
+    out = h.send(w, (P.RESERVE, 1, oid, size, NODE))
+    assert (P.RESERVED, 1, None) in out[w]
+    store = h.sched.store.stores[NODE]
+    assert store.reserved == size
+    h.send(DRIVER, (P.CANCEL, oid, False))
+    assert h.state(tid) == "cancelled"
+    loc = (P.LOC_SHM, "jray-test-seg", size, NODE)
+    out = h.send(w, (P.TASK_DONE, tid, [(oid, loc)], P.DONE_OK, 1.0, 1.1, []))
+    assert store.reserved == 0 and not store.reservations
+    assert any(m[0] in (P.UNLINK, P.POOL) for m in out.get(NODE_IDENT, []))

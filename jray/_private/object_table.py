@@ -101,7 +101,10 @@ class ObjectTable:
                         inner.holders -= 1
                         self._maybe_collect(inner)
 
-    def _unlink(self, loc: P.Loc) -> None:
+    def _unlink(self, loc: P.Loc, oid: bytes | None = None) -> None:
+        """Delete a segment nobody will read; ``oid``: the object it was written for."""
+        if oid is not None:
+            self.store.discarded(oid, loc)
         if loc[0] == P.LOC_SHM:
             node = self.nodes.get(loc[3])
             if node is not None:
@@ -119,7 +122,7 @@ class ObjectTable:
     def _object_ready(self, obj: Obj, loc: P.Loc, notify_owner: bool) -> None:
         if obj.loc is not None:  # first writer wins (e.g. cancelled, then finished)
             if loc != obj.loc:
-                self._unlink(loc)
+                self._unlink(loc, obj.oid)
             return
         obj.loc = loc
         obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]

@@ -327,8 +327,8 @@ class Scheduler(ObjectTable):
                 self._release(w)
                 w.node.idle.append(w)
         if task is None or task.state != "running":
-            for _, loc in results:  # a cancelled or forgotten task: drop its output
-                self._unlink(loc)
+            for oid, loc in results:  # a cancelled or forgotten task: drop its output
+                self._unlink(loc, oid)
             return
         fid = task.spec[P.T_FUNC_ID]
         prev = self.func_runtime.get(fid)
@@ -347,7 +347,7 @@ class Scheduler(ObjectTable):
         for oid, loc in results:
             obj = self.objects.get(oid)
             if obj is None:
-                self._unlink(loc)
+                self._unlink(loc, oid)
             else:
                 self._object_ready(obj, loc, notify_owner=False)
 

@@ -66,7 +66,9 @@ class NodeStore:
         self.lru: OrderedDict[bytes, int] = OrderedDict()
         #: reservations waiting for room: (sender, request id, oid, size)
         self.pending: list[tuple[bytes, int, bytes, int]] = []
-        self.reservations: dict[bytes, int] = {}
+        #: granted, not yet written: sizes per object id (a retried or re-run task
+        #: reserves again under the same id)
+        self.reservations: dict[bytes, list[int]] = {}
         self.spills = 0
         self.restores = 0
         self.evictions = 0
@@ -118,9 +120,25 @@ class StorePolicy:
         st = self.stores.get(loc[3])
         if st is None:
             return
-        st.reserved -= st.reservations.pop(obj.oid, 0)
+        self._release(st, obj.oid)
         st.used += loc[2]
         st.lru[obj.oid] = loc[2]
+
+    @staticmethod
+    def _release(st: NodeStore, oid: bytes) -> None:
+        sizes = st.reservations.get(oid)
+        if sizes:
+            st.reserved -= sizes.pop(0)
+            if not sizes:
+                del st.reservations[oid]
+
+    def discarded(self, oid: bytes, loc: P.Loc) -> None:
+        """A segment written for ``oid`` is dropped unused: release its reservation."""
+        if loc[0] == P.LOC_SHM:
+            st = self.stores.get(loc[3])
+            if st is not None:
+                self._release(st, oid)
+                self._grant(loc[3])
 
     def touched(self, obj: Obj) -> None:
         loc = obj.loc
@@ -206,7 +224,7 @@ class StorePolicy:
                 st.pooled -= reuse
             st.pending.pop(0)
             st.reserved += size
-            st.reservations[oid] = size
+            st.reservations.setdefault(oid, []).append(size)
             self.sched._send(sender, (P.RESERVED, req, None))
         if st.pending:
             self._make_room(node_id, st)
