@@ -25,6 +25,7 @@ from jray.exceptions import (
     TaskError,
     WorkerCrashedError,
 )
+from jray.testing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -230,6 +231,47 @@ def test_cancel_pending_task(cluster: dict[str, object], tmp_path: Path, force: 
     jray.cancel(blocker, force=True)
     with pytest.raises(TaskCancelledError):
         jray.get(blocker, timeout=20)
+    _still_works()
+
+
+@jray.remote(max_retries=0)
+def _spin_until(started: str, stop: str) -> str:
+    Path(started).touch()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not os.path.exists(stop):
+        time.sleep(0.01)
+    return "stopped"
+
+
+@jray.remote(max_retries=0)
+def _parent_of_spinner(started: str, stop: str) -> str:
+    return str(jray.get(_spin_until.remote(started, stop), timeout=60))
+
+
+@pytest.mark.parametrize("recursive", [True, False])
+def test_cancel_reaches_child_tasks_when_recursive(
+    cluster: dict[str, object], tmp_path: Path, recursive: bool
+) -> None:
+    started, stop = str(tmp_path / "child-started"), str(tmp_path / "stop")
+    before = {t["task_id"] for t in jray.state.list_tasks()}
+    parent = _parent_of_spinner.remote(started, stop)
+    _wait_file(started)  # the child runs; the parent waits for it in get
+
+    def child_state() -> str:
+        rows = [t for t in jray.state.list_tasks()
+                if t["name"].endswith("_spin_until") and t["task_id"] not in before]
+        assert len(rows) == 1, rows
+        return str(rows[0]["state"])
+
+    jray.cancel(parent, recursive=recursive)
+    with pytest.raises(TaskCancelledError):
+        jray.get(parent, timeout=20)
+    if recursive:
+        assert eventually(lambda: child_state() == "CANCELLED", timeout=10)
+    else:
+        assert child_state() == "RUNNING"
+        Path(stop).touch()
+        assert eventually(lambda: child_state() == "FINISHED", timeout=10)
     _still_works()
 
 

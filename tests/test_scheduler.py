@@ -50,13 +50,13 @@ class Head:
 
     def submit(self, *, deps: tuple[bytes, ...] = (), demand: dict[str, float] | None = None,
                retries: int = 0, name: str = "f", num_returns: int = 1,
-               fid: bytes = FID) -> tuple[bytes, Out]:
+               fid: bytes = FID, sender: bytes = DRIVER) -> tuple[bytes, Out]:
         tid = self.ids.task_id()
         returns = [P.return_id(tid, i) for i in range(num_returns)]
         spec = (tid, fid, b"code", name, pickle.dumps(((), {})), list(deps), returns,
                 {"CPU": 1.0} if demand is None else demand, retries, False, "ipc://owner",
                 "ipc://out", [])
-        return tid, self.send(DRIVER, (P.SUBMIT, spec))
+        return tid, self.send(sender, (P.SUBMIT, spec))
 
     def done(self, worker: bytes, tid: bytes, value: Any = 1,
              status: int = P.DONE_OK, seconds: float = 1.0) -> Out:
@@ -288,11 +288,11 @@ def test_cancel_pending_and_running_tasks() -> None:
     w = h.worker()
     running, _ = h.submit()
     pending, _ = h.submit()
-    out = h.send(DRIVER, (P.CANCEL, P.return_id(pending, 0), False))
+    out = h.send(DRIVER, (P.CANCEL, P.return_id(pending, 0), False, True))
     assert h.state(pending) == "cancelled"
     ready = [m for m in out[DRIVER] if m[0] == P.OBJECT_READY]
     assert isinstance(_error_of(ready[0][2]), TaskCancelledError)
-    out = h.send(DRIVER, (P.CANCEL, P.return_id(running, 0), False))
+    out = h.send(DRIVER, (P.CANCEL, P.return_id(running, 0), False, True))
     assert (P.SIGNAL_WORKER, w, SIGINT) in out[NODE_IDENT]
     assert h.state(running) == "cancelled"
     h.done(w, running)  # the worker's late result is dropped; the error stays
@@ -300,11 +300,31 @@ def test_cancel_pending_and_running_tasks() -> None:
     assert h.sched.objects[P.return_id(running, 0)].loc[0] == P.LOC_ERROR  # type: ignore[index]
 
 
+@pytest.mark.parametrize("recursive", [True, False])
+def test_cancel_reaches_the_tasks_a_task_submitted_when_recursive(recursive: bool) -> None:
+    h = Head({"CPU": 1.0})
+    w = h.worker()
+    parent, _ = h.submit()
+    child, _ = h.submit(sender=w)  # submitted by the parent while it runs on w
+    grandchild, _ = h.submit(deps=(P.return_id(child, 0),), sender=w)
+    assert h.state(child) == "ready" and h.state(grandchild) == "waiting"
+    h.send(DRIVER, (P.CANCEL, P.return_id(parent, 0), False, recursive))
+    assert h.state(parent) == "cancelled"
+    if recursive:
+        assert h.state(child) == "cancelled"
+        # the grandchild depends on the child: it fails with the child's cancellation
+        assert h.state(grandchild) in ("cancelled", "failed")
+        loc = h.sched.objects[P.return_id(grandchild, 0)].loc
+        assert loc is not None and isinstance(_error_of(loc), TaskCancelledError)
+    else:
+        assert h.state(child) == "ready" and h.state(grandchild) == "waiting"
+
+
 def test_force_cancel_kills_worker_and_does_not_retry() -> None:
     h = Head()
     w = h.worker()
     tid, _ = h.submit(retries=3)
-    out = h.send(DRIVER, (P.CANCEL, P.return_id(tid, 0), True))
+    out = h.send(DRIVER, (P.CANCEL, P.return_id(tid, 0), True, True))
     assert (P.SIGNAL_WORKER, w, SIGKILL) in out[NODE_IDENT]
     out = h.died(w)
     assert h.state(tid) == "cancelled"
@@ -393,7 +413,7 @@ def test_cancelled_blocked_task_stays_cancelled_when_its_worker_wakes() -> None:
     w = h.worker()
     tid, _ = h.submit()
     h.send(w, (P.BLOCKED, []))
-    h.send(DRIVER, (P.CANCEL, P.return_id(tid, 0), False))
+    h.send(DRIVER, (P.CANCEL, P.return_id(tid, 0), False, True))
     h.send(w, (P.UNBLOCKED,))
     assert h.state(tid) == "cancelled"
     assert h.sched.tasks[tid].history[-1][0] == "cancelled"
@@ -413,7 +433,7 @@ def test_reservation_is_released_when_a_cancelled_tasks_segment_arrives() -> Non
     assert (P.RESERVED, 1, None) in out[w]
     store = h.sched.store.stores[NODE]
     assert store.reserved == size
-    h.send(DRIVER, (P.CANCEL, oid, False))
+    h.send(DRIVER, (P.CANCEL, oid, False, True))
     assert h.state(tid) == "cancelled"
     loc = (P.LOC_SHM, "jray-test-seg", size, NODE)
     out = h.send(w, (P.TASK_DONE, tid, [(oid, loc)], P.DONE_OK, 1.0, 1.1, []))

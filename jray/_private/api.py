@@ -263,7 +263,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
 
         actor_client.current().cancel(ref.id, bool(force))
         return
-    client().cancel(ref.id, bool(force))
+    client().cancel(ref.id, bool(force), bool(recursive))
 
 
 def _cluster_query(kind: str) -> Any:

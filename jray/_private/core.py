@@ -499,9 +499,9 @@ class CoreClient:
                 self.to_head.append((P.UNBLOCKED,))
                 self.flush()
 
-    def cancel(self, oid: bytes, force: bool) -> None:
+    def cancel(self, oid: bytes, force: bool, recursive: bool = True) -> None:
         with self.lock:
-            self.to_head.append((P.CANCEL, oid, force))
+            self.to_head.append((P.CANCEL, oid, force, recursive))
             self.flush()
 
     def query(self, kind: str, arg: Any = None, timeout: float = 30.0) -> Any:

@@ -39,7 +39,8 @@ SUBMIT = 1
 PUT = 2
 #: (SUBSCRIBE, [oid, ...])  send OBJECT_READY for each oid once it exists
 SUBSCRIBE = 3
-#: (CANCEL, oid, force)  cancel the task that produces oid
+#: (CANCEL, oid, force, recursive)  cancel the task that produces oid (and the
+#: tasks it submitted, recursively, when ``recursive``)
 CANCEL = 4
 #: (FREE, [oid, ...])  the owner holds no reference any more
 FREE = 5

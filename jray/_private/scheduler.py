@@ -60,6 +60,9 @@ class Scheduler(ObjectTable):
         self.ready: dict[Shape, deque[Task]] = {}
         self.feasible: set[Shape] = set()
         self.finished: deque[bytes] = deque()
+        #: tasks submitted by a running task (its worker's current task), for
+        #: ``cancel(recursive=True)``; dropped when the parent ends
+        self.children: dict[bytes, list[bytes]] = {}
         self.events = EventLog()
         self.out: dict[bytes, list[P.Msg]] = {}
         self.shutdown_requested = False
@@ -210,6 +213,9 @@ class Scheduler(ObjectTable):
         task.log = self.events
         task.state = "waiting"
         self.tasks[tid] = task
+        w = self.workers.get(sender)
+        if w is not None and w.assigned:  # submitted from inside a running task
+            self.children.setdefault(w.assigned[0].spec[P.T_ID], []).append(tid)
         for oid in spec[P.T_RETURNS]:
             self.objects[oid] = Obj(oid, sender, tid)
         task.event("submitted")
@@ -302,6 +308,7 @@ class Scheduler(ObjectTable):
             # keep the arguments of retriable tasks: their outputs can be rebuilt (lineage)
             task.spec = task.spec[: P.T_ARGS] + (None,) + task.spec[P.T_ARGS + 1 :]
         self.finished.append(task.spec[P.T_ID])
+        self.children.pop(task.spec[P.T_ID], None)
         if len(self.finished) > FINISHED_TASKS_KEPT:
             self.tasks.pop(self.finished.popleft(), None)
 
@@ -352,11 +359,18 @@ class Scheduler(ObjectTable):
                 self._object_ready(obj, loc, notify_owner=False)
 
     def _on_cancel(self, sender: bytes, msg: P.Msg) -> None:
-        _, oid, force = msg
+        _, oid, force, recursive = msg
         tid = P.task_of(oid)
-        task = self.tasks.get(tid) if tid is not None else None
+        if tid is not None:
+            self._cancel(tid, force, recursive)
+
+    def _cancel(self, tid: bytes, force: bool, recursive: bool) -> None:
+        task = self.tasks.get(tid)
         if task is None or task.state in ("finished", "failed", "cancelled"):
             return
+        if recursive:  # children first: a parent blocked in get must not see them fail
+            for child in self.children.pop(tid, []):
+                self._cancel(child, force, recursive)
         task.cancelled = True
         err = TaskCancelledError(f"task {task.name} was cancelled")
         w = self.workers.get(task.worker) if task.worker is not None else None
