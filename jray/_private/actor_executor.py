@@ -172,10 +172,7 @@ class CallRunner:
                 f"actor: {type(exc).__name__}: {exc}"
             ) from exc
         if values:
-            args = [values[a.i] if type(a) is S.ArgRef else a for a in args]
-            for k, v in kwargs.items():
-                if type(v) is S.ArgRef:
-                    kwargs[k] = values[v.i]
+            args, kwargs = S.fill_args(args, kwargs, values)
         return fn, args, kwargs
 
     def _dep(self, oid: bytes, loc: P.Loc | None) -> Any:

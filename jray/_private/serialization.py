@@ -39,6 +39,17 @@ class ArgRef:
         return (ArgRef, (self.i,))
 
 
+def fill_args(
+    args: Any, kwargs: dict[str, Any], values: list[Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Put the resolved dependency ``values`` in place of the ``ArgRef`` placeholders."""
+    filled = [values[a.i] if type(a) is ArgRef else a for a in args]
+    for k, v in kwargs.items():
+        if type(v) is ArgRef:
+            kwargs[k] = values[v.i]
+    return filled, kwargs
+
+
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, complex, ArgRef})
 
 

@@ -157,10 +157,7 @@ class Executor:
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
             if deps:
-                args = [deps[a.i] if type(a) is S.ArgRef else a for a in args]
-                for k, v in kwargs.items():
-                    if type(v) is S.ArgRef:
-                        kwargs[k] = deps[v.i]
+                args, kwargs = S.fill_args(args, kwargs, deps)
             _Running.tid = tid
             try:
                 result = fn(*args, **kwargs)
