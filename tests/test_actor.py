@@ -6,7 +6,6 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -14,18 +13,10 @@ import pytest
 
 import jray
 from jray.exceptions import ActorDiedError, TaskError
+from jray.testing import eventually
 
 pytestmark = pytest.mark.integration
 T = 30  # every get in this module is bounded
-
-
-def _eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 @jray.remote
@@ -315,7 +306,7 @@ def test_named_actors_namespaces_and_get_if_exists(cluster: dict[str, object]) -
     assert jray.get(lookup.remote(), timeout=T) == 3
     jray.kill(other)
     jray.kill(c)
-    assert _eventually(lambda: _state("counter-a") is None)
+    assert eventually(lambda: _state("counter-a") is None)
     fresh = Counter.options(name="counter-a").remote(7)  # the name is free again
     assert jray.get(fresh.get.remote(), timeout=T) == 7
     jray.kill(fresh)
@@ -361,7 +352,7 @@ def test_resources_are_held_only_when_asked_for(cluster: dict[str, object]) -> N
     jray.get(holder.get.remote(), timeout=T)
     assert jray.available_resources().get("CPU", 0.0) == base - 1
     jray.kill(holder)
-    assert _eventually(lambda: jray.available_resources().get("CPU", 0.0) == base)
+    assert eventually(lambda: jray.available_resources().get("CPU", 0.0) == base)
 
 
 def test_actor_exits_when_its_handles_go_away(cluster: dict[str, object]) -> None:
@@ -370,7 +361,7 @@ def test_actor_exits_when_its_handles_go_away(cluster: dict[str, object]) -> Non
     last = c.inc.remote(41)  # sent before the handle goes: still runs
     del c
     assert jray.get(last, timeout=T) == 41
-    assert _eventually(lambda: not _alive(pid))
+    assert eventually(lambda: not _alive(pid))
     kept = Counter.options(lifetime="detached").remote()
     kept_pid = jray.get(kept.pid.remote(), timeout=T)
     del kept
@@ -413,4 +404,4 @@ def test_actor_output_reaches_the_driver(cluster: dict[str, object],
 
     t = Talker.remote()
     jray.get(t.say.remote("hello from the actor"), timeout=T)
-    assert _eventually(lambda: "hello from the actor" in capsys.readouterr().out or False, 5)
+    assert eventually(lambda: "hello from the actor" in capsys.readouterr().out or False, 5)

@@ -6,25 +6,16 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import jray
 from jray.exceptions import GetTimeoutError, TaskCancelledError
+from jray.testing import eventually
 
 pytestmark = pytest.mark.integration
 T = 30  # every get in this module is bounded
-
-
-def _eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 @jray.remote
@@ -94,7 +85,7 @@ def test_cancel_running_sync_call_keeps_the_actor(cluster: object, tmp_path: Any
     running = h.sleep.remote("long", 30, mark)
     queued = h.append.remote("queued")  # behind the running call
     later = [h.append.remote(i) for i in range(3)]
-    assert _eventually(lambda: os.path.exists(mark), T)  # it runs (the actor is busy)
+    assert eventually(lambda: os.path.exists(mark), T)  # it runs (the actor is busy)
     t0 = time.monotonic()
     jray.cancel(running)
     with pytest.raises(TaskCancelledError):
@@ -132,7 +123,7 @@ def test_cancel_running_busy_loop(cluster: object, tmp_path: Any) -> None:
     h = Log.remote()
     mark = str(tmp_path / "spinning")
     ref = h.spin.remote("spin", 30, mark)
-    assert _eventually(lambda: os.path.exists(mark), T)
+    assert eventually(lambda: os.path.exists(mark), T)
     jray.cancel(ref)
     with pytest.raises(TaskCancelledError):
         jray.get(ref, timeout=10)
@@ -143,7 +134,7 @@ def test_cancel_running_async_call(cluster: object) -> None:
     h = AsyncLog.remote()
     assert jray.get(h.append.remote("a"), timeout=T) == 1
     running = h.sleep.remote("long", 30)
-    assert _eventually(lambda: _started(h, "long"), T)
+    assert eventually(lambda: _started(h, "long"), T)
     jray.cancel(running)
     with pytest.raises(TaskCancelledError):
         jray.get(running, timeout=T)
@@ -168,7 +159,7 @@ def test_cancel_running_threaded_busy_loop(cluster: object, tmp_path: Any) -> No
     mark = str(tmp_path / "spinning")
     ref = h.spin.remote("spin", 30, mark)
     other = h.sleep.remote("other", 0.5)
-    assert _eventually(lambda: os.path.exists(mark), T)
+    assert eventually(lambda: os.path.exists(mark), T)
     jray.cancel(ref)
     with pytest.raises(TaskCancelledError):
         jray.get(ref, timeout=10)
@@ -223,5 +214,5 @@ def test_calls_from_a_background_thread_of_a_task(cluster: object) -> None:
     jray.get(h.append.remote("ready"), timeout=T)
     ref = _calls_from_a_thread.remote([h], "bg")
     # the first call arrives while the task's main thread sleeps
-    assert _eventually(lambda: "bg" in jray.get(h.history.remote(), timeout=T), 1.5)
+    assert eventually(lambda: "bg" in jray.get(h.history.remote(), timeout=T), 1.5)
     assert jray.get(ref, timeout=T) == [3]

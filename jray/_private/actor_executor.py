@@ -209,19 +209,11 @@ class CallRunner:
         """Encode ``result`` into the call's return objects."""
         returns = msg[A.C_RETURNS]
         name = f"{self.class_name}.{msg[A.C_METHOD]}"
-        if len(returns) == 1:
-            values = [result]
-        else:
-            try:
-                values = list(result)
-            except TypeError:
-                values = []
-            if len(values) != len(returns):
-                err = S.error_loc(SerializationError(
-                    f"{name}() declared num_returns={len(returns)} but returned "
-                    f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}"
-                ))
-                return [(oid, err, []) for oid in returns]
+        try:
+            values = S.split_returns(name, result, len(returns))
+        except SerializationError as exc:
+            err = S.error_loc(exc)
+            return [(oid, err, []) for oid in returns]
         core = self.core
         out: list[Result] = []
         with core.lock:  # rt.capture is per process

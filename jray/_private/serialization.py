@@ -50,6 +50,22 @@ def fill_args(
     return filled, kwargs
 
 
+def split_returns(name: str, result: Any, count: int) -> list[Any]:
+    """The ``count`` return values of ``name()`` (``num_returns``), or SerializationError."""
+    if count == 1:
+        return [result]
+    try:
+        values = list(result)
+    except TypeError:
+        values = []
+    if len(values) != count:
+        raise SerializationError(
+            f"{name}() declared num_returns={count} but returned "
+            f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}"
+        )
+    return values
+
+
 _PLAIN = frozenset({type(None), bool, int, float, str, bytes, complex, ArgRef})
 
 

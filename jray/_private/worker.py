@@ -204,18 +204,7 @@ class Executor:
     def _encode_results(self, name: str, result: Any, returns: list[bytes],
                         nested: list[tuple[bytes, list[bytes]]]) -> list[P.Loc]:
         core = self.core
-        if len(returns) == 1:
-            values = [result]
-        else:
-            try:
-                values = list(result)
-            except TypeError:
-                values = []
-            if len(values) != len(returns):
-                raise SerializationError(
-                    f"{name}() declared num_returns={len(returns)} but returned "
-                    f"{type(result).__name__} {'of length ' + str(len(values)) if values else ''}"
-                )
+        values = S.split_returns(name, result, len(returns))
         locs = []
         for oid, value in zip(returns, values):
             contained: list[bytes] = []
