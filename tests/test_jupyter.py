@@ -8,13 +8,14 @@ shuts down, not after each test (``no_leaks`` is overridden here).
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_kernel import Kernel, assert_gone, assert_no_jray_processes
+from jupyter_kernel import Executed, Kernel, Msg, assert_gone, assert_no_jray_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -96,6 +97,10 @@ def test_no_block_cells_form_a_dag_and_run_concurrently(kernel: Kernel) -> None:
                     and "a done" in m["content"]["text"], 10)
     res = kernel.wait_for(a.msg_id, lambda m: m["msg_type"] == "execute_result", 10)
     assert res["content"]["data"]["text/plain"] == "1"
+    # Out[n] carries the number of the cell's own In[n]
+    assert res["content"]["execution_count"] == a.reply["content"]["execution_count"]
+    (c_res,) = c.of_type("execute_result")
+    assert c_res["content"]["execution_count"] == c.reply["content"]["execution_count"]
     assert not any("a done" in m["content"].get("text", "") for m in c.msgs + b.msgs)
 
 
@@ -213,8 +218,11 @@ def test_unload_and_restart_leave_no_thread_or_process() -> None:
         assert k.execute("%%remote\nr = 1\nr").result_text() == "1"
         procs = k.jray_processes()
         assert procs
+        observer = "__import__('jray').get.__globals__['wait_observer'] is None"
+        assert k.value(observer) is False
         k.execute("%unload_ext jray")
         assert k.value(threads) == before
+        assert k.value(observer) is True  # the jray.get hook is gone too
         assert k.execute("%jray status", allow_error=True).reply["content"]["ename"] == \
             "UsageError"
         assert_gone(procs)
@@ -233,6 +241,87 @@ def test_options_override_inference_and_label_the_task(kernel: Kernel) -> None:
     assert kernel.value("(picked, 'scratch' in dir())") == (6, False)
     names = "[t['name'] for t in __import__('jray').state.list_tasks()]"
     assert "chooser" in kernel.value(names)
+
+
+NAP = ("import jray, time\n@jray.remote\ndef nap(s, i=0):\n    time.sleep(s)\n"
+       "    return i")
+
+
+def _bars(ex: Executed) -> list[Msg]:
+    return [m for m in ex.of_type("comm_open")
+            if m["content"]["data"]["state"].get("_model_name") == "IntProgressModel"]
+
+
+def test_get_of_many_refs_shows_one_progress_bar(kernel: Kernel) -> None:
+    kernel.execute(NAP)
+    ex = kernel.execute("jray.get([nap.remote(0.8, i) for i in range(4)])")
+    assert ex.result_text() == "[0, 1, 2, 3]"
+    (bar,) = _bars(ex)
+    assert bar["parent_header"]["msg_id"] == ex.msg_id  # under this cell
+    assert bar["content"]["data"]["state"]["max"] == 4
+    comm = bar["content"]["comm_id"]
+    states = [m["content"]["data"]["state"] for m in ex.of_type("comm_msg")
+              if m["content"]["comm_id"] == comm]
+    assert [s["value"] for s in states if "value" in s][-1] == 4
+    assert [s["bar_style"] for s in states if "bar_style" in s][-1] == "success"
+    # quick gets, one-ref gets and gets on other threads show none
+    assert not _bars(kernel.execute("jray.get([nap.remote(0, i) for i in range(3)])"))
+    assert not _bars(kernel.execute("jray.get(nap.remote(1.3))"))
+    ex = kernel.execute("import threading\nbox = []\nth = threading.Thread(target=lambda: "
+                        "box.append(jray.get([nap.remote(1.3), nap.remote(1.3, 1)])))\n"
+                        "th.start()\nth.join(30)\nbox")
+    assert ex.result_text() == "[[0, 1]]" and not _bars(ex)
+    # a timeout still holds while the bar's wait runs
+    ex = kernel.execute("jray.get([nap.remote(1.5), nap.remote(1.5, 1)], timeout=0.3)",
+                        timeout=10, allow_error=True)
+    assert ex.reply["content"]["ename"] == "GetTimeoutError"
+
+
+def test_interrupt_during_get_cancels_its_tasks(kernel: Kernel) -> None:
+    kernel.execute(NAP)
+    cancelled = "__import__('jray').state.summary()['tasks'].get('cancelled', 0)"
+    before = kernel.value(cancelled)
+    msg_id = kernel.kc.execute("refs = [nap.remote(60, i) for i in range(3)]\n"
+                               "got = jray.get(refs)")
+    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "comm_open", 30)  # waiting, bar shown
+    t0 = time.monotonic()
+    kernel.interrupt()
+    msg = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
+                          and "cancelled" in m["content"]["text"], 15)
+    assert "cancelled 3 task(s)" in msg["content"]["text"]
+    err = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 5)
+    assert err["content"]["ename"] == "KeyboardInterrupt"
+    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
+                    and m["content"]["execution_state"] == "idle", 15)
+    assert time.monotonic() - t0 < 10
+    assert kernel.value("'got' in dir()") is False
+    assert kernel.value(cancelled) >= before + 3
+    kernel.execute("errs = []\nfor r in refs:\n    try:\n        jray.get(r, timeout=10)\n"
+                   "    except Exception as e:\n        errs.append(type(e).__name__)")
+    assert kernel.value("errs") == ["TaskCancelledError"] * 3
+    # kernel and cluster still work: both CPUs are free again
+    ex = kernel.execute("jray.get([nap.remote(0, i) for i in range(2)])", timeout=15)
+    assert ex.result_text() == "[0, 1]"
+
+
+def test_remote_matplotlib_figures_appear_under_the_cell(kernel: Kernel) -> None:
+    ex = kernel.execute("%%remote\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\n"
+                        "plt.show()\nprint('shown')")
+    pngs = [m for m in ex.of_type("display_data") if "image/png" in m["content"]["data"]]
+    assert len(pngs) == 1, ex.msgs
+    assert pngs[0]["parent_header"]["msg_id"] == ex.msg_id
+    assert base64.b64decode(pngs[0]["content"]["data"]["image/png"])[:4] == b"\x89PNG"
+    assert ex.stream() == "shown\n"  # no "Figure(...)" text, no warning
+    # a figure as the last value is the cell's result, shown once as an image
+    ex = kernel.execute("%%remote --out ''\nimport matplotlib.pyplot as plt\n"
+                        "fig, ax = plt.subplots()\nax.bar([1, 2], [3, 4])\nfig")
+    (res,) = ex.of_type("execute_result")
+    assert "image/png" in res["content"]["data"]
+    assert "Figure" in res["content"]["data"]["text/plain"]
+    assert not [m for m in ex.of_type("display_data") if "image/png" in m["content"]["data"]]
+    # no figure is left open in the workers
+    opened = "%%remote --out ''\nimport matplotlib.pyplot as plt\nplt.get_fignums()"
+    assert all(kernel.execute(opened).result_text() == "[]" for _ in range(3))
 
 
 def test_quickstart_notebook_runs() -> None:

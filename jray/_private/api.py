@@ -11,7 +11,7 @@ import atexit
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jray._private.cluster import LocalCluster
@@ -24,6 +24,11 @@ from jray.exceptions import InitError
 SHUTDOWN_LINGER_MS = 2000
 #: How long a cluster query waits for the embedded cluster's node to register.
 NODE_WAIT_S = 30.0
+#: An optional hook, ``wait_observer(refs, timeout)``, that a multi-ref ``get`` calls
+#: before reading the values: it returns once all ``refs`` are ready (or raises). The
+#: Jupyter layer (``%load_ext jray``) sets it for a progress bar and interrupt -> cancel;
+#: the core never imports that layer. None (the default) costs ``get`` one check.
+wait_observer: Callable[[Sequence[ObjectRef], float | None], None] | None = None
 
 
 class _Session:
@@ -206,6 +211,8 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
             raise TypeError(
                 f"jray.get(): item {i} of the list is a {type(r).__name__}, not an ObjectRef"
             )
+    if wait_observer is not None and len(refs) > 1:
+        wait_observer(refs, timeout)
     oids = [r.id for r in refs]
     locs = c.get(oids, timeout)
     return [c.decode(oid, loc, timeout) for oid, loc in zip(oids, locs)]

@@ -1,10 +1,11 @@
 """The Jupyter layer: ``%load_ext jray`` registers ``%jray`` and ``%%remote``.
 
-Built on jray's public API only. Modules: ``cell`` (static analysis of a cell),
-``remote_cell`` (the task that runs a cell), ``capture`` (remote output to an
-``OutputHub`` actor), ``output`` (publishing it under the launching cell),
-``progress`` (waiting, progress bar, interrupt), ``engines`` (stateful
-namespaces in actors), ``status`` and ``magics``.
+Built on jray's public API, plus one core hook (``api.wait_observer``). Modules:
+``cell`` (static analysis of a cell), ``remote_cell`` (the task that runs a
+cell), ``capture`` (remote output to an ``OutputHub`` actor), ``output``
+(publishing it under the launching cell), ``progress`` (waiting, progress bar,
+interrupt; also for a ``jray.get`` of many refs, through that hook),
+``engines`` (stateful namespaces in actors), ``status`` and ``magics``.
 """
 
 from __future__ import annotations
@@ -18,18 +19,24 @@ def load_ipython_extension(ip: Any) -> None:
     """Register the magics on ``ip`` (a second load is a no-op)."""
     if id(ip) in _MAGICS:
         return
+    from jray._private import api
     from jray.jupyter.magics import JrayMagics
+    from jray.jupyter.progress import get_observer
 
     magics = JrayMagics(ip)
     ip.register_magics(magics)
     _MAGICS[id(ip)] = magics
+    api.wait_observer = get_observer(magics.router)  # jray.get of many refs: a bar
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    """Remove the magics; stop the output timer and a cluster the extension started."""
+    """Remove the magics and the get hook; stop the output timer and our cluster."""
     magics = _MAGICS.pop(id(ip), None)
     if magics is None:
         return
+    from jray._private import api
+
+    api.wait_observer = None
     magics.close()
     mm = ip.magics_manager
     mm.magics["line"].pop("jray", None)

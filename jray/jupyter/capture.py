@@ -13,13 +13,16 @@ by the kernel returns all of its output, in order.
 
 Items are tuples: ``("stdout"|"stderr", text)`` or ``("display", data, metadata)``.
 This module runs in workers and engines; it needs IPython only to format rich
-values (falling back to ``repr``).
+values (falling back to ``repr``). Matplotlib draws with Agg there: the figures a
+cell leaves open are sent as PNG when it ends, then closed (a figure that is the
+last value is its PNG result instead).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -53,6 +56,11 @@ _formatter: Any = None
 def format_value(obj: Any) -> Bundle:
     """The mimebundle IPython would show for ``obj`` (``repr`` without IPython)."""
     global _formatter
+    if _is_figure(obj):
+        try:
+            return _png(obj), {}
+        except Exception:
+            pass
     try:
         if _formatter is None:
             from IPython.core.formatters import DisplayFormatter
@@ -118,28 +126,55 @@ class _Stream(io.TextIOBase):
         return len(s)
 
 
+def _is_figure(obj: Any) -> bool:
+    return type(obj).__module__ == "matplotlib.figure" and hasattr(obj, "savefig")
+
+
+def _png(fig: Any) -> dict[str, Any]:
+    """A figure's PNG bundle (what the inline backend shows); the figure is closed."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", bbox_inches="tight")
+    finally:
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:
+            plt.close(fig)
+    return {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
+            "text/plain": repr(fig)}
+
+
+def _use_agg() -> None:
+    """Draw with Agg in this worker: the kernel's inline backend, inherited through
+    ``MPLBACKEND``, would print a figure's repr and drop the figure."""
+    os.environ["MPLBACKEND"] = "Agg"
+    mpl = sys.modules.get("matplotlib")
+    if mpl is None:
+        return
+    try:  # imported already (by a plain task): read the setting without resolving it
+        if "inline" in str(dict.__getitem__(mpl.rcParams, "backend")):
+            mpl.use("Agg", force=True)
+    except Exception:
+        pass
+
+
 def _figures(sink: _Sink) -> None:
-    """Send open matplotlib figures as PNG (what the inline backend does), then close them."""
+    """Send the open matplotlib figures as PNG, then close them all (none leak)."""
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return
     try:
         for num in plt.get_fignums():
-            buf = io.BytesIO()
-            plt.figure(num).savefig(buf, format="png", bbox_inches="tight")
-            png = base64.b64encode(buf.getvalue()).decode("ascii")
-            sink.add(("display", {"image/png": png, "text/plain": f"<Figure {num}>"}, {}))
-        plt.close("all")
+            sink.add(("display", _png(plt.figure(num)), {}))
     except Exception as e:  # a broken figure must not hide the cell's own result
         sink.add(("stderr", f"jray: could not render a matplotlib figure: {e}\n"))
+    finally:
+        plt.close("all")
 
 
 @contextmanager
 def capture(hub: Any, key: str, ns: dict[str, Any]) -> Iterator[_Sink]:
     """Route stdout, stderr, ``display`` and figures of the code run inside to ``hub``."""
-    import os
-
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    _use_agg()
     sink = _Sink(hub, key)
 
     def display(*objs: Any, raw: bool = False, **_: Any) -> None:

@@ -127,6 +127,10 @@ class JrayMagics(Magics):
         self.line_parser = _line_parser()
         self.cell_parser = _cell_parser()
 
+    def _count(self) -> int:
+        """The running cell's number (IPython has advanced ``execution_count`` already)."""
+        return int(getattr(self.sh.displayhook, "prompt_count", self.sh.execution_count - 1))
+
     # --- cluster ---------------------------------------------------------------------
     def _address(self, auto: bool) -> str:
         if not jray.is_initialized():
@@ -277,7 +281,7 @@ class JrayMagics(Magics):
         for k in ("num_cpus", "num_gpus", "resources"):
             if getattr(args, k) is not None:
                 opts[k] = getattr(args, k)
-        run = CellRun(label, self.router.parent(), self.sh.execution_count, [],
+        run = CellRun(label, self.router.parent(), self._count(), [],
                       block=not args.no_block)
         spec = CellSpec(cell, filename, run.key, inputs, outputs, info.quiet)
         ns = self.sh.user_ns
@@ -314,7 +318,7 @@ class JrayMagics(Magics):
         runs: list[CellRun] = []
         for name, handle in targets.items():
             short = name.removeprefix("jray-")
-            run = CellRun(short, self.router.parent(), self.sh.execution_count, [],
+            run = CellRun(short, self.router.parent(), self._count(), [],
                           block=not args.no_block,
                           prefix=f"[{short}] " if len(targets) > 1 else "")
             run.refs = [handle.execute.remote(CellSpec(cell, filename, run.key, quiet=quiet),

@@ -6,12 +6,19 @@
 for the cell (an ipywidgets ``IntProgress``, else a text line). A
 ``KeyboardInterrupt`` (the kernel's interrupt) cancels every run the cell
 launched with ``jray.cancel``, says which, and returns.
+
+``get_observer(router)`` is the hook the extension installs as
+``jray._private.api.wait_observer``: a ``jray.get`` of several refs in a normal
+cell (kernel main thread) waits here first, with the same bar after
+``PROGRESS_AFTER_S``; an interrupt cancels the refs' tasks and re-raises.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jray
@@ -105,3 +112,71 @@ def wait_for(router: Router, runs: list[CellRun]) -> bool:
     if bar is not None:
         bar.close(total, ok=True)
     return True
+
+
+def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None:
+    """Wait until all ``refs`` are ready (bar after a second, output pumped); see module doc.
+
+    Raises ``GetTimeoutError`` after ``timeout``; on ``KeyboardInterrupt`` cancels the
+    refs' tasks (bounded wait for them to stop) and re-raises it.
+    """
+    unique = list({r.id: r for r in refs}.values())  # a get may repeat a ref; wait may not
+    total = len(unique)
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    bar: Progress | None = None
+    pending = unique
+    try:
+        while pending:
+            step = PUMP_PERIOD_S
+            if deadline is not None:
+                step = max(0.0, min(step, deadline - time.monotonic()))
+            _, pending = jray.wait(pending, num_returns=len(pending), timeout=step)
+            router.pump()
+            if not pending:
+                break
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                if bar is not None:
+                    bar.close(total - len(pending), ok=False)
+                    bar = None
+                raise jray.exceptions.GetTimeoutError(
+                    f"get timed out after {timeout} s: {len(pending)} object(s) not ready, "
+                    f"e.g. {pending[0]!r}")
+            if bar is None and now - start > PROGRESS_AFTER_S:
+                bar = Progress(total, "jray.get")
+            if bar is not None:
+                bar.update(total - len(pending))
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close(total - len(pending), ok=False)
+        _cancel_refs(pending)
+        raise
+    if bar is not None:
+        bar.close(total, ok=True)
+
+
+def _cancel_refs(refs: list[Any]) -> None:
+    for ref in refs:
+        try:
+            jray.cancel(ref)
+        except Exception as e:
+            print(f"jray: could not cancel {ref!r}: {e}", file=sys.stderr)
+    deadline = time.monotonic() + CANCEL_WAIT_S
+    left = refs
+    while left and time.monotonic() < deadline:
+        _, left = jray.wait(left, num_returns=len(left), timeout=PUMP_PERIOD_S)
+    msg = f"jray: interrupted; cancelled {len(refs) - len(left)} task(s) of the jray.get"
+    if left:
+        msg += f"; {len(left)} still running after {CANCEL_WAIT_S:g}s"
+    print(msg, file=sys.stderr)
+
+
+def get_observer(router: Router) -> Callable[[Sequence[Any], float | None], None]:
+    """The ``wait_observer`` hook for ``router``'s kernel (active on its main thread only)."""
+
+    def observer(refs: Sequence[Any], timeout: float | None) -> None:
+        if threading.current_thread() is threading.main_thread():
+            wait_get(router, refs, timeout)
+
+    return observer
