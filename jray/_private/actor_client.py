@@ -56,7 +56,6 @@ from jray._private.object_ref import ObjectRef
 from jray.exceptions import (
     ActorDiedError,
     GetTimeoutError,
-    SerializationError,
     TaskCancelledError,
 )
 
@@ -219,27 +218,13 @@ class ActorClient:
                     urgent = urgent or loc is None
                     deps.append((v.id, loc))
                     hold.append(v)
-        nested: list[bytes] = []
-        core.rt.capture = nested
-        try:
-            data, bufs = S.dumps_args(plain, kwargs)
-        except Exception as exc:
-            culprit = S.describe_unpicklable((plain, kwargs))
-            raise SerializationError(
-                f"could not pickle the arguments of actor method {method}(): an argument of "
-                f"type {culprit} cannot be serialized ({type(exc).__name__}: {exc})"
-            ) from exc
-        finally:
-            core.rt.capture = None
+        blob, stored, nested = core.pickle_args(f"actor method {method}", plain, kwargs)
         if nested:
             urgent = True
             hold.extend(ObjectRef(oid) for oid in nested)
-        blob: bytes | None = data
-        if bufs or len(data) >= S.INLINE_MAX:  # large arguments travel through the store
-            ref = core.put((plain, kwargs), _data=(data, bufs))
-            hold.append(ref)
-            deps.insert(0, (ref.id, cache[ref.id]))
-            blob = None
+        if stored is not None:
+            hold.append(stored)
+            deps.insert(0, (stored.id, cache[stored.id]))
         return blob, deps or None, hold, urgent
 
     def _enqueue(self, conn: _Conn, call: _Call) -> None:

@@ -321,24 +321,10 @@ class CoreClient:
                     if type(v) is ObjectRef:
                         kwargs[k] = S.ArgRef(len(deps))
                         deps.append(v.id)
-            nested: list[bytes] = []
-            self.rt.capture = nested
-            try:
-                data, bufs = S.dumps_args(plain_args, kwargs)
-            except Exception as exc:
-                culprit = S.describe_unpicklable((plain_args, kwargs))
-                raise SerializationError(
-                    f"could not pickle the arguments of {name}(): an argument of type "
-                    f"{culprit} cannot be serialized ({type(exc).__name__}: {exc})"
-                ) from exc
-            finally:
-                self.rt.capture = None
-            args_blob: bytes | None = data
-            if bufs or len(data) >= S.INLINE_MAX:
-                ref = self.put((plain_args, kwargs), _data=(data, bufs))
-                hold.append(ref)
-                deps.insert(0, ref.id)
-                args_blob = None
+            args_blob, stored, nested = self.pickle_args(name, plain_args, kwargs)
+            if stored is not None:
+                hold.append(stored)
+                deps.insert(0, stored.id)
             for oid in deps:
                 if oid in self.local_only:
                     self._register(oid)
@@ -357,6 +343,29 @@ class CoreClient:
             self._flush_soon()
             del hold
             return refs
+
+    def pickle_args(self, what: str, plain: list[Any], kwargs: dict[str, Any]
+                    ) -> tuple[bytes | None, ObjectRef | None, list[bytes]]:
+        """Pickle a call's arguments (top-level refs already ``ArgRef``s).
+
+        Returns the inline blob, or None and the ref of the stored arguments when
+        they are large, and the ids of refs found inside them. Call with the lock held.
+        """
+        nested: list[bytes] = []
+        self.rt.capture = nested
+        try:
+            data, bufs = S.dumps_args(plain, kwargs)
+        except Exception as exc:
+            culprit = S.describe_unpicklable((plain, kwargs))
+            raise SerializationError(
+                f"could not pickle the arguments of {what}(): an argument of type "
+                f"{culprit} cannot be serialized ({type(exc).__name__}: {exc})"
+            ) from exc
+        finally:
+            self.rt.capture = None
+        if bufs or len(data) >= S.INLINE_MAX:  # large arguments travel through the store
+            return None, self.put((plain, kwargs), _data=(data, bufs)), nested
+        return data, None, nested
 
     def put(self, value: Any, _data: tuple[bytes, list[memoryview]] | None = None) -> ObjectRef:
         with self.lock:
