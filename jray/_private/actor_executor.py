@@ -250,16 +250,19 @@ class CallRunner:
         try:
             fn, args, kwargs = self.prepare(msg)
             result = self._invoke(key, fn, args, kwargs, main)
-        except ExitActor:
-            self.exit_requested = True
-            result = None
         except BaseException as exc:  # user code: anything, SystemExit included
-            if isinstance(exc, TaskCancelledError) and key in self.requested:
-                return self.cancelled(msg)
-            results = self.failed(msg, exc)
-            self.after_call()
-            return results
-        results = self.finish(msg, result)
+            return self.conclude(msg, key, None, exc, TaskCancelledError)
+        return self.conclude(msg, key, result, None, TaskCancelledError)
+
+    def conclude(self, msg: P.Msg, key: bytes, result: Any, exc: BaseException | None,
+                 cancel: type[BaseException]) -> list[Result]:
+        """A call's results from how it ended; ``cancel``: the exception a cancel raises."""
+        if isinstance(exc, ExitActor):
+            self.exit_requested = True
+            exc = None
+        elif isinstance(exc, cancel) and key in self.requested:
+            return self.cancelled(msg)
+        results = self.finish(msg, result) if exc is None else self.failed(msg, exc)
         self.after_call()
         return results
 
@@ -408,18 +411,9 @@ class AsyncMode:
             result = fn(*args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
-        except ExitActor:
-            runner.exit_requested = True
-            result = None
         except BaseException as exc:  # user code
-            if isinstance(exc, self.asyncio.CancelledError) and key in runner.requested:
-                return runner.cancelled(msg)
-            results = runner.failed(msg, exc)
-            runner.after_call()
-            return results
-        results = runner.finish(msg, result)
-        runner.after_call()
-        return results
+            return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
+        return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)
 
     def _send(self) -> None:
         self.send_scheduled = False
