@@ -127,12 +127,12 @@ def test_max_restarts_runs_the_constructor_again(cluster: dict[str, object]) -> 
     assert row["num_restarts"] == 2 and row["state"] == "DEAD"
 
 
-def _wait_alive(handle: Any, timeout: float = T) -> None:
+def _wait_alive(handle: Any, method: str = "pid", timeout: float = T) -> None:
     """Calls in flight at the crash fail (no retries); wait for the next incarnation."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            jray.get(handle.pid.remote(), timeout=timeout)
+            jray.get(getattr(handle, method).remote(), timeout=timeout)
             return
         except ActorDiedError:
             if time.monotonic() > deadline:
@@ -195,19 +195,8 @@ def test_without_task_retries_calls_in_flight_fail(cluster: dict[str, object],
     for ref in refs:
         with pytest.raises(ActorDiedError, match="exited with code 1"):
             jray.get(ref, timeout=T)
-    _wait_alive_flaky(f)
+    _wait_alive(f, "history")
     assert jray.get(f.step.remote(9), timeout=T) == 9
-
-
-def _wait_alive_flaky(handle: Any) -> None:
-    deadline = time.monotonic() + T
-    while True:
-        try:
-            jray.get(handle.history.remote(), timeout=T)
-            return
-        except ActorDiedError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
 
 
 @jray.remote
