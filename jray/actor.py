@@ -64,8 +64,6 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import cloudpickle
-
 from jray._private import actor_client
 from jray._private import actor_protocol as A
 from jray._private import serialization as S
@@ -156,13 +154,7 @@ class _ClassCode:
 
     def blob(self) -> bytes:
         if self._blob is None:
-            try:
-                self._blob = cloudpickle.dumps(self.cls, protocol=5)
-            except Exception as exc:
-                raise SerializationError(
-                    f"actor class {self.cls.__name__} cannot be pickled: it refers to an object "
-                    f"that cannot be serialized ({type(exc).__name__}: {exc})"
-                ) from exc
+            self._blob = S.dumps_code(self.cls, f"actor class {self.cls.__name__}")
         return self._blob
 
 

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import cloudpickle
-
 from jray._private import api
+from jray._private import serialization as S
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
-from jray.exceptions import SerializationError
 
 TASK_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
@@ -83,13 +81,7 @@ class _Code:
 
     def blob(self, name: str) -> bytes:
         if self._blob is None:
-            try:
-                self._blob = cloudpickle.dumps(self.fn, protocol=5)
-            except Exception as exc:
-                raise SerializationError(
-                    f"remote function {name} cannot be pickled: it refers to an object that "
-                    f"cannot be serialized ({type(exc).__name__}: {exc})"
-                ) from exc
+            self._blob = S.dumps_code(self.fn, f"remote function {name}")
         return self._blob
 
 

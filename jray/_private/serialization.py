@@ -13,7 +13,7 @@ from __future__ import annotations
 import pickle
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import cloudpickle
 
@@ -37,6 +37,17 @@ class ArgRef:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ArgRef, (self.i,))
+
+
+def dumps_code(obj: Any, what: str) -> bytes:
+    """Pickle a function or class by value (cloudpickle); ``what`` names it in the error."""
+    try:
+        return cast(bytes, cloudpickle.dumps(obj, protocol=5))
+    except Exception as exc:
+        raise SerializationError(
+            f"{what} cannot be pickled: it refers to an object that cannot be serialized "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def fill_args(
