@@ -374,8 +374,11 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except (FileNotFoundError, ProcessLookupError):  # reaped while we looked
+        return False
 
 
 def test_exit_actor_ends_the_actor_without_restart(cluster: dict[str, object]) -> None:
