@@ -65,7 +65,7 @@ class TaskError(JrayError):
         cls = self.cause_cls
         if cls is None or not isinstance(cls, type) or issubclass(cls, TaskError):
             return self
-        if not issubclass(cls, Exception):
+        if not issubclass(cls, BaseException) or issubclass(cls, _NEVER_DERIVED):
             return self
         try:
             derived = _derived_class(cls)
@@ -75,6 +75,8 @@ class TaskError(JrayError):
             if self.cause is not None:
                 err.__dict__.update(getattr(self.cause, "__dict__", {}))
                 err.args = self.cause.args
+                if isinstance(self.cause, SystemExit):  # a C slot, not in __dict__
+                    cast(SystemExit, err).code = self.cause.code
             err.function_name = self.function_name
             err.traceback_str = self.traceback_str
             err.cause = self.cause
@@ -85,6 +87,8 @@ class TaskError(JrayError):
             return self
 
 
+#: Interrupts stay jray's own errors; SystemExit and the rest keep their class.
+_NEVER_DERIVED = (KeyboardInterrupt, GeneratorExit)
 _DERIVED: dict[type, type] = {}
 
 

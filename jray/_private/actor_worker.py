@@ -195,7 +195,7 @@ class ActorRuntime:
         return args, kwargs
 
     def _init_failed(self, exc: BaseException, restoring: bool) -> None:
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        tb = S.format_remote_traceback(exc)
         what = "__jray_restore__" if restoring else "__init__"
         err = ActorDiedError(
             f"actor {self.class_name} ({self.actor_id.hex()[:12]}) died: its {what} raised "

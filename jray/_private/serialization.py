@@ -6,13 +6,27 @@ big buffers (NumPy arrays, bytes, bytearrays) go out of band straight into a
 shared-memory segment, written once, read anywhere on the node without a copy.
 Functions, lambdas and classes defined in ``__main__`` or a notebook cell are
 pickled by value with cloudpickle; plain data takes the faster C pickler.
+
+Code pickled by value keeps its identity for tracebacks: ``CodePickler``
+ships each code object whole (``marshal``, so its file name and line table
+survive whatever the pickler version does to them) together with the source
+lines its frames can show, and loading it registers those lines in the
+worker's ``linecache``. A remote traceback then names the real file, line and
+source text, also on a machine where that file does not exist (a notebook
+cell).
 """
 
 from __future__ import annotations
 
+import io
+import linecache
+import marshal
+import os
 import pickle
 import traceback
-from collections.abc import Callable
+import types
+from collections import ChainMap
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import cloudpickle
@@ -24,7 +38,8 @@ from jray.exceptions import SerializationError, TaskError
 INLINE_MAX = 100 * 1024
 #: Buffers at least this large are taken out of band (the rest stay in-band).
 OOB_MIN = 4096
-
+#: At most this many source lines travel with one code object.
+MAX_SHIPPED_LINES = 2000
 
 
 class ArgRef:
@@ -39,10 +54,79 @@ class ArgRef:
         return (ArgRef, (self.i,))
 
 
+def _code_lines(code: types.CodeType) -> Iterator[int]:
+    """Every line number the frames of ``code`` (and the code nested in it) can show."""
+    yield code.co_firstlineno
+    for _, _, line in code.co_lines():
+        if line is not None:
+            yield line
+    for const in code.co_consts:
+        if type(const) is types.CodeType:
+            yield from _code_lines(const)
+
+
+def _source_of(code: types.CodeType) -> tuple[int, tuple[str, ...]]:
+    """``(first line number, source lines)`` covering ``code``, as the driver knows them."""
+    lines = linecache.getlines(code.co_filename)
+    if not lines:
+        return 0, ()
+    numbers = list(_code_lines(code))
+    first = max(1, min(numbers))
+    last = min(max(numbers), first + MAX_SHIPPED_LINES - 1, len(lines))
+    return first, tuple(lines[first - 1 : last])
+
+
+def _reduce_code(code: types.CodeType) -> tuple[Any, ...]:
+    first, lines = _source_of(code)
+    return (load_code_object, (marshal.dumps(code), code.co_filename, first, lines))
+
+
+def register_source(filename: str, first: int, lines: tuple[str, ...]) -> None:
+    """Make ``linecache`` show ``lines`` as lines ``first``... of ``filename``.
+
+    Lines already known for the file (from disk, or shipped earlier) are kept
+    where nothing new covers them; the entry never expires, since the shipped
+    code is what runs here whatever the disk holds.
+    """
+    if not lines or first < 1:
+        return
+    known = list(linecache.getlines(filename))
+    end = first - 1 + len(lines)
+    if len(known) < end:
+        known.extend("\n" for _ in range(end - len(known)))
+    known[first - 1 : end] = lines
+    linecache.cache[filename] = (sum(map(len, known)), None, known, filename)
+
+
+def load_code_object(
+    data: bytes, filename: str, first: int, lines: tuple[str, ...]
+) -> types.CodeType:
+    """Unpickle a code object shipped by ``CodePickler`` and register its source."""
+    register_source(filename, first, lines)
+    return cast(types.CodeType, marshal.loads(data))
+
+
+class CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, with code objects shipped whole and with their source lines."""
+
+    dispatch_table = ChainMap(
+        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
+    )
+
+
+def cloud_dumps(
+    value: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None
+) -> bytes:
+    """``cloud_dumps(value)`` through ``CodePickler``."""
+    with io.BytesIO() as file:
+        CodePickler(file, protocol=5, buffer_callback=buffer_callback).dump(value)
+        return file.getvalue()
+
+
 def dumps_code(obj: Any, what: str) -> bytes:
     """Pickle a function or class by value (cloudpickle); ``what`` names it in the error."""
     try:
-        return cast(bytes, cloudpickle.dumps(obj, protocol=5))
+        return cloud_dumps(obj)
     except Exception as exc:
         raise SerializationError(
             f"{what} cannot be pickled: it refers to an object that cannot be serialized "
@@ -93,7 +177,7 @@ def dumps(value: Any) -> bytes:
     """Pickle ``value`` in-band (for code and small control data)."""
     if _is_plain(value):
         return pickle.dumps(value, 5)
-    data: bytes = cloudpickle.dumps(value, protocol=5)
+    data: bytes = cloud_dumps(value)
     return data
 
 
@@ -110,7 +194,7 @@ def dumps_oob(value: Any) -> tuple[bytes, list[memoryview]]:
             return False
         return True
 
-    data = cloudpickle.dumps(value, protocol=5, buffer_callback=take)
+    data = cloud_dumps(value, buffer_callback=take)
     return data, buffers
 
 
@@ -122,7 +206,7 @@ def dumps_args(args: list[Any], kwargs: dict[str, Any]) -> tuple[bytes, list[mem
             return pickle.dumps((args, kwargs), 5), []
     data, bufs = dumps_oob((args, kwargs))
     if bufs and len(data) + sum(b.nbytes for b in bufs) < INLINE_MAX:
-        return cloudpickle.dumps((args, kwargs), protocol=5), []
+        return cloud_dumps((args, kwargs)), []
     return data, bufs
 
 
@@ -135,7 +219,7 @@ def describe_unpicklable(value: Any) -> str:
         candidates = list(value.values())
     for item in candidates:
         try:
-            cloudpickle.dumps(item)
+            cloud_dumps(item)
         except Exception:
             return describe_unpicklable(item)
     return type(value).__qualname__
@@ -164,7 +248,7 @@ def encode(
     total = len(data) + sum(b.nbytes for b in buffers)
     if total < INLINE_MAX:
         if buffers:  # small out-of-band buffers: fold them back in-band
-            data = cloudpickle.dumps(value, protocol=5)
+            data = cloud_dumps(value)
         return (P.LOC_INLINE, data)
     return write_parts(data, buffers, segment_name, node_id, reserve)
 
@@ -221,25 +305,60 @@ def loc_size(loc: P.Loc) -> int:
 def error_loc(exc: BaseException) -> P.Loc:
     """Encode an exception (a jray error, or anything else) as an error location."""
     try:
-        return (P.LOC_ERROR, cloudpickle.dumps(exc, protocol=5))
+        return (P.LOC_ERROR, cloud_dumps(exc))
     except Exception:
         fallback = SerializationError(f"{type(exc).__qualname__}: {exc}")
         return (P.LOC_ERROR, pickle.dumps(fallback, 5))
 
 
-def task_error_loc(function_name: str, exc: BaseException) -> P.Loc:
-    """Encode an exception raised by user code in a task, traceback included."""
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    cause: BaseException | None = exc
+_JRAY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def full_tracebacks() -> bool:
+    """``JRAY_FULL_TRACEBACK=1``: show jray's own frames too (for debugging jray)."""
+    return os.environ.get("JRAY_FULL_TRACEBACK", "") not in ("", "0")
+
+
+def format_remote_traceback(exc: BaseException) -> str:
+    """The traceback of user code that raised in a worker, from the user's frame down.
+
+    The frames of jray's worker loop above the user's function are left out
+    (unless ``JRAY_FULL_TRACEBACK`` is set); if every frame is jray's, all stay.
+    """
+    tb = exc.__traceback__
+    if not full_tracebacks():
+        first = tb
+        while first is not None and first.tb_frame.f_code.co_filename.startswith(_JRAY_DIR):
+            first = first.tb_next
+        if first is not None:
+            tb = first
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _round_trips(blob: bytes) -> bool:
     try:
-        cloudpickle.dumps(exc, protocol=5)
+        pickle.loads(blob)
+        return True
     except Exception:
-        cause = None
+        return False
+
+
+def task_error_loc(function_name: str, exc: BaseException) -> P.Loc:
+    """Encode an exception raised by user code in a task, traceback included.
+
+    The original exception travels as the cause when it survives a pickle
+    round trip (a class whose ``__init__`` takes other arguments may pickle but
+    not unpickle); otherwise the error keeps its class, message and traceback
+    without it, and as a last resort only the text.
+    """
+    tb = format_remote_traceback(exc)
     # A task that lets a dependency's error through raises as that error's original class.
     cls = exc.cause_cls if isinstance(exc, TaskError) and exc.cause_cls is not None else type(exc)
-    try:
-        err = TaskError(function_name, tb, cause, cls)
-        return (P.LOC_ERROR, cloudpickle.dumps(err, protocol=5))
-    except Exception:
-        err = TaskError(function_name, tb, None, None)
-        return (P.LOC_ERROR, cloudpickle.dumps(err, protocol=5))
+    for err in (TaskError(function_name, tb, exc, cls), TaskError(function_name, tb, None, cls)):
+        try:
+            blob = cloud_dumps(err)
+        except Exception:
+            continue
+        if _round_trips(blob):
+            return (P.LOC_ERROR, blob)
+    return (P.LOC_ERROR, pickle.dumps(TaskError(function_name, tb, None, None), 5))
