@@ -40,7 +40,7 @@ def list_events(since: int = 0) -> list[tuple[int, float, str, str, Any]]:
 def store_summary() -> dict[str, dict[str, Any]]:
     """Per node: store capacity, bytes used and reserved, spilled bytes, and counts of
     spills, restores and evictions."""
-    result: dict[str, dict[str, Any]] = api.client().query("store")
+    result: dict[str, dict[str, Any]] = api._cluster_query("store")
     return result
 
 

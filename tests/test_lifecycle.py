@@ -157,3 +157,15 @@ def test_killed_driver_leaves_no_process_or_file(tmp_path: Path) -> None:
     assert _gone(pids), [psutil.Process(p).cmdline() for p in pids if psutil.pid_exists(p)]
     assert not os.path.exists(session_dir)
     assert not glob.glob(f"/dev/shm/{prefix}*")
+
+
+@pytest.mark.parametrize("query", ["store_summary", "list_nodes"])
+def test_state_queries_right_after_init_see_the_node(query: str) -> None:
+    """The node daemon registers after init returns; a query made at once still sees it."""
+    import jray.state
+
+    jray.init(num_cpus=1)
+    try:
+        assert len(getattr(jray.state, query)()) == 1
+    finally:
+        jray.shutdown()
