@@ -1,8 +1,11 @@
-"""The ``jray`` command line: ``jray demo`` (and, later, cluster commands)."""
+"""The ``jray`` command line: ``jray lab`` (JupyterLab on a folder of notebooks) and
+``jray demo`` (a task DAG in a terminal, for machines without Jupyter)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import sys
 import time
 
@@ -43,14 +46,36 @@ def _demo(ns: argparse.Namespace) -> int:
     return 0 if total == expected else 1
 
 
+def _lab(ns: argparse.Namespace, extra: list[str]) -> int:
+    """Replace this process with JupyterLab serving ``ns.directory``."""
+    if importlib.util.find_spec("jupyterlab") is None:
+        print("jray lab: JupyterLab is not installed; pip install 'jray[lab]'", file=sys.stderr)
+        return 2
+    if not os.path.isdir(ns.directory):
+        print(f"jray lab: {ns.directory!r} is not a directory", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={ns.directory}", *extra]
+    if os.geteuid() == 0 and "--allow-root" not in extra:
+        cmd.append("--allow-root")  # JupyterLab refuses root without it (containers, CI)
+    sys.stdout.flush()
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="jray", description="jray: parallel Python for Jupyter")
     sub = ap.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="start a local cluster, run a small task DAG, print it")
     demo.add_argument("--num-cpus", type=int, default=None)
-    demo.set_defaults(fn=_demo)
-    ns = ap.parse_args(argv)
-    code: int = ns.fn(ns)
+    demo.set_defaults(fn=lambda ns, extra: _demo(ns))
+    lab = sub.add_parser("lab", help="open JupyterLab on a folder of notebooks "
+                         "(other options go to JupyterLab)")
+    lab.add_argument("directory", nargs="?", default=".")
+    lab.set_defaults(fn=_lab)
+    ns, extra = ap.parse_known_args(argv)
+    if extra and ns.cmd != "lab":
+        ap.error(f"unrecognized arguments: {' '.join(extra)}")
+    code: int = ns.fn(ns, extra)
     return code
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 
@@ -38,3 +39,38 @@ def jray_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             pass
     return out
+
+
+def run_notebook(path: str | Path, timeout: float = 120.0) -> float:
+    """Execute a notebook top to bottom in a fresh ``python3`` kernel; return seconds taken.
+
+    Runs in the notebook's own folder; a cell that raises fails the run
+    (``nbclient.exceptions.CellExecutionError`` naming the cell), a cell that
+    runs past ``timeout`` seconds too. The executed copy is not written back.
+    Needs ``nbclient`` (it comes with JupyterLab).
+    """
+    import nbclient
+    import nbformat
+
+    path = Path(path)
+    book = nbformat.read(path, as_version=4)  # type: ignore[no-untyped-call]  # untyped API
+    start = time.monotonic()
+    client = nbclient.NotebookClient(
+        book, timeout=timeout, kernel_name="python3", startup_timeout=60,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
+    client.execute()
+    return time.monotonic() - start
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m jray.testing NOTEBOOK...``: run each notebook, print its time."""
+    for name in argv:
+        print(f"{name}: {run_notebook(name):.1f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(_main(sys.argv[1:]))
