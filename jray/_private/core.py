@@ -17,7 +17,6 @@ The client is not re-entrant across threads: one lock guards its sockets.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
@@ -31,10 +30,16 @@ import zmq
 
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import transport
+from jray._private import shm, transport
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
-from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, SerializationError
+from jray.exceptions import (
+    ClusterError,
+    GetTimeoutError,
+    JrayError,
+    ObjectLostError,
+    SerializationError,
+)
 
 NOBLOCK = int(zmq.NOBLOCK)
 FREE_BATCH = 256
@@ -43,6 +48,8 @@ COALESCE_DELAY_S = 0.0003
 COALESCE_MAX = 128
 SETTLE_INTERVAL_S = 0.1
 SUBSCRIBE_OWNED_AFTER_S = 0.5
+#: The longest a writer waits for the head to grant room in the store (it may spill).
+RESERVE_TIMEOUT_S = 120.0
 
 
 class CoreClient:
@@ -58,6 +65,7 @@ class CoreClient:
         is_worker: bool = False,
         check_alive: Callable[[], None] | None = None,
     ) -> None:
+        shm.use_session(session_dir)  # the key that authenticates segment headers
         self.ctx = transport.new_context()
         self.ident = ident
         self.head = transport.dealer(self.ctx, head_addr, ident)
@@ -376,14 +384,22 @@ class CoreClient:
             oid = self.ids.put_id()
             contained: list[bytes] = []
             self.rt.capture = contained
+            granted: list[int] = []
+
+            def reserve(size: int) -> None:
+                self.reserve(oid, size)
+                granted.append(size)
+
             try:
                 name = self.shm_prefix + oid.hex()
-                reserve = functools.partial(self.reserve, oid)
                 if _data is not None:
                     loc = S.write_parts(_data[0], _data[1], name, self.node_id, reserve)
                 else:
                     loc = S.encode(value, name, self.node_id, reserve)
             except Exception as exc:
+                if granted:  # room was granted but nothing was stored: give it back
+                    self.to_head.append((P.UNRESERVE, oid, self.node_id))
+                    self.flush()
                 if isinstance(exc, JrayError):
                     raise
                 raise SerializationError(
@@ -423,6 +439,10 @@ class CoreClient:
                     with self.lock:
                         self.to_head.append((P.RESTORED, loc[4], 1))
                 return value
+            except shm.Untrusted as exc:
+                raise ObjectLostError(
+                    f"object {oid.hex()} cannot be read back: {exc}; it is treated as lost"
+                ) from None
             except S.SegmentMissing:
                 with self.lock:
                     self.cache.pop(oid, None)
@@ -444,7 +464,15 @@ class CoreClient:
             req = self._req
             self.to_head.append((P.RESERVE, req, oid, size, self.node_id))
             self.flush()
+            deadline = time.monotonic() + RESERVE_TIMEOUT_S
             while req not in self.state_replies:
+                if time.monotonic() > deadline:
+                    self.to_head.append((P.UNRESERVE, oid, self.node_id))
+                    self.flush()
+                    raise ClusterError(
+                        f"put: the head did not grant room for {size:,} bytes in "
+                        f"{RESERVE_TIMEOUT_S} s (RESERVE_TIMEOUT_S); it is stuck or gone"
+                    )
                 if not self.poll(100) and self.check_alive is not None:
                     self.check_alive()
             err = self.state_replies.pop(req)
