@@ -150,12 +150,12 @@ def make_spill_dir(base: str, session: str) -> str:
     ``base`` that others can write (like /tmp) exposes nothing.
     """
     what = f"jray.init: spill_dir {base!r}"
+    if os.path.exists(base) and not os.path.isdir(base):
+        raise InitError(f"{what} is not a directory")
     try:
         os.makedirs(base, mode=0o700, exist_ok=True)
     except OSError as exc:
         raise InitError(f"{what} does not exist and cannot be made: {exc}") from None
-    if not os.path.isdir(base):
-        raise InitError(f"{what} is not a directory")
     if not os.access(base, os.W_OK | os.X_OK):
         raise InitError(f"{what} is not writable by this user")
     try:
