@@ -244,7 +244,9 @@ class StorePolicy:
         """A writer will not write what it reserved (its write failed, or it gave up)."""
         _, oid, node_id = msg
         st = self.stores.get(node_id)
-        if st is None:
+        if st is None:  # still waiting for its node to register
+            early = self.early.get(node_id, [])
+            early[:] = [e for e in early if not (e[0] == sender and e[1][2] == oid)]
             return
         st.pending = [p for p in st.pending if not (p[0] == sender and p[2] == oid)]
         self._release(st, oid)
