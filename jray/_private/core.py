@@ -28,18 +28,13 @@ from typing import Any
 
 import zmq
 
+from jray import exceptions as E
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import shm, transport
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
-from jray.exceptions import (
-    ClusterError,
-    GetTimeoutError,
-    JrayError,
-    ObjectLostError,
-    SerializationError,
-)
+from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, SerializationError
 
 NOBLOCK = int(zmq.NOBLOCK)
 FREE_BATCH = 256
@@ -457,25 +452,32 @@ class CoreClient:
                             self.cache.pop(oid, None)
         raise ObjectLostError(f"object {oid.hex()} kept moving or vanishing; giving up")
 
+    def _ask(self, make: Callable[[int], P.Msg], timeout: float) -> tuple[bool, Any]:
+        """Send ``make(request id)`` to the head: (True, reply), or (False, None) on timeout."""
+        self._req += 1
+        req = self._req
+        self.to_head.append(make(req))
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while req not in self.state_replies:
+            if time.monotonic() > deadline:
+                return False, None
+            if not self.poll(100) and self.check_alive is not None:
+                self.check_alive()
+        return True, self.state_replies.pop(req)
+
     def reserve(self, oid: bytes, size: int) -> None:
         """Wait until the node's store has room for ``size`` bytes (it may spill)."""
         with self.lock:
-            self._req += 1
-            req = self._req
-            self.to_head.append((P.RESERVE, req, oid, size, self.node_id))
-            self.flush()
-            deadline = time.monotonic() + RESERVE_TIMEOUT_S
-            while req not in self.state_replies:
-                if time.monotonic() > deadline:
-                    self.to_head.append((P.UNRESERVE, oid, self.node_id))
-                    self.flush()
-                    raise ClusterError(
-                        f"put: the head did not grant room for {size:,} bytes in "
-                        f"{RESERVE_TIMEOUT_S} s (RESERVE_TIMEOUT_S); it is stuck or gone"
-                    )
-                if not self.poll(100) and self.check_alive is not None:
-                    self.check_alive()
-            err = self.state_replies.pop(req)
+            ok, err = self._ask(lambda req: (P.RESERVE, req, oid, size, self.node_id),
+                                RESERVE_TIMEOUT_S)
+            if not ok:
+                self.to_head.append((P.UNRESERVE, oid, self.node_id))
+                self.flush()
+                raise E.ClusterError(
+                    f"put: the head did not grant room for {size:,} bytes in "
+                    f"{RESERVE_TIMEOUT_S} s (RESERVE_TIMEOUT_S); it is stuck or gone"
+                )
         if err is not None:
             S.decode(err)  # raises the ObjectStoreFullError it carries
 
@@ -543,22 +545,13 @@ class CoreClient:
 
     def query(self, kind: str, arg: Any = None, timeout: float = 30.0) -> Any:
         with self.lock:
-            self._req += 1
-            req = self._req
-            self.to_head.append((P.STATE, req, kind, arg))
-            self.flush()
-            deadline = time.monotonic() + timeout
-            while req not in self.state_replies:
-                if time.monotonic() > deadline:
-                    raise GetTimeoutError(
-                        f"the head did not answer a {kind!r} query in {timeout} s"
-                    )
-                if not self.poll(100) and self.check_alive is not None:
-                    self.check_alive()
-            status, payload = self.state_replies.pop(req)
-            if status != "ok":
-                raise JrayError(f"state query {kind!r} failed in the head: {payload}")
-            return payload
+            ok, reply = self._ask(lambda req: (P.STATE, req, kind, arg), timeout)
+        if not ok:
+            raise GetTimeoutError(f"the head did not answer a {kind!r} query in {timeout} s")
+        status, payload = reply
+        if status != "ok":
+            raise JrayError(f"state query {kind!r} failed in the head: {payload}")
+        return payload
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the sockets; ``linger_ms`` lets messages to the head still in flight
