@@ -73,7 +73,7 @@ class Untrusted(Exception):
 # --- private files and the session key ----------------------------------------------
 def check_private(fd: int, what: str, *, single_link: bool = True) -> os.stat_result:
     """fstat ``fd``; raise ``Untrusted`` unless it is a regular file of this user, mode
-    without group/other bits and (``single_link``) one hard link."""
+    without group/other bits and (``single_link``) no second hard link."""
     st = os.fstat(fd)
     problem = _problem(st, stat.S_ISREG, single_link)
     if problem:
@@ -99,7 +99,7 @@ def _problem(st: os.stat_result, kind: object, single_link: bool) -> str:
         return f"is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})"
     if st.st_mode & 0o077:
         return f"has mode {stat.S_IMODE(st.st_mode):04o}: group or others have access"
-    if single_link and st.st_nlink != 1:
+    if single_link and st.st_nlink > 1:  # 0: unlinked since it was opened, still ours
         return f"has {st.st_nlink} hard links"
     return ""
 
@@ -311,8 +311,7 @@ def read_segment(name: str) -> tuple[memoryview, list[memoryview]]:
     """
     fd = os.open(segment_path(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     try:
-        st = check_private(fd, f"shared-memory segment {segment_path(name)}",
-                           single_link=False)
+        st = check_private(fd, f"shared-memory segment {segment_path(name)}")
         hit = _maps.get(name)
         m = hit[2]() if hit is not None and hit[:2] == (st.st_dev, st.st_ino) else None
         if m is None or m.closed or len(m) != st.st_size:
@@ -376,7 +375,7 @@ def copy_to(name: str, out_fd: int, offset: int) -> int:
     """Write segment ``name`` into ``out_fd`` at ``offset``; return its size."""
     fd = os.open(segment_path(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
     try:
-        size = check_private(fd, f"shared-memory segment {name}", single_link=False).st_size
+        size = check_private(fd, f"shared-memory segment {name}").st_size
         m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
     finally:
         os.close(fd)
