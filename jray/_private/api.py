@@ -224,7 +224,7 @@ atexit.register(shutdown)
 
 
 def is_initialized() -> bool:
-    return _Session.client is not None
+    return _Session.client is not None and not _forked()
 
 
 def client() -> CoreClient:

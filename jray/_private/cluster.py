@@ -65,8 +65,12 @@ class LocalCluster:
         session = uuid.uuid4().hex[:12]
         base = spill_dir or os.environ.get("JRAY_SPILL_DIR") or tempfile.gettempdir()
         private_spill = make_spill_dir(base, session)
-        session_dir = tempfile.mkdtemp(prefix=f"jray-{session}-")
-        shm.new_session_key(session_dir)
+        try:
+            session_dir = tempfile.mkdtemp(prefix=f"jray-{session}-")
+            shm.new_session_key(session_dir)
+        except BaseException:
+            shutil.rmtree(private_spill, ignore_errors=True)
+            raise
         head_addr = transport.ipc_addr(session_dir, "head.sock")
         node_id = os.urandom(8)
         cl = cls(session, session_dir, head_addr, node_id, f"jray-{session}-", private_spill)
