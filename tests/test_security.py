@@ -367,3 +367,33 @@ def test_repeated_get_shares_one_mapping_until_the_last_view_goes(
     assert not _mapped(path)  # the last view went: unmapped
     d = jray.get(ref, timeout=30)  # and a later get maps it afresh
     assert int(d[-1]) == MiB - 1
+
+
+@pytest.mark.timeout(60)
+def test_pool_file_swapped_after_listing_is_checked_on_its_descriptor(
+        users: dict[str, pwd.struct_passwd], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file that passes the listing but is someone else's by the time it is opened
+    (a race) is unlinked, never written: the check is on the open descriptor."""
+    tag = uuid.uuid4().hex[:8]
+    pool = f"jray-test{tag}-pool-00000000-"
+    planted = shm.segment_path(shm.pool_name(pool, 2 * MiB, 1))
+    name = f"jray-test{tag}-object"
+    with open(planted, "wb") as f:
+        f.write(b"A" * (2 * MiB))
+    os.chown(planted, users["attacker"].pw_uid, users["attacker"].pw_gid)
+    os.chmod(planted, 0o666)
+    keep = os.open(planted, os.O_RDONLY)  # the attacker keeps it open
+    try:
+        monkeypatch.setattr(shm, "pool_entries", lambda prefix: [(os.path.basename(planted),
+                                                                  2 * MiB)])
+        secret = _secret_array(2 * MiB)
+        shm.write_segment(name, b"x", [memoryview(secret)], pool=pool)
+        assert os.pread(keep, 2 * MiB, 0) == b"A" * (2 * MiB)  # not one byte written
+        st = os.stat(shm.segment_path(name))
+        assert st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o600
+        assert st.st_ino != os.fstat(keep).st_ino  # a fresh file, not the planted one
+    finally:
+        os.close(keep)
+        for path in (planted, shm.segment_path(name)):
+            if os.path.exists(path):
+                os.unlink(path)
