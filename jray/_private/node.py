@@ -296,7 +296,7 @@ class NodeDaemon:
         for _ in range(self.min_workers):
             self.spawn()
         parent = self.ns.parent_pid
-        transport.exit_watchdog(parent, lambda: self.stopping, grace_s=5.0)
+        transport.exit_watchdog(parent, lambda: self.stopping, grace_s=10.0)
         head_fd = self._watch(self.ns.head_pid)
         last = time.monotonic()
         while not self.stopping:

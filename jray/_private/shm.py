@@ -62,8 +62,9 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 #: The session key that MACs segment headers (set by ``use_session``).
 _key = b""
 _key_dir = ""
-#: segment name -> (device, inode, mapping) while some view of the mapping lives
+#: segment name -> (device, inode, mapping); the weak reference dies with the last view
 _maps: dict[str, tuple[int, int, weakref.ref[mmap.mmap]]] = {}
+_MAPS_PURGE = 256
 
 
 class Untrusted(Exception):
@@ -319,18 +320,13 @@ def read_segment(name: str) -> tuple[memoryview, list[memoryview]]:
                 raise Untrusted(f"shared-memory segment {name} is truncated "
                                 f"({st.st_size} bytes)")
             m = mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ)
-            _maps[name] = (st.st_dev, st.st_ino, weakref.ref(m, _forget(name)))
+            if len(_maps) >= _MAPS_PURGE:  # drop the entries whose mapping is gone
+                for key in [k for k, v in _maps.items() if v[2]() is None]:
+                    del _maps[key]
+            _maps[name] = (st.st_dev, st.st_ino, weakref.ref(m))
     finally:
         os.close(fd)
     return _parse(memoryview(m), name)
-
-
-def _forget(name: str) -> weakref.CallbackType[mmap.mmap]:  # type: ignore[name-defined]
-    def drop(ref: weakref.ref[mmap.mmap]) -> None:
-        hit = _maps.get(name)
-        if hit is not None and hit[2] is ref:
-            del _maps[name]
-    return drop
 
 
 def read_spilled(path: str, offset: int, size: int) -> tuple[memoryview, list[memoryview]]:
