@@ -3,6 +3,12 @@
 One ``_Session`` per process holds the ``CoreClient`` and, in a driver that
 started an embedded cluster, the ``LocalCluster`` handle. Workers attach
 their own client at start-up so nested tasks use the same API.
+
+A process forked after ``init`` inherits the session but not its threads or
+sockets: there the API raises ``InitError`` (``init()`` in the child starts a
+cluster of its own), and its exit never stops the parent's cluster. A ref of a
+cluster that was shut down raises ``ObjectLostError`` instead of starting a new
+cluster and waiting for it forever.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
-from jray.exceptions import InitError
+from jray.exceptions import InitError, ObjectLostError
 
 #: How long ``shutdown`` waits for its SHUTDOWN to reach a head that is still starting.
 SHUTDOWN_LINGER_MS = 2000
@@ -37,6 +43,44 @@ class _Session:
     is_worker = False
     info: dict[str, Any] = {}
     lock = threading.Lock()
+    #: the process that called ``init`` (a fork of it has another pid)
+    pid = 0
+    #: session directories of clusters this process shut down
+    gone: set[str] = set()
+
+
+def _forked() -> bool:
+    return _Session.client is not None and _Session.pid != os.getpid()
+
+
+def _forget_inherited() -> None:
+    """In a forked child: drop the parent's session without touching it."""
+    _Session.client = None
+    _Session.cluster = None
+    _Session.is_worker = False
+    _Session.info = {}
+
+
+def _fork_error() -> InitError:
+    return InitError(
+        f"this process (pid {os.getpid()}) was forked from the jray driver (pid "
+        f"{_Session.pid}) after jray.init(): it cannot use its parent's cluster; call "
+        f"jray.init() in it to start a cluster of its own, or start child processes with "
+        f"multiprocessing's 'spawn' method"
+    )
+
+
+def _check_session(refs: Sequence[ObjectRef], what: str) -> None:
+    """Raise if a ref belongs to a cluster this process has shut down."""
+    if not _Session.gone:
+        return
+    for r in refs:
+        owner = r.owner
+        if owner.startswith("ipc://") and os.path.dirname(owner[6:]) in _Session.gone:
+            raise ObjectLostError(
+                f"{what}: {r!r} belongs to a jray cluster that was shut down (session "
+                f"{os.path.dirname(owner[6:])}); its objects are gone"
+            )
 
 
 def _detect_gpus() -> int:
@@ -92,6 +136,8 @@ def init(
     if unsupported:
         raise TypeError(f"jray.init() got unknown option(s): {', '.join(sorted(unsupported))}")
     with _Session.lock:
+        if _forked():
+            _forget_inherited()
         if _Session.client is not None:
             if ignore_reinit_error or _Session.is_worker:
                 return _Session.info
@@ -132,6 +178,7 @@ def init(
         )
         _Session.client = client
         _Session.cluster = cluster
+        _Session.pid = os.getpid()
         _Session.info = {
             "address": cluster.head_addr,
             "session_dir": cluster.session_dir,
@@ -145,17 +192,23 @@ def init(
 def _attach_worker(client: CoreClient) -> None:
     _Session.client = client
     _Session.is_worker = True
+    _Session.pid = os.getpid()
     _Session.info = {"node_id": client.node_id.hex(), "worker": True}
 
 
 def shutdown() -> None:
     """Stop every process this driver started and remove its files and memory."""
     with _Session.lock:
+        if _forked():  # never stop (or delete the files of) the parent's cluster
+            _forget_inherited()
+            return
         client, cluster = _Session.client, _Session.cluster
         if client is None or _Session.is_worker:
             return
         _Session.client = None
         _Session.cluster = None
+        if cluster is not None:
+            _Session.gone.add(cluster.session_dir)
         try:
             from jray._private import protocol as P
 
@@ -171,11 +224,13 @@ atexit.register(shutdown)
 
 
 def is_initialized() -> bool:
-    return _Session.client is not None
+    return _Session.client is not None and not _forked()
 
 
 def client() -> CoreClient:
     c = _Session.client
+    if c is not None and _Session.pid != os.getpid():
+        raise _fork_error()
     if c is None:
         init()
         c = _Session.client
@@ -199,8 +254,9 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     """
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"jray.get: timeout must be a number >= 0 or None, got {timeout!r}")
-    c = client()
     if type(refs) is ObjectRef:
+        _check_session((refs,), "jray.get")
+        c = client()
         return c.decode(refs.id, c.get([refs.id], timeout)[0], timeout)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(
@@ -211,6 +267,8 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
             raise TypeError(
                 f"jray.get(): item {i} of the list is a {type(r).__name__}, not an ObjectRef"
             )
+    _check_session(refs, "jray.get")
+    c = client()
     if wait_observer is not None and len(refs) > 1:
         wait_observer(refs, timeout)
     oids = [r.id for r in refs]
@@ -243,6 +301,7 @@ def wait(
         raise ValueError(
             f"jray.wait(): num_returns={num_returns} exceeds the number of refs ({len(refs)})"
         )
+    _check_session(refs, "jray.wait")
     done = client().wait([r.id for r in refs], num_returns, timeout)
     ready: list[ObjectRef] = []
     not_ready: list[ObjectRef] = []

@@ -6,6 +6,12 @@ the node daemon as children of the driver, each in its own session (so a
 notebook interrupt, sent to the kernel's process group, does not reach them)
 and each set to receive SIGTERM if the driver dies. Nothing waits for them to
 come up: ZeroMQ queues the first messages until the head binds.
+
+Everything the session keeps on disk lives in private directories made with
+``mkdtemp`` (mode 0700, a fresh random name): the session directory (sockets,
+logs and ``session.key``, the key that authenticates segment headers) and a
+spill directory inside ``spill_dir``. Only the process that started the
+cluster stops it (a forked child never does).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from jray._private import shm, transport
-from jray.exceptions import ClusterError
+from jray.exceptions import ClusterError, InitError
 
 #: Every cluster this process started (tests check that each left nothing behind).
 STARTED: list[LocalCluster] = []
@@ -44,7 +50,9 @@ class LocalCluster:
     head_addr: str
     node_id: bytes
     shm_prefix: str
+    spill_dir: str = ""
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pid: int = field(default_factory=os.getpid)
 
     @classmethod
     def start(
@@ -55,10 +63,17 @@ class LocalCluster:
         spill_dir: str | None = None,
     ) -> LocalCluster:
         session = uuid.uuid4().hex[:12]
-        session_dir = tempfile.mkdtemp(prefix=f"jray-{session}-")
+        base = spill_dir or os.environ.get("JRAY_SPILL_DIR") or tempfile.gettempdir()
+        private_spill = make_spill_dir(base, session)
+        try:
+            session_dir = tempfile.mkdtemp(prefix=f"jray-{session}-")
+            shm.new_session_key(session_dir)
+        except BaseException:
+            shutil.rmtree(private_spill, ignore_errors=True)
+            raise
         head_addr = transport.ipc_addr(session_dir, "head.sock")
         node_id = os.urandom(8)
-        cl = cls(session, session_dir, head_addr, node_id, f"jray-{session}-")
+        cl = cls(session, session_dir, head_addr, node_id, f"jray-{session}-", private_spill)
         STARTED.append(cl)
         env = _child_env()
         me = str(os.getpid())
@@ -76,7 +91,7 @@ class LocalCluster:
             "--head", head_addr, "--node-id", node_id.hex(), "--session-dir", session_dir,
             "--shm-prefix", cl.shm_prefix,
             "--resources", json.dumps({**resources, "_object_store_memory": object_store_memory}),
-            "--spill-dir", spill_dir or os.environ.get("JRAY_SPILL_DIR") or tempfile.gettempdir(),
+            "--spill-dir", private_spill, "--head-pid", str(cl.procs["head"].pid),
             "--num-workers", str(num_workers), "--parent-pid", me, "--owns-session-dir",
         ])
         return cl
@@ -104,6 +119,8 @@ class LocalCluster:
         which it never hears if it had not registered yet (a shutdown right after
         init), so it gets ``grace`` seconds after the head is gone, then SIGTERM.
         """
+        if os.getpid() != self.pid:
+            return  # a forked child: the cluster belongs to the parent
         deadline = time.monotonic() + timeout
         head = self.procs.get("head")
         if head is not None:
@@ -125,3 +142,29 @@ class LocalCluster:
                 proc.wait()
         shm.cleanup(self.shm_prefix)
         shutil.rmtree(self.session_dir, ignore_errors=True)
+        if self.spill_dir:
+            shutil.rmtree(self.spill_dir, ignore_errors=True)
+
+
+def make_spill_dir(base: str, session: str) -> str:
+    """The session's private spill directory inside ``base`` (``init(spill_dir=)``).
+
+    ``base`` must be a directory this user can write (it is made if missing); the
+    spill files go into a fresh ``mkdtemp`` directory in it (mode 0700), so a
+    ``base`` that others can write (like /tmp) exposes nothing.
+    """
+    what = f"jray.init: spill_dir {base!r}"
+    if os.path.exists(base) and not os.path.isdir(base):
+        raise InitError(f"{what} is not a directory")
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise InitError(f"{what} does not exist and cannot be made: {exc}") from None
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise InitError(f"{what} is not writable by this user")
+    try:
+        path = tempfile.mkdtemp(prefix=f"jray-spill-{session}-", dir=base)
+        shm.check_private_dir(path, "spill directory")
+    except (OSError, shm.Untrusted) as exc:
+        raise InitError(f"{what}: cannot make a private directory in it: {exc}") from None
+    return path

@@ -17,7 +17,6 @@ The client is not re-entrant across threads: one lock guards its sockets.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
@@ -29,9 +28,10 @@ from typing import Any
 
 import zmq
 
+from jray import exceptions as E
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import transport
+from jray._private import shm, transport
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
 from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, SerializationError
@@ -43,6 +43,8 @@ COALESCE_DELAY_S = 0.0003
 COALESCE_MAX = 128
 SETTLE_INTERVAL_S = 0.1
 SUBSCRIBE_OWNED_AFTER_S = 0.5
+#: The longest a writer waits for the head to grant room in the store (it may spill).
+RESERVE_TIMEOUT_S = 120.0
 
 
 class CoreClient:
@@ -58,6 +60,7 @@ class CoreClient:
         is_worker: bool = False,
         check_alive: Callable[[], None] | None = None,
     ) -> None:
+        shm.use_session(session_dir)  # the key that authenticates segment headers
         self.ctx = transport.new_context()
         self.ident = ident
         self.head = transport.dealer(self.ctx, head_addr, ident)
@@ -376,14 +379,22 @@ class CoreClient:
             oid = self.ids.put_id()
             contained: list[bytes] = []
             self.rt.capture = contained
+            granted: list[int] = []
+
+            def reserve(size: int) -> None:
+                self.reserve(oid, size)
+                granted.append(size)
+
             try:
                 name = self.shm_prefix + oid.hex()
-                reserve = functools.partial(self.reserve, oid)
                 if _data is not None:
                     loc = S.write_parts(_data[0], _data[1], name, self.node_id, reserve)
                 else:
                     loc = S.encode(value, name, self.node_id, reserve)
             except Exception as exc:
+                if granted:  # room was granted but nothing was stored: give it back
+                    self.to_head.append((P.UNRESERVE, oid, self.node_id))
+                    self.flush()
                 if isinstance(exc, JrayError):
                     raise
                 raise SerializationError(
@@ -423,6 +434,10 @@ class CoreClient:
                     with self.lock:
                         self.to_head.append((P.RESTORED, loc[4], 1))
                 return value
+            except shm.Untrusted as exc:
+                raise ObjectLostError(
+                    f"object {oid.hex()} cannot be read back: {exc}; it is treated as lost"
+                ) from None
             except S.SegmentMissing:
                 with self.lock:
                     self.cache.pop(oid, None)
@@ -437,17 +452,32 @@ class CoreClient:
                             self.cache.pop(oid, None)
         raise ObjectLostError(f"object {oid.hex()} kept moving or vanishing; giving up")
 
+    def _ask(self, make: Callable[[int], P.Msg], timeout: float) -> tuple[bool, Any]:
+        """Send ``make(request id)`` to the head: (True, reply), or (False, None) on timeout."""
+        self._req += 1
+        req = self._req
+        self.to_head.append(make(req))
+        self.flush()
+        deadline = time.monotonic() + timeout
+        while req not in self.state_replies:
+            if time.monotonic() > deadline:
+                return False, None
+            if not self.poll(100) and self.check_alive is not None:
+                self.check_alive()
+        return True, self.state_replies.pop(req)
+
     def reserve(self, oid: bytes, size: int) -> None:
         """Wait until the node's store has room for ``size`` bytes (it may spill)."""
         with self.lock:
-            self._req += 1
-            req = self._req
-            self.to_head.append((P.RESERVE, req, oid, size, self.node_id))
-            self.flush()
-            while req not in self.state_replies:
-                if not self.poll(100) and self.check_alive is not None:
-                    self.check_alive()
-            err = self.state_replies.pop(req)
+            ok, err = self._ask(lambda req: (P.RESERVE, req, oid, size, self.node_id),
+                                RESERVE_TIMEOUT_S)
+            if not ok:
+                self.to_head.append((P.UNRESERVE, oid, self.node_id))
+                self.flush()
+                raise E.ClusterError(
+                    f"put: the head did not grant room for {size:,} bytes in "
+                    f"{RESERVE_TIMEOUT_S} s (RESERVE_TIMEOUT_S); it is stuck or gone"
+                )
         if err is not None:
             S.decode(err)  # raises the ObjectStoreFullError it carries
 
@@ -515,22 +545,13 @@ class CoreClient:
 
     def query(self, kind: str, arg: Any = None, timeout: float = 30.0) -> Any:
         with self.lock:
-            self._req += 1
-            req = self._req
-            self.to_head.append((P.STATE, req, kind, arg))
-            self.flush()
-            deadline = time.monotonic() + timeout
-            while req not in self.state_replies:
-                if time.monotonic() > deadline:
-                    raise GetTimeoutError(
-                        f"the head did not answer a {kind!r} query in {timeout} s"
-                    )
-                if not self.poll(100) and self.check_alive is not None:
-                    self.check_alive()
-            status, payload = self.state_replies.pop(req)
-            if status != "ok":
-                raise JrayError(f"state query {kind!r} failed in the head: {payload}")
-            return payload
+            ok, reply = self._ask(lambda req: (P.STATE, req, kind, arg), timeout)
+        if not ok:
+            raise GetTimeoutError(f"the head did not answer a {kind!r} query in {timeout} s")
+        status, payload = reply
+        if status != "ok":
+            raise JrayError(f"state query {kind!r} failed in the head: {payload}")
+        return payload
 
     def close(self, linger_ms: int = 0) -> None:
         """Close the sockets; ``linger_ms`` lets messages to the head still in flight

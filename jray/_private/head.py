@@ -11,7 +11,10 @@
        └─ send one frame per identity, then poll again
 
 The head exits when a driver asks for SHUTDOWN, when its parent (the driver
-that started an embedded cluster) dies, or on SIGTERM.
+that started an embedded cluster) dies, or on SIGTERM; a watchdog thread ends
+it if its loop does not get there within 2 s. A message that is not
+``[identity, one frame]`` (any local process of this user can reach the socket)
+is dropped whole and counted (``malformed``), never half-read.
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     shutdown_at: float | None = None
     poller = zmq.Poller()
     poller.register(sock, zmq.POLLIN)
+    transport.exit_watchdog(parent_pid, lambda: stop or sched.shutdown_requested)
+    malformed = 0
     handle_many = sched.handle_many
-    recv = sock.recv
+    recv = sock.recv_multipart
     send = sock.send
     unpack = P.unpack
     pack = P.pack
@@ -64,10 +69,16 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
             # drain until EAGAIN: no per-message getsockopt(EVENTS) (it builds an enum)
             for _ in range(MAX_DRAIN):
                 try:
-                    ident = recv(NOBLOCK)
+                    parts = recv(NOBLOCK)
                 except zmq.Again:
                     break
-                frame = recv()
+                if len(parts) != 2:
+                    malformed += 1
+                    if malformed <= 10 or malformed % 1000 == 0:
+                        log.warning("dropped a malformed message (%d parts, not 2) from %r; "
+                                    "%d malformed so far", len(parts), parts[0][:32], malformed)
+                    continue
+                ident, frame = parts
                 try:
                     handle_many(ident, unpack(frame))
                 except Exception:  # one bad message must not take the cluster down

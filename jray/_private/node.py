@@ -59,7 +59,10 @@ class NodeDaemon:
         self.counter = 0
         self.min_workers = ns.num_workers
         self.stopping = False
-        self.spill_dir = os.path.join(ns.spill_dir, f"jray-spill-{ns.shm_prefix.strip('-')}")
+        #: a private directory (0700) the driver made for this session (see cluster.py);
+        #: spill files are created in it through ``spill_dfd`` (openat), exclusively
+        self.spill_dir = ns.spill_dir
+        self.spill_dfd: int | None = None
         self.spill_fd: int | None = None
         self.spill_path = ""
         self.spill_pos = 0
@@ -196,38 +199,75 @@ class NodeDaemon:
 
         Segments some process has mapped (a live array) are refused: spilling
         them would free nothing.
+
+        A write that fails (disk full, read-only, the directory gone) is undone
+        and reported with its reason: that object and the rest stay in memory,
+        and the head fails the reservations that needed the room.
         """
         mapped = shm.mapped_names(self.ns.shm_prefix)
         spilled: list[tuple[bytes, P.Loc]] = []
         refused: list[bytes] = []
+        failed: list[bytes] = []
+        error: str | None = None
         for oid, name, _size in victims:
+            if error is not None:
+                failed.append(oid)
+                continue
             if name in mapped:
                 refused.append(oid)
                 continue
-            if self.spill_fd is None or self.spill_pos >= self.SPILL_FILE_MAX:
-                self._new_spill_file()
-            assert self.spill_fd is not None
             try:
+                if self.spill_fd is None or self.spill_pos >= self.SPILL_FILE_MAX:
+                    self._new_spill_file()
+                assert self.spill_fd is not None
                 size = shm.copy_to(name, self.spill_fd, self.spill_pos)
             except FileNotFoundError:
                 refused.append(oid)
+                continue
+            except (OSError, shm.Untrusted) as exc:
+                error = f"spilling to {self.spill_dir} failed ({exc})"
+                log.error("%s", error)
+                failed.append(oid)
+                self._undo_partial()
                 continue
             spilled.append((oid, (P.LOC_SPILLED, self.spill_path, self.spill_pos, size,
                                   self.node_id)))
             self.spill_live[self.spill_path] = self.spill_live.get(self.spill_path, 0) + size
             self.spill_pos += size
             shm.unlink(name)
-        transport.send_batch(self.sock, [(P.SPILLED, self.node_id, spilled, refused)])
+        transport.send_batch(self.sock, [(P.SPILLED, self.node_id, spilled, refused,
+                                          failed, error)])
+
+    def _undo_partial(self) -> None:
+        """Give back the disk space of a copy that failed halfway."""
+        if self.spill_fd is not None:
+            try:
+                os.ftruncate(self.spill_fd, self.spill_pos)
+            except OSError:
+                pass
 
     def _new_spill_file(self) -> None:
         if self.spill_fd is not None:
             os.close(self.spill_fd)
+            self.spill_fd = None
             if self.spill_live.get(self.spill_path, 0) <= 0:
                 self._remove_spill_file(self.spill_path)
-        os.makedirs(self.spill_dir, exist_ok=True)
+        if self.spill_dfd is None:
+            # the directory the driver made, checked on its descriptor: ours, 0700
+            dfd = os.open(self.spill_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                st = os.fstat(dfd)
+                if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                    raise shm.Untrusted(f"spill directory {self.spill_dir} is not private "
+                                        f"(uid {st.st_uid}, mode {st.st_mode & 0o777:04o})")
+            except BaseException:
+                os.close(dfd)
+                raise
+            self.spill_dfd = dfd
         self.spill_count += 1
-        self.spill_path = os.path.join(self.spill_dir, f"spill-{self.spill_count:05d}.bin")
-        self.spill_fd = os.open(self.spill_path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        name = f"spill-{self.spill_count:05d}.bin"
+        self.spill_fd = shm.create_private(name, dir_fd=self.spill_dfd)
+        self.spill_path = os.path.join(self.spill_dir, name)
         self.spill_pos = 0
 
     def spill_free(self, items: list[tuple[str, int]]) -> None:
@@ -237,14 +277,15 @@ class NodeDaemon:
             if left <= 0 and path != self.spill_path:
                 self._remove_spill_file(path)
             elif left <= 0 and self.spill_fd is not None:  # the open file emptied: restart it
-                os.ftruncate(self.spill_fd, 0)
                 self.spill_pos = 0
+                self._undo_partial()
 
     def _remove_spill_file(self, path: str) -> None:
         self.spill_live.pop(path, None)
         try:
-            os.unlink(path)
-        except FileNotFoundError:
+            if self.spill_dfd is not None:
+                os.unlink(os.path.basename(path), dir_fd=self.spill_dfd)
+        except OSError:
             pass
 
     def run(self) -> None:
@@ -255,10 +296,15 @@ class NodeDaemon:
         for _ in range(self.min_workers):
             self.spawn()
         parent = self.ns.parent_pid
+        transport.exit_watchdog(parent, lambda: self.stopping, grace_s=10.0)
+        head_fd = self._watch(self.ns.head_pid)
         last = time.monotonic()
         while not self.stopping:
             for item, _ in self.poller.poll(500):
-                if item is self.sock:
+                if item == head_fd and head_fd is not None:
+                    log.warning("the head (pid %d) exited; node exits", self.ns.head_pid)
+                    self.stopping = True
+                elif item is self.sock:
                     while True:
                         try:
                             frame = self.sock.recv(zmq.NOBLOCK)
@@ -291,6 +337,19 @@ class NodeDaemon:
                     break
         self.stop()
 
+    def _watch(self, pid: int | None) -> int | None:
+        """A pidfd of ``pid`` in the poller (readable once it exits), or None."""
+        if pid is None or not hasattr(os, "pidfd_open"):
+            return None
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # already gone
+            log.warning("the head (pid %d) is gone; node exits", pid)
+            self.stopping = True
+            return None
+        self.poller.register(fd, zmq.POLLIN)
+        return fd
+
     def stop(self) -> None:
         self.stopping = True
         procs = [*self.procs.values(), *(proc for _, proc in self.actors.values())]
@@ -305,8 +364,10 @@ class NodeDaemon:
                 proc.kill()
                 proc.wait()
         shm.cleanup(self.ns.shm_prefix)
-        if self.spill_fd is not None:
-            os.close(self.spill_fd)
+        for fd in (self.spill_fd, self.spill_dfd):
+            if fd is not None:
+                os.close(fd)
+        self.spill_fd = self.spill_dfd = None
         shutil.rmtree(self.spill_dir, ignore_errors=True)
         self.sock.close(0)
         self.ctx.term()
@@ -323,8 +384,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--resources", required=True, help="JSON dict of resource totals")
     ap.add_argument("--num-workers", type=int, required=True)
     ap.add_argument("--parent-pid", type=int, default=None)
+    ap.add_argument("--head-pid", type=int, default=None, help="exit when it exits")
     ap.add_argument("--owns-session-dir", action="store_true")
-    ap.add_argument("--spill-dir", required=True, help="directory for spill files")
+    ap.add_argument("--spill-dir", required=True,
+                    help="the session's private directory (0700) for spill files")
     ap.add_argument("--log", default=None)
     ns = ap.parse_args(argv)
     logging.basicConfig(

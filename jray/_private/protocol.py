@@ -58,6 +58,9 @@ UNBORROW = 10
 RESERVE = 11
 #: (LOST, oid, loc_seen)  the object's bytes were not where loc_seen says
 LOST = 12
+#: (UNRESERVE, oid, node_id)  a granted (or still pending) reservation that will not be
+#: written (the write failed or the writer stopped waiting)
+UNRESERVE = 13
 
 # --- worker -> head ----------------------------------------------------------
 #: (WORKER_READY, node_id, pid, result_addr)
@@ -84,7 +87,8 @@ NODE_REGISTER = 30
 WORKER_DIED = 31
 #: (WORKER_SPAWNED, worker_id, pid)
 WORKER_SPAWNED = 32
-#: (SPILLED, node_id, [(oid, spilled_loc), ...], [oid refused because mapped, ...])
+#: (SPILLED, node_id, [(oid, spilled_loc), ...], [oid refused because mapped, ...],
+#:  [oid not spilled because writing failed, ...], error: str | None)
 SPILLED = 33
 #: (RESTORED, node_id, count)  a reader read spilled objects back
 RESTORED = 34

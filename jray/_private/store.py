@@ -54,7 +54,8 @@ class NodeStore:
 
     __slots__ = ("capacity", "used", "reserved", "spilling", "spilled_bytes", "lru",
                  "pending", "spills", "restores", "evictions", "reservations",
-                 "pool", "pooled", "pool_cap", "trimming", "pool_inflight", "pool_acked")
+                 "pool", "pooled", "pool_cap", "trimming", "pool_inflight", "pool_acked",
+                 "spill_error")
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -81,6 +82,9 @@ class NodeStore:
         #: sizes of POOL messages the node has not reported handling yet; how many it has
         self.pool_inflight: deque[int] = deque()
         self.pool_acked = 0
+        #: why the node's last spill failed (disk full, read-only...): the reservations
+        #: that need room fail with it instead of asking for another spill at once
+        self.spill_error: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -106,6 +110,7 @@ class StorePolicy:
         sched.register(P.LOST, self.on_lost)
         sched.register(P.RESTORED, self.on_restored)
         sched.register(P.POOL_STATE, self.on_pool_state)
+        sched.register(P.UNRESERVE, self.on_unreserve)
 
     def add_node(self, node: Node, capacity: int) -> None:
         self.stores[node.node_id] = NodeStore(capacity)
@@ -115,7 +120,13 @@ class StorePolicy:
     # --- accounting hooks called by the scheduler ----------------------------------
     def added(self, obj: Obj) -> None:
         loc = obj.loc
-        if loc is None or loc[0] != P.LOC_SHM:
+        if loc is None:
+            return
+        if loc[0] != P.LOC_SHM:  # e.g. an error stored instead of a reserved result
+            for node_id, node_st in self.stores.items():
+                if obj.oid in node_st.reservations:
+                    self._release(node_st, obj.oid)
+                    self._grant(node_id)
             return
         st = self.stores.get(loc[3])
         if st is None:
@@ -229,7 +240,23 @@ class StorePolicy:
         if st.pending:
             self._make_room(node_id, st)
 
+    def on_unreserve(self, sender: bytes, msg: P.Msg) -> None:
+        """A writer will not write what it reserved (its write failed, or it gave up)."""
+        _, oid, node_id = msg
+        st = self.stores.get(node_id)
+        if st is None:  # still waiting for its node to register
+            early = self.early.get(node_id, [])
+            early[:] = [e for e in early if not (e[0] == sender and e[1][2] == oid)]
+            return
+        st.pending = [p for p in st.pending if not (p[0] == sender and p[2] == oid)]
+        self._release(st, oid)
+        self._grant(node_id)
+
     def _make_room(self, node_id: bytes, st: NodeStore) -> None:
+        if st.spill_error is not None:
+            why, st.spill_error = st.spill_error, None
+            self._fail_pending(st, why)
+            return
         need = st.used + st.reserved + sum(p[3] for p in st.pending) - st.capacity
         need -= sum(st.lru.get(oid, 0) for oid in st.spilling)
         if need <= 0:
@@ -268,8 +295,11 @@ class StorePolicy:
         st.pending.clear()
 
     def on_spilled(self, sender: bytes, msg: P.Msg) -> None:
-        _, node_id, spilled, refused = msg
+        _, node_id, spilled, refused, failed, error = msg
         st = self.stores[node_id]
+        for oid in failed:  # still in shared memory: it stays there
+            st.spilling.discard(oid)
+        st.spill_error = error
         now = time.monotonic()
         for oid, loc in spilled:
             st.spilling.discard(oid)
@@ -289,6 +319,7 @@ class StorePolicy:
             st.spilling.discard(oid)
             self.mapped_at[oid] = now
         self._grant(node_id)
+        st.spill_error = None
 
     def on_pool_state(self, sender: bytes, msg: P.Msg) -> None:
         st = self.stores.get(msg[1])

@@ -14,8 +14,12 @@ what they have and send one frame per peer.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import signal
+import threading
+import time
+from collections.abc import Callable
 
 import zmq
 
@@ -87,3 +91,31 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def exit_watchdog(parent_pid: int | None, stopping: Callable[[], bool],
+                  grace_s: float = 2.0) -> threading.Thread:
+    """Make sure a daemon exits, whatever its main loop is doing.
+
+    A thread checks every 0.25 s whether the parent is gone or ``stopping()``
+    holds; if the process is still alive ``grace_s`` seconds later (its main
+    loop is stuck), it ends it with ``os._exit``. The main loop's own clean
+    exit (files removed) comes first whenever it can.
+    """
+    def watch() -> None:
+        since: float | None = None
+        while True:
+            time.sleep(0.25)
+            gone = parent_pid is not None and os.getppid() != parent_pid
+            if since is None and (gone or stopping()):
+                since = time.monotonic()
+            if since is not None and time.monotonic() - since > grace_s:
+                logging.getLogger("jray").error(
+                    "pid %d did not exit %.1f s after it was told to (or its parent "
+                    "died); exiting now", os.getpid(), grace_s)
+                logging.shutdown()
+                os._exit(3)
+
+    thread = threading.Thread(target=watch, name="jray-exit-watchdog", daemon=True)
+    thread.start()
+    return thread
