@@ -69,6 +69,7 @@ from jray._private import actor_protocol as A
 from jray._private import serialization as S
 from jray._private.actor_executor import ExitActor
 from jray._private.object_ref import ObjectRef
+from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import SerializationError
 from jray.remote_function import demand_of, validate_options
 
@@ -129,8 +130,9 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
         raise ValueError(f"{where}: get_if_exists=True needs a name")
 
 
-def _methods(cls: type) -> tuple[dict[str, int], bool]:
+def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], bool]:
     methods: dict[str, int] = {}
+    params: dict[str, Params | None] = {}
     is_async = False
     for name in dir(cls):
         if name.startswith("__") and name.endswith("__"):
@@ -140,8 +142,23 @@ def _methods(cls: type) -> tuple[dict[str, int], bool]:
         if not inspect.isfunction(fn):
             continue
         methods[name] = int(getattr(fn, "__jray_num_returns__", 1))
+        params[name] = params_of(fn, skip_first=not isinstance(attr, staticmethod))
         is_async = is_async or inspect.iscoroutinefunction(fn)
-    return methods, is_async
+    return methods, params, is_async
+
+
+#: argument checks of actor methods, shared by every handle of one class
+_CHECKS: dict[tuple[str, str, Params | None], ArgCheck] = {}
+
+
+def _method_check(class_name: str, name: str, params: Any) -> ArgCheck:
+    if params is not None:
+        params = tuple(tuple(p) for p in params)
+    key = (class_name, name, params)
+    check = _CHECKS.get(key)
+    if check is None:
+        check = _CHECKS[key] = ArgCheck(f"{class_name}.{name}.remote()", params)
+    return check
 
 
 class _ClassCode:
@@ -149,7 +166,8 @@ class _ClassCode:
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
-        self.methods, self.is_async = _methods(cls)
+        self.methods, self.params, self.is_async = _methods(cls)
+        self.check_init = check_of(f"{cls.__name__}.remote()", cls)
         self._blob: bytes | None = None
 
     def blob(self) -> bytes:
@@ -182,8 +200,10 @@ class ActorClass:
         return ActorClass(self._cls, {**self._options, **opts}, self._code)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Start the actor; ``TypeError`` at once if the arguments do not fit ``__init__``."""
         opts = self._options
         code = self._code
+        code.check_init(args, kwargs)
         ckpt_n = int(opts.get("checkpoint_interval") or 0)
         ckpt_s = float(opts.get("checkpoint_interval_s") or 0.0)
         if (ckpt_n or ckpt_s) and not (hasattr(self._cls, "__jray_checkpoint__")
@@ -200,6 +220,7 @@ class ActorClass:
             "methods": code.methods,
             "max_task_retries": int(opts.get("max_task_retries") or 0),
             "is_async": code.is_async,
+            "params": code.params,
         }
         name = opts.get("name")
         detached = opts.get("lifetime") == "detached"
@@ -254,17 +275,20 @@ class ActorClass:
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
-    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries")
+    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
-                 retries: int) -> None:
+                 retries: int, check: ArgCheck) -> None:
         self._actor_id = actor_id
         self._class = class_name
         self._name = name
         self._num_returns = num_returns
         self._retries = retries
+        self._check = check
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Send the call; ``TypeError`` at once if the arguments do not fit the method."""
+        self._check(args, kwargs)
         refs = actor_client.current().call(self._actor_id, self._name, args, kwargs,
                                            self._num_returns, self._retries)
         return refs[0] if self._num_returns == 1 else refs
@@ -277,7 +301,8 @@ class ActorMethod:
             return self
         if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
             raise ValueError(f"num_returns must be an int >= 1, got {num_returns!r}")
-        return ActorMethod(self._actor_id, self._class, self._name, num_returns, self._retries)
+        return ActorMethod(self._actor_id, self._class, self._name, num_returns, self._retries,
+                           self._check)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -318,9 +343,11 @@ class ActorHandle:
                     f"actor class {self._meta['class_name']} has no method {name!r} "
                     f"(its methods: {known})"
                 )
+            cls_name = self._meta["class_name"]
+            params = self._meta.get("params", {}).get(name)
             m = self._methods[name] = ActorMethod(
-                self._actor_id, self._meta["class_name"], name, n,
-                self._meta["max_task_retries"])
+                self._actor_id, cls_name, name, n, self._meta["max_task_retries"],
+                _method_check(cls_name, name, params))
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -98,6 +98,8 @@ class ActorMeta(TypedDict):
     methods: dict[str, int]  # method name -> num_returns
     max_task_retries: int
     is_async: bool
+    #: method name -> its parameters (``signature.Params``, ``self`` dropped; None: unknown)
+    params: dict[str, Any]
 
 
 class ActorSpec(TypedDict):
