@@ -44,25 +44,60 @@ class _Default:
 class ArgCheck:
     """Raises ``TypeError`` naming ``where`` when arguments do not fit the parameters."""
 
-    __slots__ = ("where", "params", "min_pos", "max_pos", "_sig")
+    __slots__ = ("where", "params", "min_pos", "max_pos", "need_kw", "names", "required",
+                 "var_kw", "_sig")
 
     def __init__(self, where: str, params: Params | None) -> None:
         self.where = where
         self.params = params
         self._sig: inspect.Signature | None = None
+        #: keyword-passable name -> its position (keyword-only: _NO_LIMIT)
+        self.names: dict[str, int] = {}
+        #: required parameters as (name, position); positional-only ones have no name
+        self.required: list[tuple[str | None, int]] = []
+        self.var_kw = True
+        self.need_kw = False
         if params is None:  # unknown signature: accept anything
             self.min_pos, self.max_pos = 0, _NO_LIMIT
             return
-        positional = [p for p in params if p[1] in (0, 1)]
-        required_kw_only = any(p[1] == 3 and not p[2] for p in params)
-        self.min_pos = sum(1 for p in positional if not p[2])
-        self.max_pos = _NO_LIMIT if any(p[1] == 2 for p in params) else len(positional)
-        if required_kw_only:  # a call without keywords can never fit: always bind
-            self.min_pos, self.max_pos = 1, 0
+        pos = 0
+        for name, kind, has_default in params:
+            if kind in (0, 1):
+                if kind == 1:
+                    self.names[name] = pos
+                if not has_default:
+                    self.required.append((name if kind == 1 else None, pos))
+                pos += 1
+            elif kind == 3:
+                self.names[name] = _NO_LIMIT
+                if not has_default:
+                    self.required.append((name, _NO_LIMIT))
+                    self.need_kw = True
+        self.var_kw = any(p[1] == 4 for p in params)
+        self.min_pos = sum(1 for _, p in self.required if p != _NO_LIMIT)
+        self.max_pos = _NO_LIMIT if any(p[1] == 2 for p in params) else pos
 
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not kwargs and self.min_pos <= len(args) <= self.max_pos:
-            return
+        n = len(args)
+        if not kwargs:
+            if self.min_pos <= n <= self.max_pos and not self.need_kw:
+                return
+        elif n <= self.max_pos:  # the same rules as Python's, without building a binding
+            names = self.names
+            for key in kwargs:
+                at = names.get(key)
+                if (at is None and not self.var_kw) or (at is not None and at < n):
+                    break  # unknown, or also given by position
+            else:
+                for name, at in self.required:
+                    if at >= n and name not in kwargs:
+                        break
+                else:
+                    return
+        self._bind(args, kwargs)
+
+    def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The slow path: Python's own binding, for its error message."""
         if self.params is None:
             return
         sig = self._sig
