@@ -60,6 +60,7 @@ later calls run in order. A call that already finished is not affected.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -116,8 +117,10 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
     _int_opt(where, opts, "max_concurrency", 1)
     _int_opt(where, opts, "checkpoint_interval", 0)
     t = opts.get("checkpoint_interval_s")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0):
-        raise ValueError(f"{where}: checkpoint_interval_s must be a number >= 0, got {t!r}")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
+                          or not math.isfinite(t) or t < 0):
+        raise ValueError(f"{where}: checkpoint_interval_s must be a finite number >= 0, "
+                         f"got {t!r}")
     life = opts.get("lifetime")
     if life not in (None, "detached", "non_detached"):
         raise ValueError(f"{where}: lifetime must be 'detached' or None, got {life!r}")

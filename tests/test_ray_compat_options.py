@@ -47,3 +47,12 @@ def test_init_refuses_nan_and_inf_counts(amount: float) -> None:
     with pytest.raises(ValueError, match="resource 'widget'"):
         ray.init(resources={"widget": amount})
     assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("amount", [math.nan, math.inf, -1.0])
+def test_bad_checkpoint_interval_is_refused(amount: float) -> None:
+    class C:
+        pass
+
+    with pytest.raises(ValueError, match="checkpoint_interval_s must be a finite number"):
+        ray.remote(checkpoint_interval_s=amount)(C)
