@@ -83,6 +83,12 @@ class AsyncWaiter:
         """Submits a task and awaits it, while another call of this actor awaits."""
         return int(await add.remote(x, 1))
 
+    def plain_returns_a_ref(self) -> Any:
+        return ray.put("inner")
+
+    async def async_returns_a_ref(self) -> Any:
+        return ray.put("inner")
+
     async def catch(self) -> str:
         try:
             await fails.remote()
@@ -311,6 +317,15 @@ def test_async_actor_awaits_refs(cluster: dict[str, object]) -> None:
     assert ray.get(actor.await_all.remote(refs), timeout=60) == [1, 2, 3, 4]
     assert ray.get(actor.await_one.remote([ray.put([1, 2])]), timeout=60) == [1, 2]
     assert ray.get(actor.catch.remote(), timeout=60) == "ValueError:bad value"
+
+
+def test_a_method_that_returns_a_ref_returns_the_ref(cluster: dict[str, object]) -> None:
+    """Refs being awaitable must not make an async actor await what a method returns."""
+    actor = AsyncWaiter.remote()
+    for call in (actor.plain_returns_a_ref, actor.async_returns_a_ref):
+        inner = ray.get(call.remote(), timeout=60)
+        assert isinstance(inner, ray.ObjectRef)
+        assert ray.get(inner, timeout=60) == "inner"
 
 
 def test_async_actor_keeps_running_while_a_call_awaits_a_ref(cluster: dict[str, object],

@@ -409,7 +409,8 @@ class AsyncMode:
         try:
             fn, args, kwargs = runner.prepare(msg)
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            # an ObjectRef is awaitable too, but a method that returns one returns the ref
+            if inspect.isawaitable(result) and type(result) is not ObjectRef:
                 result = await result
         except BaseException as exc:  # user code
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
