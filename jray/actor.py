@@ -83,17 +83,31 @@ ASYNC_DEFAULT_CONCURRENCY = 1000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def method(*args: Any, num_returns: int | None = None, **unknown: Any) -> Any:
-    """Options of one actor method: ``@jray.method(num_returns=2)``."""
-    if args or unknown:
+def method(*args: Any, num_returns: int | None = None, max_task_retries: int | None = None,
+           **unknown: Any) -> Any:
+    """Options of one actor method: ``@jray.method(num_returns=2, max_task_retries=1)``.
+
+    ``num_returns``: how many refs a call returns. ``max_task_retries`` (-1:
+    forever): calls of this method in flight when the actor died are sent again
+    to the restarted actor, overriding the actor's ``max_task_retries``. Used
+    bare (``@jray.method``) it changes nothing, as in Ray.
+    """
+    if len(args) == 1 and callable(args[0]) and num_returns is None \
+            and max_task_retries is None and not unknown:
+        return args[0]
+    if args:
         raise TypeError("jray.method takes keyword options only, e.g. @jray.method(num_returns=2)")
-    if num_returns is not None and (isinstance(num_returns, bool) or not isinstance(
-            num_returns, int) or num_returns < 1):
-        raise ValueError(f"jray.method: num_returns must be an int >= 1, got {num_returns!r}")
+    if unknown:
+        raise ValueError(f"jray.method: unknown option(s) {', '.join(sorted(unknown))}; "
+                         f"valid options are max_task_retries, num_returns")
+    _int_opt("jray.method", {"num_returns": num_returns}, "num_returns", 1)
+    _int_opt("jray.method", {"max_task_retries": max_task_retries}, "max_task_retries", -1)
 
     def decorate(fn: F) -> F:
         if num_returns is not None:
             fn.__jray_num_returns__ = num_returns  # type: ignore[attr-defined]
+        if max_task_retries is not None:
+            fn.__jray_max_task_retries__ = max_task_retries  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -133,9 +147,10 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
         raise ValueError(f"{where}: get_if_exists=True needs a name")
 
 
-def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], bool]:
+def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[str, int], bool]:
     methods: dict[str, int] = {}
     params: dict[str, Params | None] = {}
+    retries: dict[str, int] = {}  # methods with a max_task_retries of their own
     is_async = False
     for name in dir(cls):
         if name.startswith("__") and name.endswith("__"):
@@ -146,8 +161,10 @@ def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], bool]
             continue
         methods[name] = int(getattr(fn, "__jray_num_returns__", 1))
         params[name] = params_of(fn, skip_first=not isinstance(attr, staticmethod))
+        if hasattr(fn, "__jray_max_task_retries__"):
+            retries[name] = int(fn.__jray_max_task_retries__)
         is_async = is_async or inspect.iscoroutinefunction(fn)
-    return methods, params, is_async
+    return methods, params, retries, is_async
 
 
 #: argument checks of actor methods, shared by every handle of one class
@@ -169,7 +186,7 @@ class _ClassCode:
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
-        self.methods, self.params, self.is_async = _methods(cls)
+        self.methods, self.params, self.retries, self.is_async = _methods(cls)
         self.check_init = check_of(f"{cls.__name__}.remote()", cls)
         self._blob: bytes | None = None
 
@@ -224,6 +241,7 @@ class ActorClass:
             "max_task_retries": int(opts.get("max_task_retries") or 0),
             "is_async": code.is_async,
             "params": code.params,
+            "retries": code.retries,
         }
         name = opts.get("name")
         detached = opts.get("lifetime") == "detached"
@@ -296,16 +314,20 @@ class ActorMethod:
                                            self._num_returns, self._retries)
         return refs[0] if self._num_returns == 1 else refs
 
-    def options(self, *, num_returns: int | None = None, **unknown: Any) -> ActorMethod:
+    def options(self, *, num_returns: int | None = None, max_task_retries: int | None = None,
+                **unknown: Any) -> ActorMethod:
+        where = f"{self._class}.{self._name}.options()"
         if unknown:
-            raise ValueError(f"{self._class}.{self._name}.options(): unknown option(s) "
-                             f"{', '.join(sorted(unknown))}; valid: num_returns")
-        if num_returns is None:
+            raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
+                             f"valid: max_task_retries, num_returns")
+        _int_opt(where, {"num_returns": num_returns}, "num_returns", 1)
+        _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
+        if num_returns is None and max_task_retries is None:
             return self
-        if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
-            raise ValueError(f"num_returns must be an int >= 1, got {num_returns!r}")
-        return ActorMethod(self._actor_id, self._class, self._name, num_returns, self._retries,
-                           self._check)
+        return ActorMethod(
+            self._actor_id, self._class, self._name,
+            self._num_returns if num_returns is None else num_returns,
+            self._retries if max_task_retries is None else max_task_retries, self._check)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -348,9 +370,9 @@ class ActorHandle:
                 )
             cls_name = self._meta["class_name"]
             params = self._meta.get("params", {}).get(name)
+            retries = self._meta.get("retries", {}).get(name, self._meta["max_task_retries"])
             m = self._methods[name] = ActorMethod(
-                self._actor_id, cls_name, name, n, self._meta["max_task_retries"],
-                _method_check(cls_name, name, params))
+                self._actor_id, cls_name, name, n, retries, _method_check(cls_name, name, params))
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:

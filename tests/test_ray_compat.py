@@ -116,6 +116,25 @@ class Account:
 
 
 @ray.remote
+class Crashy:
+    """Dies on its first call with ``i == 2`` (once per marker file)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    @ray.method(max_task_retries=1)
+    def step(self, i: int) -> int:
+        if i == 2 and not os.path.exists(self.marker):
+            Path(self.marker).touch()
+            os._exit(1)
+        return i
+
+    @ray.method
+    def bare(self) -> str:
+        return "bare"
+
+
+@ray.remote
 def misuse_handle(acct: Any) -> str:
     """A handle that arrived in a task still checks arguments at ``.remote()``."""
     try:
@@ -447,3 +466,43 @@ def test_get_and_wait_timeouts(cluster: dict[str, object], tmp_path: Path) -> No
     assert ray.wait([slow], timeout=0.2) == ([], [slow])
     assert time.monotonic() - t0 >= 0.2
     ray.cancel(slow)
+
+
+# --- @ray.method options ------------------------------------------------------------
+
+def test_bare_ray_method_changes_nothing(cluster: dict[str, object], tmp_path: Path) -> None:
+    def fn(self: Any) -> int:
+        return 1
+
+    assert ray.method(fn) is fn
+    c = Crashy.remote(str(tmp_path / "m"))
+    assert ray.get(c.bare.remote(), timeout=30) == "bare"
+    ray.kill(c)
+
+
+def test_method_max_task_retries_resends_its_calls(cluster: dict[str, object],
+                                                    tmp_path: Path) -> None:
+    # the actor itself has max_task_retries=0: only the method's own option resends
+    c = Crashy.options(max_restarts=1).remote(str(tmp_path / "crashed"))
+    assert ray.get([c.step.remote(i) for i in range(5)], timeout=60) == [0, 1, 2, 3, 4]
+    assert (tmp_path / "crashed").exists()  # it did die on call 2
+    ray.kill(c)
+
+
+def test_call_options_max_task_retries_overrides_the_method(cluster: dict[str, object],
+                                                            tmp_path: Path) -> None:
+    c = Crashy.options(max_restarts=1).remote(str(tmp_path / "crashed"))
+    assert ray.get(c.step.remote(0), timeout=60) == 0
+    no_retry = c.step.options(max_task_retries=0)
+    with pytest.raises(ray.exceptions.ActorDiedError):
+        ray.get(no_retry.remote(2), timeout=60)
+    ray.kill(c)
+
+
+def test_method_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_task_retries must be an int >= -1"):
+        ray.method(max_task_retries=-2)
+    with pytest.raises(ValueError, match="num_returns must be an int >= 1"):
+        ray.method(num_returns=0)
+    with pytest.raises(ValueError, match="unknown option"):
+        ray.method(colour="red")

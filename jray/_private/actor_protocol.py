@@ -100,6 +100,8 @@ class ActorMeta(TypedDict):
     is_async: bool
     #: method name -> its parameters (``signature.Params``, ``self`` dropped; None: unknown)
     params: dict[str, Any]
+    #: methods whose ``@jray.method(max_task_retries=)`` overrides the actor's
+    retries: dict[str, int]
 
 
 class ActorSpec(TypedDict):
