@@ -33,6 +33,8 @@ POLL_MIN_S = 0.0001
 POLL_MAX_S = 0.005
 #: an idle waiter thread checks this often whether its session has ended
 IDLE_CHECK_S = 0.5
+#: while futures are pending, this often whether the cluster's processes still live
+CHECK_ALIVE_S = 0.1
 
 Future = concurrent.futures.Future
 
@@ -47,6 +49,7 @@ class Waiter:
         self.since: dict[bytes, float] = {}  # oid -> when the waiter first saw it
         self.resubscribed: set[bytes] = set()
         self.thread: threading.Thread | None = None
+        self.checked = 0.0  # when check_alive last ran
 
     def add(self, ref: ObjectRef) -> Future[Any]:
         fut: Future[Any] = Future()
@@ -76,11 +79,10 @@ class Waiter:
                 try:
                     got = self._poll(oids)
                 except BaseException as exc:  # the cluster went away (check_alive)
-                    self._fail_all(exc)
+                    self._fail_all(_ended() if self.core.closed else exc)
                     continue
                 if self.core.closed:
-                    self._fail_all(ClusterError("jray.shutdown() ended the session while a "
-                                                "future of an ObjectRef was pending"))
+                    self._fail_all(_ended())
                     continue
                 ready = [oid for oid in oids if oid in cache]
                 if got:
@@ -132,7 +134,8 @@ class Waiter:
                 core.to_head.append((P.SUBSCRIBE, late))
             core.flush()
             got = core.poll(0)
-            if not got and core.check_alive is not None:
+            if not got and core.check_alive is not None and now - self.checked > CHECK_ALIVE_S:
+                self.checked = now
                 core.check_alive()
             return got
         finally:
@@ -166,6 +169,11 @@ class Waiter:
             for _ref, fut in waiters:
                 if fut.set_running_or_notify_cancel():
                     fut.set_exception(exc)
+
+
+def _ended() -> ClusterError:
+    return ClusterError("jray.shutdown() ended the session while a future of an ObjectRef "
+                        "was pending")
 
 
 _lock = threading.Lock()
