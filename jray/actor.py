@@ -71,7 +71,7 @@ from jray._private import serialization as S
 from jray._private.actor_executor import ExitActor
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
-from jray.exceptions import SerializationError
+from jray.exceptions import ArgumentError, SerializationError
 from jray.remote_function import demand_of, validate_options
 
 ACTOR_OPTIONS = frozenset({
@@ -424,8 +424,9 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
 
     With ``no_restart=False`` an actor with ``max_restarts`` left is restarted.
     """
-    if not isinstance(actor, ActorHandle):
-        raise TypeError(f"jray.kill() takes an actor handle, got {type(actor).__name__}")
+    if not isinstance(actor, ActorHandle):  # Ray raises ValueError, jray did TypeError: both
+        raise ArgumentError(f"jray.kill() takes an actor handle (for tasks use jray.cancel()), "
+                            f"got {type(actor).__name__}")
     actor_client.current().kill(actor._actor_id, bool(no_restart), actor._meta["class_name"])
 
 

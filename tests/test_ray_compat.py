@@ -468,6 +468,12 @@ def test_get_and_wait_timeouts(cluster: dict[str, object], tmp_path: Path) -> No
     ray.cancel(slow)
 
 
+def test_kill_of_something_not_an_actor_raises_value_error(cluster: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="actor handle") as info:
+        ray.kill(add.remote(1, 2))  # type: ignore[arg-type]
+    assert isinstance(info.value, TypeError)
+
+
 # --- @ray.method options ------------------------------------------------------------
 
 def test_bare_ray_method_changes_nothing(cluster: dict[str, object], tmp_path: Path) -> None:
