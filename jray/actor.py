@@ -68,7 +68,7 @@ from typing import Any, TypeVar
 from jray._private import actor_client
 from jray._private import actor_protocol as A
 from jray._private import serialization as S
-from jray._private.actor_executor import ExitActor
+from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import ArgumentError, SerializationError
@@ -153,7 +153,7 @@ def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[
     retries: dict[str, int] = {}  # methods with a max_task_retries of their own
     is_async = False
     for name in dir(cls):
-        if name.startswith("__") and name.endswith("__"):
+        if name.startswith("__") and name.endswith("__") and name not in BUILTIN_METHODS:
             continue
         attr = inspect.getattr_static(cls, name)
         fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
@@ -164,6 +164,10 @@ def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[
         if hasattr(fn, "__jray_max_task_retries__"):
             retries[name] = int(fn.__jray_max_task_retries__)
         is_async = is_async or inspect.iscoroutinefunction(fn)
+    for name, builtin in BUILTIN_METHODS.items():
+        if name not in methods:
+            methods[name] = 1
+            params[name] = params_of(builtin, skip_first=True)
     return methods, params, retries, is_async
 
 
@@ -357,13 +361,15 @@ class ActorHandle:
             client.handle_created(actor_id)
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("__") and name.endswith("__") or name in ActorHandle.__slots__:
+        if (name.startswith("__") and name.endswith("__") and name not in BUILTIN_METHODS
+                or name in ActorHandle.__slots__):
             raise AttributeError(name)
         m = self._methods.get(name)
         if m is None:
             n = self._meta["methods"].get(name)
             if n is None:
-                known = ", ".join(sorted(self._meta["methods"])) or "none"
+                known = ", ".join(sorted(m for m in self._meta["methods"]
+                                         if m not in BUILTIN_METHODS)) or "none"
                 raise AttributeError(
                     f"actor class {self._meta['class_name']} has no method {name!r} "
                     f"(its methods: {known})"

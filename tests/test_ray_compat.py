@@ -512,3 +512,36 @@ def test_method_options_are_checked() -> None:
         ray.method(num_returns=0)
     with pytest.raises(ValueError, match="unknown option"):
         ray.method(colour="red")
+
+
+# --- Ray's built-in actor methods ---------------------------------------------------
+
+def _balance_plus(acct: Any, k: int) -> int:
+    return int(acct.balance) + k
+
+
+async def _async_pings(actor: Any) -> int:
+    return int(await actor.ping())
+
+
+def test_ray_ready_and_ray_call(cluster: dict[str, object]) -> None:
+    acct = Account.remote("cy", balance=7)
+    assert ray.get(acct.__ray_ready__.remote(), timeout=30) is True
+    assert ray.get(acct.__ray_call__.remote(_balance_plus, 3), timeout=30) == 10
+    assert ray.get(acct.__ray_call__.remote(lambda a: a.owner), timeout=30) == "cy"
+    with pytest.raises(TypeError, match=r"__ray_call__\.remote\(\): missing"):
+        acct.__ray_call__.remote()
+    waiter = AsyncWaiter.remote()  # an async actor: a coroutine function is awaited
+    assert ray.get(waiter.__ray_call__.remote(_async_pings), timeout=30) == 1
+    ray.kill(acct)
+    ray.kill(waiter)
+
+
+def test_ray_terminate_exits_after_earlier_calls(cluster: dict[str, object]) -> None:
+    acct = Account.remote("dee")
+    earlier = [acct.deposit.remote(1) for _ in range(3)]
+    done = acct.__ray_terminate__.remote()
+    assert ray.get(earlier, timeout=30) == [1, 2, 3]
+    assert ray.get(done, timeout=30) is None
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(acct.deposit.remote(1), timeout=30)
