@@ -13,7 +13,7 @@ import pytest
 
 import jray
 from jray._private import ref_futures
-from jray.exceptions import ClusterError
+from jray.exceptions import ClusterError, InitError
 from jray.testing import eventually
 
 pytestmark = pytest.mark.integration
@@ -34,13 +34,17 @@ def _waiter_threads() -> list[threading.Thread]:
 def test_pending_futures_fail_when_the_session_ends(tmp_path: Path) -> None:
     jray.init(num_cpus=1)
     try:
-        fut = wait_for.remote(str(tmp_path / "never")).future()
+        ref = wait_for.remote(str(tmp_path / "never"))
+        fut = ref.future()
         assert not fut.done()
     finally:
         jray.shutdown()
     err = fut.exception(timeout=10)
     assert isinstance(err, ClusterError) and "shutdown" in str(err)
     assert eventually(lambda: not _waiter_threads(), timeout=10), "the waiter thread lived on"
+    with pytest.raises(InitError, match="session has ended"):
+        ref.future()  # a ref that outlived its session does not start a new cluster
+    assert not jray.is_initialized()
 
 
 def test_a_cancelled_future_is_forgotten_and_a_new_session_gets_a_new_waiter(

@@ -201,7 +201,11 @@ def client() -> CoreClient:
 def _future_of(ref: ObjectRef) -> Any:
     from jray._private import ref_futures  # loads concurrent.futures on first use only
 
-    return ref_futures.future_of(client(), ref)
+    c = _Session.client
+    if c is None:  # a ref outlived its session: starting a new cluster would wait forever
+        raise InitError(f"cannot wait for {ref!r}: its jray session has ended (or jray.init() "
+                        f"was never called in this process)")
+    return ref_futures.future_of(c, ref)
 
 
 object_ref.set_future_factory(_future_of)
