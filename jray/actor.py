@@ -213,6 +213,13 @@ class ActorClass:
         self.__doc__ = cls.__doc__
         self.__wrapped__ = cls
 
+    def __getattr__(self, name: str) -> Any:
+        """The class's own attributes (class attributes, static and class methods), as in Ray."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"actor class {self._name} cannot be instantiated directly; "

@@ -545,3 +545,52 @@ def test_ray_terminate_exits_after_earlier_calls(cluster: dict[str, object]) -> 
     assert ray.get(done, timeout=30) is None
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(acct.deposit.remote(1), timeout=30)
+
+
+# --- actor classes keep their own attributes; decorator forms ---------------------------
+
+class _Base:
+    BASE = 2
+
+    @staticmethod
+    def base_static() -> int:
+        return 1
+
+
+@ray.remote
+class WithAttributes(_Base):
+    X = 3
+
+    def __init__(self, x: int = 0) -> None:
+        self.x = x
+
+    @classmethod
+    def make(cls, x: int) -> Any:
+        return cls(x)
+
+    @staticmethod
+    def double(v: int) -> int:
+        return 2 * v
+
+    def read(self) -> list[int]:
+        # inside the actor, the class's name is the actor class, as in Ray
+        return [WithAttributes.X, WithAttributes.BASE, WithAttributes.double(5),
+                WithAttributes.base_static(), WithAttributes.make(4).x]
+
+
+def test_actor_class_keeps_its_attributes(cluster: dict[str, object]) -> None:
+    assert (WithAttributes.X, WithAttributes.BASE) == (3, 2)
+    assert WithAttributes.double(4) == 8 and WithAttributes.base_static() == 1
+    assert WithAttributes.make(7).x == 7  # a plain local instance, as in Ray
+    with pytest.raises(AttributeError):
+        _ = WithAttributes.missing
+    actor = WithAttributes.remote()
+    assert ray.get(actor.read.remote(), timeout=30) == [3, 2, 10, 1, 4]
+    ray.kill(actor)
+
+
+def test_remote_with_empty_parentheses_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"@jray.remote\(\) needs options"):
+        @ray.remote()
+        class A:
+            pass
