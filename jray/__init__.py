@@ -56,6 +56,9 @@ def remote(*args: Any, **options: Any) -> Any:
         return _make(args[0], {})
     if args:
         raise TypeError("@jray.remote takes keyword options only, e.g. @jray.remote(num_cpus=2)")
+    if not options:  # as in Ray: bare, or with options, never with empty parentheses
+        raise TypeError("@jray.remote() needs options, e.g. @jray.remote(num_cpus=2); "
+                        "without options write @jray.remote")
     return lambda target: _make(target, options)
 
 

@@ -60,6 +60,7 @@ later calls run in order. A call that already finished is not affected.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -67,9 +68,10 @@ from typing import Any, TypeVar
 from jray._private import actor_client
 from jray._private import actor_protocol as A
 from jray._private import serialization as S
-from jray._private.actor_executor import ExitActor
+from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
 from jray._private.object_ref import ObjectRef
-from jray.exceptions import SerializationError
+from jray._private.signature import ArgCheck, Params, check_of, params_of
+from jray.exceptions import ArgumentError, SerializationError
 from jray.remote_function import demand_of, validate_options
 
 ACTOR_OPTIONS = frozenset({
@@ -81,17 +83,31 @@ ASYNC_DEFAULT_CONCURRENCY = 1000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def method(*args: Any, num_returns: int | None = None, **unknown: Any) -> Any:
-    """Options of one actor method: ``@jray.method(num_returns=2)``."""
-    if args or unknown:
+def method(*args: Any, num_returns: int | None = None, max_task_retries: int | None = None,
+           **unknown: Any) -> Any:
+    """Options of one actor method: ``@jray.method(num_returns=2, max_task_retries=1)``.
+
+    ``num_returns``: how many refs a call returns. ``max_task_retries`` (-1:
+    forever): calls of this method in flight when the actor died are sent again
+    to the restarted actor, overriding the actor's ``max_task_retries``. Used
+    bare (``@jray.method``) it changes nothing, as in Ray.
+    """
+    if len(args) == 1 and callable(args[0]) and num_returns is None \
+            and max_task_retries is None and not unknown:
+        return args[0]
+    if args:
         raise TypeError("jray.method takes keyword options only, e.g. @jray.method(num_returns=2)")
-    if num_returns is not None and (isinstance(num_returns, bool) or not isinstance(
-            num_returns, int) or num_returns < 1):
-        raise ValueError(f"jray.method: num_returns must be an int >= 1, got {num_returns!r}")
+    if unknown:
+        raise ValueError(f"jray.method: unknown option(s) {', '.join(sorted(unknown))}; "
+                         f"valid options are max_task_retries, num_returns")
+    _int_opt("jray.method", {"num_returns": num_returns}, "num_returns", 1)
+    _int_opt("jray.method", {"max_task_retries": max_task_retries}, "max_task_retries", -1)
 
     def decorate(fn: F) -> F:
         if num_returns is not None:
             fn.__jray_num_returns__ = num_returns  # type: ignore[attr-defined]
+        if max_task_retries is not None:
+            fn.__jray_max_task_retries__ = max_task_retries  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -115,8 +131,10 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
     _int_opt(where, opts, "max_concurrency", 1)
     _int_opt(where, opts, "checkpoint_interval", 0)
     t = opts.get("checkpoint_interval_s")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t < 0):
-        raise ValueError(f"{where}: checkpoint_interval_s must be a number >= 0, got {t!r}")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
+                          or not math.isfinite(t) or t < 0):
+        raise ValueError(f"{where}: checkpoint_interval_s must be a finite number >= 0, "
+                         f"got {t!r}")
     life = opts.get("lifetime")
     if life not in (None, "detached", "non_detached"):
         raise ValueError(f"{where}: lifetime must be 'detached' or None, got {life!r}")
@@ -129,19 +147,42 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
         raise ValueError(f"{where}: get_if_exists=True needs a name")
 
 
-def _methods(cls: type) -> tuple[dict[str, int], bool]:
+def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[str, int], bool]:
     methods: dict[str, int] = {}
+    params: dict[str, Params | None] = {}
+    retries: dict[str, int] = {}  # methods with a max_task_retries of their own
     is_async = False
     for name in dir(cls):
-        if name.startswith("__") and name.endswith("__"):
+        if name.startswith("__") and name.endswith("__") and name not in BUILTIN_METHODS:
             continue
         attr = inspect.getattr_static(cls, name)
         fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
         if not inspect.isfunction(fn):
             continue
         methods[name] = int(getattr(fn, "__jray_num_returns__", 1))
+        params[name] = params_of(fn, skip_first=not isinstance(attr, staticmethod))
+        if hasattr(fn, "__jray_max_task_retries__"):
+            retries[name] = int(fn.__jray_max_task_retries__)
         is_async = is_async or inspect.iscoroutinefunction(fn)
-    return methods, is_async
+    for name, builtin in BUILTIN_METHODS.items():
+        if name not in methods:
+            methods[name] = 1
+            params[name] = params_of(builtin, skip_first=True)
+    return methods, params, retries, is_async
+
+
+#: argument checks of actor methods, shared by every handle of one class
+_CHECKS: dict[tuple[str, str, Params | None], ArgCheck] = {}
+
+
+def _method_check(class_name: str, name: str, params: Any) -> ArgCheck:
+    if params is not None:
+        params = tuple(tuple(p) for p in params)
+    key = (class_name, name, params)
+    check = _CHECKS.get(key)
+    if check is None:
+        check = _CHECKS[key] = ArgCheck(f"{class_name}.{name}.remote()", params)
+    return check
 
 
 class _ClassCode:
@@ -149,7 +190,8 @@ class _ClassCode:
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
-        self.methods, self.is_async = _methods(cls)
+        self.methods, self.params, self.retries, self.is_async = _methods(cls)
+        self.check_init = check_of(f"{cls.__name__}.remote()", cls)
         self._blob: bytes | None = None
 
     def blob(self) -> bytes:
@@ -171,6 +213,13 @@ class ActorClass:
         self.__doc__ = cls.__doc__
         self.__wrapped__ = cls
 
+    def __getattr__(self, name: str) -> Any:
+        """The class's own attributes (class attributes, static and class methods), as in Ray."""
+        cls = self.__dict__.get("_cls")
+        if cls is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(cls, name)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
             f"actor class {self._name} cannot be instantiated directly; "
@@ -182,8 +231,10 @@ class ActorClass:
         return ActorClass(self._cls, {**self._options, **opts}, self._code)
 
     def remote(self, *args: Any, **kwargs: Any) -> ActorHandle:
+        """Start the actor; ``TypeError`` at once if the arguments do not fit ``__init__``."""
         opts = self._options
         code = self._code
+        code.check_init(args, kwargs)
         ckpt_n = int(opts.get("checkpoint_interval") or 0)
         ckpt_s = float(opts.get("checkpoint_interval_s") or 0.0)
         if (ckpt_n or ckpt_s) and not (hasattr(self._cls, "__jray_checkpoint__")
@@ -200,6 +251,8 @@ class ActorClass:
             "methods": code.methods,
             "max_task_retries": int(opts.get("max_task_retries") or 0),
             "is_async": code.is_async,
+            "params": code.params,
+            "retries": code.retries,
         }
         name = opts.get("name")
         detached = opts.get("lifetime") == "detached"
@@ -254,30 +307,38 @@ class ActorClass:
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
-    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries")
+    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
-                 retries: int) -> None:
+                 retries: int, check: ArgCheck) -> None:
         self._actor_id = actor_id
         self._class = class_name
         self._name = name
         self._num_returns = num_returns
         self._retries = retries
+        self._check = check
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Send the call; ``TypeError`` at once if the arguments do not fit the method."""
+        self._check(args, kwargs)
         refs = actor_client.current().call(self._actor_id, self._name, args, kwargs,
                                            self._num_returns, self._retries)
         return refs[0] if self._num_returns == 1 else refs
 
-    def options(self, *, num_returns: int | None = None, **unknown: Any) -> ActorMethod:
+    def options(self, *, num_returns: int | None = None, max_task_retries: int | None = None,
+                **unknown: Any) -> ActorMethod:
+        where = f"{self._class}.{self._name}.options()"
         if unknown:
-            raise ValueError(f"{self._class}.{self._name}.options(): unknown option(s) "
-                             f"{', '.join(sorted(unknown))}; valid: num_returns")
-        if num_returns is None:
+            raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
+                             f"valid: max_task_retries, num_returns")
+        _int_opt(where, {"num_returns": num_returns}, "num_returns", 1)
+        _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
+        if num_returns is None and max_task_retries is None:
             return self
-        if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
-            raise ValueError(f"num_returns must be an int >= 1, got {num_returns!r}")
-        return ActorMethod(self._actor_id, self._class, self._name, num_returns, self._retries)
+        return ActorMethod(
+            self._actor_id, self._class, self._name,
+            self._num_returns if num_returns is None else num_returns,
+            self._retries if max_task_retries is None else max_task_retries, self._check)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -307,20 +368,24 @@ class ActorHandle:
             client.handle_created(actor_id)
 
     def __getattr__(self, name: str) -> ActorMethod:
-        if name.startswith("__") and name.endswith("__") or name in ActorHandle.__slots__:
+        if (name.startswith("__") and name.endswith("__") and name not in BUILTIN_METHODS
+                or name in ActorHandle.__slots__):
             raise AttributeError(name)
         m = self._methods.get(name)
         if m is None:
             n = self._meta["methods"].get(name)
             if n is None:
-                known = ", ".join(sorted(self._meta["methods"])) or "none"
+                known = ", ".join(sorted(m for m in self._meta["methods"]
+                                         if m not in BUILTIN_METHODS)) or "none"
                 raise AttributeError(
                     f"actor class {self._meta['class_name']} has no method {name!r} "
                     f"(its methods: {known})"
                 )
+            cls_name = self._meta["class_name"]
+            params = self._meta.get("params", {}).get(name)
+            retries = self._meta.get("retries", {}).get(name, self._meta["max_task_retries"])
             m = self._methods[name] = ActorMethod(
-                self._actor_id, self._meta["class_name"], name, n,
-                self._meta["max_task_retries"])
+                self._actor_id, cls_name, name, n, retries, _method_check(cls_name, name, params))
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -372,8 +437,9 @@ def kill(actor: ActorHandle, *, no_restart: bool = True) -> None:
 
     With ``no_restart=False`` an actor with ``max_restarts`` left is restarted.
     """
-    if not isinstance(actor, ActorHandle):
-        raise TypeError(f"jray.kill() takes an actor handle, got {type(actor).__name__}")
+    if not isinstance(actor, ActorHandle):  # Ray raises ValueError, jray did TypeError: both
+        raise ArgumentError(f"jray.kill() takes an actor handle (for tasks use jray.cancel()), "
+                            f"got {type(actor).__name__}")
     actor_client.current().kill(actor._actor_id, bool(no_restart), actor._meta["class_name"])
 
 

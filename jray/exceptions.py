@@ -2,18 +2,45 @@
 
 ::
 
-    JrayError
+    JrayError                     (Ray: RayError)
     ├── TaskError                 a task raised; also an instance of the original class
+    │                             (Ray: RayTaskError)
     ├── WorkerCrashedError        the worker process died while running the task
     ├── TaskCancelledError        jray.cancel() stopped the task
     ├── GetTimeoutError           get(timeout=) expired (also a TimeoutError)
     ├── ObjectLostError           the object's value is gone and cannot be rebuilt
+    │   ├── ObjectFetchTimedOutError
+    │   ├── OwnerDiedError
+    │   ├── ReferenceCountingAssertionError (also an AssertionError)
+    │   └── ObjectReconstructionFailedError
+    │       ├── ObjectReconstructionFailedMaxAttemptsExceededError
+    │       └── ObjectReconstructionFailedLineageEvictedError
     ├── ObjectStoreFullError      the store cannot make room for an object
-    ├── ActorError
-    │   └── ActorDiedError        the actor's process died or its constructor failed
+    ├── ActorError                (Ray: RayActorError)
+    │   ├── ActorDiedError        the actor's process died or its constructor failed
+    │   └── ActorUnavailableError
     ├── SerializationError        a value could not be pickled or unpickled
     ├── ClusterError              the cluster could not start or went away
-    └── InitError                 init() called twice, or an API used before init()
+    │   │                         (Ray: RaySystemError)
+    │   └── NodeDiedError, LocalRayletDiedError
+    ├── InitError                 init() called twice, or an API used before init()
+    ├── ArgumentError             a bad argument to get/wait/...: both a TypeError and
+    │                             a ValueError (jray raised the one, Ray the other)
+    └── Ray's other names, so that ``except`` clauses written for Ray work:
+        OutOfMemoryError, OutOfDiskError, AsyncioActorExit, CrossLanguageError,
+        TaskUnschedulableError, ActorUnschedulableError, PendingCallsLimitExceeded,
+        PlasmaObjectNotAvailable, RuntimeEnvSetupError, TaskPlacementGroupRemoved,
+        ActorPlacementGroupRemoved, UnserializableException
+
+Ray's names map to jray's as follows. ``RayError``, ``RayTaskError``,
+``RayActorError`` and ``RaySystemError`` are aliases of ``JrayError``,
+``TaskError``, ``ActorError`` and ``ClusterError`` (the same class, so each
+catches exactly what the jray name catches); ``WorkerCrashedError``,
+``TaskCancelledError``, ``GetTimeoutError``, ``ObjectLostError``,
+``ObjectStoreFullError`` and ``ActorDiedError`` carry the same names in both.
+The rest are classes of their own, placed where Ray places them; jray raises
+few of them today (it has no raylet, placement groups or runtime environments),
+but code that catches them runs unchanged.
 
 Remote tracebacks are kept: ``TaskError.traceback_str`` holds the text of the
 traceback in the worker, and it is printed with the error.
@@ -171,17 +198,142 @@ class InitError(JrayError, RuntimeError):
     """``init`` was called twice, or the API was used in a wrong state."""
 
 
+class ArgumentError(JrayError, TypeError, ValueError):
+    """A bad argument to an API call (``get`` of something that is not a ref, ...).
+
+    Both a ``TypeError`` (what jray raised before) and a ``ValueError`` (what Ray
+    raises), so ``except`` clauses written for either keep working.
+    """
+
+
+class ActorUnavailableError(ActorError):
+    """The actor cannot take calls for now but may later (e.g. it is restarting)."""
+
+
+class ObjectFetchTimedOutError(ObjectLostError):
+    """Fetching an object's value from another node timed out."""
+
+
+class OwnerDiedError(ObjectLostError):
+    """The process that owned the object (submitted its task or put it) died."""
+
+
+class ReferenceCountingAssertionError(ObjectLostError, AssertionError):
+    """An object was freed although a reference to it was still in use."""
+
+
+class ObjectReconstructionFailedError(ObjectLostError):
+    """The object was lost and rebuilding it from its lineage failed."""
+
+
+class ObjectReconstructionFailedMaxAttemptsExceededError(ObjectReconstructionFailedError):
+    """The object was lost and its task has no retries left to rebuild it."""
+
+
+class ObjectReconstructionFailedLineageEvictedError(ObjectReconstructionFailedError):
+    """The object was lost and the record of how to rebuild it is gone."""
+
+
+class NodeDiedError(ClusterError):
+    """A node of the cluster died."""
+
+
+class LocalRayletDiedError(ClusterError):
+    """The local node daemon (Ray: raylet) of the task died."""
+
+
+class OutOfMemoryError(JrayError):
+    """The node ran low on memory and a task or actor was stopped to free some."""
+
+
+class OutOfDiskError(JrayError):
+    """The local disk is full (objects could not be spilled)."""
+
+
+class AsyncioActorExit(JrayError):
+    """An async actor called ``exit_actor()`` (raised inside the actor only)."""
+
+
+class CrossLanguageError(JrayError):
+    """An error from a task in another language (jray runs Python only)."""
+
+
+class TaskUnschedulableError(JrayError):
+    """The task cannot be scheduled (e.g. its scheduling constraints cannot be met)."""
+
+
+class ActorUnschedulableError(JrayError):
+    """The actor cannot be scheduled (e.g. its scheduling constraints cannot be met)."""
+
+
+class PendingCallsLimitExceeded(JrayError):
+    """An actor handle has more pending calls than its ``max_pending_calls``."""
+
+
+class PlasmaObjectNotAvailable(JrayError):
+    """The object is not available in the local store (Ray-internal condition)."""
+
+
+class RuntimeEnvSetupError(JrayError):
+    """The runtime environment of a task or actor could not be set up."""
+
+
+class TaskPlacementGroupRemoved(JrayError):
+    """The placement group of the task was removed."""
+
+
+class ActorPlacementGroupRemoved(JrayError):
+    """The placement group of the actor was removed."""
+
+
+class UnserializableException(JrayError):
+    """A remote exception that could not be unpickled where it was caught."""
+
+
+#: Ray's names that are jray's own classes under another name (see the module docstring).
+RayError = JrayError
+RayTaskError = TaskError
+RayActorError = ActorError
+RaySystemError = ClusterError
+
+
 __all__ = [
     "ActorDiedError",
     "ActorError",
+    "ActorPlacementGroupRemoved",
+    "ActorUnavailableError",
+    "ActorUnschedulableError",
+    "ArgumentError",
+    "AsyncioActorExit",
     "ClusterError",
+    "CrossLanguageError",
     "GetTimeoutError",
     "InitError",
     "JrayError",
+    "LocalRayletDiedError",
+    "NodeDiedError",
+    "ObjectFetchTimedOutError",
     "ObjectLostError",
+    "ObjectReconstructionFailedError",
+    "ObjectReconstructionFailedLineageEvictedError",
+    "ObjectReconstructionFailedMaxAttemptsExceededError",
     "ObjectStoreFullError",
+    "OutOfDiskError",
+    "OutOfMemoryError",
+    "OwnerDiedError",
+    "PendingCallsLimitExceeded",
+    "PlasmaObjectNotAvailable",
+    "RayActorError",
+    "RayError",
+    "RaySystemError",
+    "RayTaskError",
+    "ReferenceCountingAssertionError",
+    "RuntimeEnvSetupError",
     "SerializationError",
     "TaskCancelledError",
     "TaskError",
+    "TaskPlacementGroupRemoved",
+    "TaskUnschedulableError",
+    "UnserializableException",
     "WorkerCrashedError",
 ]

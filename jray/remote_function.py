@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -9,6 +10,7 @@ from jray._private import api
 from jray._private import serialization as S
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
+from jray._private.signature import ArgCheck, check_of
 
 TASK_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
@@ -28,8 +30,9 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
         )
     for key in ("num_cpus", "num_gpus", "memory"):
         v = opts.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise ValueError(f"{where}: {key} must be a number >= 0, got {v!r}")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not math.isfinite(v) or v < 0):
+            raise ValueError(f"{where}: {key} must be a number >= 0 (not inf or nan), got {v!r}")
     res = opts.get("resources")
     if res is not None:
         if not isinstance(res, dict):
@@ -70,14 +73,20 @@ def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
 
 
 class _Code:
-    """A function's id and pickled code, computed once and shared by option variants."""
+    """A function's id, pickled code and argument check, made once, shared by option variants."""
 
-    __slots__ = ("fn", "func_id", "_blob")
+    __slots__ = ("fn", "func_id", "_blob", "_check")
 
     def __init__(self, fn: Any, func_id: bytes | None = None) -> None:
         self.fn = fn
         self.func_id = func_id or os.urandom(16)
         self._blob: bytes | None = None
+        self._check: ArgCheck | None = None
+
+    def check(self, name: str) -> ArgCheck:
+        if self._check is None:
+            self._check = check_of(f"{name}.remote()", self.fn)
+        return self._check
 
     def blob(self, name: str) -> bytes:
         if self._blob is None:
@@ -112,8 +121,11 @@ class RemoteFunction:
         )
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
-        client = api.client()
+        """Submit the task; ``TypeError`` at once if the arguments do not fit ``fn``."""
         code = self._code
+        check = code._check or code.check(self._name)
+        check(args, kwargs)
+        client = api.client()
         fid = code.func_id
         blob = b"" if fid in client.functions_sent else code.blob(self._name)
         refs = client.submit(fid, blob, self._task_name, args, kwargs, self._num_returns,

@@ -58,6 +58,26 @@ class ExitActor(BaseException):
     """Raised by ``jray.actor.exit_actor()`` inside a method: exit after this call."""
 
 
+def _ray_ready(instance: Any) -> bool:
+    return True
+
+
+def _ray_call(instance: Any, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(instance, *args, **kwargs)
+
+
+def _ray_terminate(instance: Any) -> None:
+    raise ExitActor()
+
+
+#: Ray's built-in methods, callable on every actor (unless its class defines its own):
+#: ``__ray_ready__()`` -> True once the actor runs, ``__ray_call__(fn, *a, **kw)`` ->
+#: ``fn(actor, *a, **kw)``, ``__ray_terminate__()``: exit after the calls before it
+BUILTIN_METHODS: dict[str, Callable[..., Any]] = {
+    "__ray_ready__": _ray_ready, "__ray_call__": _ray_call, "__ray_terminate__": _ray_terminate,
+}
+
+
 class _DepFailed(Exception):
     def __init__(self, loc: P.Loc) -> None:
         self.loc = loc
@@ -74,6 +94,8 @@ class CallRunner:
         self.methods: dict[str, Any] = {}
         for name in methods:
             fn = getattr(instance, name, None)
+            if fn is None and name in BUILTIN_METHODS:
+                fn = functools.partial(BUILTIN_METHODS[name], instance)
             if fn is not None:
                 self.methods[name] = fn
         self.after_call = after_call
@@ -409,7 +431,8 @@ class AsyncMode:
         try:
             fn, args, kwargs = runner.prepare(msg)
             result = fn(*args, **kwargs)
-            if inspect.isawaitable(result):
+            # an ObjectRef is awaitable too, but a method that returns one returns the ref
+            if inspect.isawaitable(result) and type(result) is not ObjectRef:
                 result = await result
         except BaseException as exc:  # user code
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)

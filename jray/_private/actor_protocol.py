@@ -98,6 +98,10 @@ class ActorMeta(TypedDict):
     methods: dict[str, int]  # method name -> num_returns
     max_task_retries: int
     is_async: bool
+    #: method name -> its parameters (``signature.Params``, ``self`` dropped; None: unknown)
+    params: dict[str, Any]
+    #: methods whose ``@jray.method(max_task_retries=)`` overrides the actor's
+    retries: dict[str, int]
 
 
 class ActorSpec(TypedDict):

@@ -14,17 +14,19 @@ cluster and waiting for it forever.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from jray._private import object_ref
 from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
-from jray.exceptions import InitError, ObjectLostError
+from jray.exceptions import ArgumentError, InitError, ObjectLostError
 
 #: How long ``shutdown`` waits for its SHUTDOWN to reach a head that is still starting.
 SHUTDOWN_LINGER_MS = 2000
@@ -98,8 +100,21 @@ def _check_count(name: str, value: Any) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"jray.init: {name} must be a number, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"jray.init: {name} must be >= 0, got {value}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"jray.init: {name} must be a finite number >= 0, got {value}")
+
+
+def _check_timeout(where: str, timeout: Any) -> float | None:
+    """``timeout`` as seconds, or None for no limit (``math.inf`` too); ValueError if bad."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValueError(f"{where}: timeout must be a number of seconds >= 0 or None, "
+                         f"got {type(timeout).__name__} {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"{where}: timeout must be a number of seconds >= 0 or None, "
+                         f"got {timeout!r}")
+    return None if math.isinf(timeout) else float(timeout)
 
 
 def init(
@@ -238,6 +253,19 @@ def client() -> CoreClient:
     return c
 
 
+def _future_of(ref: ObjectRef) -> Any:
+    from jray._private import ref_futures  # loads concurrent.futures on first use only
+
+    c = _Session.client
+    if c is None:  # a ref outlived its session: starting a new cluster would wait forever
+        raise InitError(f"cannot wait for {ref!r}: its jray session has ended (or jray.init() "
+                        f"was never called in this process)")
+    return ref_futures.future_of(c, ref)
+
+
+object_ref.set_future_factory(_future_of)
+
+
 def put(value: Any) -> ObjectRef:
     """Store ``value`` in the object store; return a ref to it."""
     if isinstance(value, ObjectRef):
@@ -250,21 +278,22 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
 
     Raises the task's error (a ``TaskError`` that is also the original exception
     class), ``GetTimeoutError`` after ``timeout`` seconds, ``TaskCancelledError``,
-    ``WorkerCrashedError`` or ``ObjectLostError``.
+    ``WorkerCrashedError`` or ``ObjectLostError``. ``timeout=None`` (or
+    ``math.inf``) waits as long as it takes. Something that is not a ref (or a
+    list of refs) raises ``ArgumentError``, a ``ValueError`` as in Ray.
     """
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-        raise ValueError(f"jray.get: timeout must be a number >= 0 or None, got {timeout!r}")
+    timeout = _check_timeout("jray.get", timeout)
     if type(refs) is ObjectRef:
         _check_session((refs,), "jray.get")
         c = client()
         return c.decode(refs.id, c.get([refs.id], timeout)[0], timeout)
     if not isinstance(refs, (list, tuple)):
-        raise TypeError(
+        raise ArgumentError(
             f"jray.get() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"
         )
     for i, r in enumerate(refs):
         if type(r) is not ObjectRef:
-            raise TypeError(
+            raise ArgumentError(
                 f"jray.get(): item {i} of the list is a {type(r).__name__}, not an ObjectRef"
             )
     _check_session(refs, "jray.get")
@@ -286,8 +315,9 @@ def wait(
     """Wait until ``num_returns`` of ``refs`` are ready or ``timeout`` passes.
 
     Returns ``(ready, not_ready)``, both in the order of ``refs``; ``ready``
-    holds at most ``num_returns`` refs.
+    holds at most ``num_returns`` refs. ``wait([])`` returns ``([], [])``.
     """
+    timeout = _check_timeout("jray.wait", timeout)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"jray.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
     for i, r in enumerate(refs):
@@ -295,6 +325,8 @@ def wait(
             raise TypeError(f"jray.wait(): item {i} is a {type(r).__name__}, not an ObjectRef")
     if len({r.id for r in refs}) != len(refs):
         raise ValueError("jray.wait(): the list of refs contains duplicates")
+    if not refs:
+        return [], []
     if isinstance(num_returns, bool) or not isinstance(num_returns, int) or num_returns < 1:
         raise ValueError(f"jray.wait(): num_returns must be an int >= 1, got {num_returns!r}")
     if num_returns > len(refs):

@@ -7,11 +7,21 @@ owner tells the head to free an object once no local instance remains and
 the ref never left the process inside a pickled value. A ref that escaped
 (pickled into an argument, a result, or a ``put`` value) is kept for the
 session; that is conservative, never wrong.
+
+Refs are awaitable, as in Ray: ``await ref`` (and ``asyncio.gather(*refs)``)
+in any event loop, ``ref.future()`` for a ``concurrent.futures.Future`` and
+``ref.as_future()`` for an ``asyncio.Future``. The futures come from a factory
+the API layer installs (``ref_futures``), so this module needs nothing above it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
+    import concurrent.futures
 
 
 class RefCounter(Protocol):
@@ -32,6 +42,17 @@ class _NullCounter:
 
 
 _counter: RefCounter = _NullCounter()
+
+
+_future_factory: Callable[[ObjectRef], concurrent.futures.Future[Any]] | None = None
+
+
+def set_future_factory(
+    factory: Callable[[ObjectRef], concurrent.futures.Future[Any]] | None,
+) -> None:
+    """Install what makes the future of a ref (the API layer does this)."""
+    global _future_factory
+    _future_factory = factory
 
 
 def set_ref_counter(counter: RefCounter | None) -> None:
@@ -62,6 +83,21 @@ class ObjectRef:
 
     def hex(self) -> str:
         return self.id.hex()
+
+    def future(self) -> concurrent.futures.Future[Any]:
+        """A ``concurrent.futures.Future`` that completes with the value (or the error)."""
+        if _future_factory is None:
+            raise RuntimeError("ObjectRef.future() needs the jray API (import jray first)")
+        return _future_factory(self)
+
+    def as_future(self) -> asyncio.Future[Any]:
+        """An ``asyncio.Future`` of the value, bound to the running event loop."""
+        import asyncio
+
+        return asyncio.wrap_future(self.future())
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.as_future().__await__()
 
     def __repr__(self) -> str:
         return f"ObjectRef({self.id.hex()})"

@@ -25,8 +25,9 @@ def validate_demand(demand: dict[str, object], where: str) -> Demand:
     for name, qty in demand.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}: resource names must be non-empty strings, got {name!r}")
-        if isinstance(qty, bool) or not isinstance(qty, (int, float)) or math.isnan(qty):
-            raise ValueError(f"{where}: resource {name!r} must be a number, got {qty!r}")
+        if isinstance(qty, bool) or not isinstance(qty, (int, float)) or not math.isfinite(qty):
+            raise ValueError(
+                f"{where}: resource {name!r} must be a number, not inf or nan, got {qty!r}")
         if qty < 0:
             raise ValueError(f"{where}: resource {name!r} must be >= 0, got {qty}")
         if name == "GPU" and qty > 1 and qty != int(qty):

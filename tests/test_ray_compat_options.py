@@ -1,0 +1,58 @@
+"""Option values checked where they are given, as Ray does: bad resource amounts
+(NaN, infinite, negative) raise ``ValueError`` naming the option, at ``@remote``,
+``.options()`` and ``init``, before anything starts. No cluster is needed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import jray as ray
+
+
+@pytest.mark.parametrize("option", ["num_cpus", "num_gpus", "memory"])
+@pytest.mark.parametrize("amount", [math.nan, math.inf, -1])
+def test_bad_resource_amounts_name_the_option(option: str, amount: float) -> None:
+    def f() -> None:
+        pass
+
+    class C:
+        pass
+
+    with pytest.raises(ValueError, match=rf"@jray.remote on f: {option} must be a number"):
+        ray.remote(**{option: amount})(f)
+    with pytest.raises(ValueError, match=rf"f.options\(\): {option} must be a number"):
+        ray.remote(f).options(**{option: amount})
+    with pytest.raises(ValueError, match=rf"class C: {option} must be a number"):
+        ray.remote(**{option: amount})(C)
+
+
+@pytest.mark.parametrize("amount", [math.nan, math.inf, -math.inf, -1])
+def test_bad_custom_resource_amounts_name_the_resource(amount: float) -> None:
+    def f() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="resource 'widget' must be"):
+        ray.remote(resources={"widget": amount})(f)
+    with pytest.raises(ValueError, match="resource 'widget' must be"):
+        ray.remote(f).options(resources={"widget": amount})
+
+
+@pytest.mark.parametrize("amount", [math.nan, math.inf])
+def test_init_refuses_nan_and_inf_counts(amount: float) -> None:
+    with pytest.raises(ValueError, match="num_cpus must be a finite number"):
+        ray.init(num_cpus=amount)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="resource 'widget'"):
+        ray.init(resources={"widget": amount})
+    assert not ray.is_initialized()
+
+
+@pytest.mark.parametrize("amount", [math.nan, math.inf, -1.0])
+def test_bad_checkpoint_interval_is_refused(amount: float) -> None:
+    class C:
+        pass
+
+    with pytest.raises(ValueError, match="checkpoint_interval_s must be a finite number"):
+        ray.remote(checkpoint_interval_s=amount)(C)
