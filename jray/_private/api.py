@@ -16,6 +16,7 @@ from typing import Any
 
 from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
+from jray._private.debug import HIDE
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
 from jray.exceptions import InitError
@@ -24,7 +25,7 @@ from jray.exceptions import InitError
 SHUTDOWN_LINGER_MS = 2000
 #: How long a cluster query waits for the embedded cluster's node to register.
 NODE_WAIT_S = 30.0
-#: An optional hook, ``wait_observer(refs, timeout)``, that a multi-ref ``get`` calls
+#: An optional hook, ``wait_observer(refs, timeout)``, that ``get`` calls
 #: before reading the values: it returns once all ``refs`` are ready (or raises). The
 #: Jupyter layer (``%load_ext jray``) sets it for a progress bar and interrupt -> cancel;
 #: the core never imports that layer. None (the default) costs ``get`` one check.
@@ -185,6 +186,7 @@ def client() -> CoreClient:
 
 def put(value: Any) -> ObjectRef:
     """Store ``value`` in the object store; return a ref to it."""
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     if isinstance(value, ObjectRef):
         raise TypeError("jray.put() of an ObjectRef is not allowed; pass the ref itself")
     return client().put(value)
@@ -197,10 +199,13 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     class), ``GetTimeoutError`` after ``timeout`` seconds, ``TaskCancelledError``,
     ``WorkerCrashedError`` or ``ObjectLostError``.
     """
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"jray.get: timeout must be a number >= 0 or None, got {timeout!r}")
     c = client()
     if type(refs) is ObjectRef:
+        if wait_observer is not None:  # (an interrupt in a notebook cancels the task)
+            wait_observer([refs], timeout)
         return c.decode(refs.id, c.get([refs.id], timeout)[0], timeout)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(
@@ -230,6 +235,7 @@ def wait(
     Returns ``(ready, not_ready)``, both in the order of ``refs``; ``ready``
     holds at most ``num_returns`` refs.
     """
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"jray.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
     for i, r in enumerate(refs):
@@ -261,6 +267,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     inside it (``force=True`` kills its worker instead; the worker is replaced).
     An actor call is dropped or interrupted; ``force=True`` raises ``ValueError``.
     """
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     if type(ref) is not ObjectRef:
         raise TypeError(f"jray.cancel() takes an ObjectRef, got {type(ref).__name__}")
     from jray._private import actor_protocol

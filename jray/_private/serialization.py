@@ -19,6 +19,7 @@ import cloudpickle
 
 from jray._private import protocol as P
 from jray._private import shm
+from jray._private.debug import HIDE
 from jray.exceptions import SerializationError, TaskError
 
 INLINE_MAX = 100 * 1024
@@ -189,6 +190,7 @@ def write_parts(
 
 def decode(loc: P.Loc) -> Any:
     """The value at ``loc``; raises the stored exception for error locations."""
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     kind = loc[0]
     if kind == P.LOC_INLINE:
         return pickle.loads(loc[1])

@@ -52,6 +52,7 @@ class Router:
         self.hub: Any = None
         self.hub_address: str | None = None
         self.timer: Any = None
+        self.pumping = False  # a get made by pump() itself skips the wait observer
 
     # --- hub -----------------------------------------------------------------------
     def ensure_hub(self, address: str) -> Any:
@@ -62,8 +63,16 @@ class Router:
             self.runs.clear()
         return self.hub
 
-    def reset(self) -> None:
-        """Forget the hub and pending runs (the cluster is going away)."""
+    def reset(self, why: str | None = None) -> None:
+        """Forget the hub and pending runs (the cluster is going away).
+
+        With ``why``, each unfinished run says under its cell that it was stopped.
+        """
+        if why:
+            for run in self.runs.values():
+                if not run.done:
+                    self.stream(run, "stderr", f"jray: {run.label} was stopped before it "
+                                               f"finished: {why}\n")
         self.stop_timer()
         self.runs.clear()
         self.hub = self.hub_address = None
@@ -111,8 +120,15 @@ class Router:
     # --- pumping -------------------------------------------------------------------
     def pump(self) -> None:
         """Publish the output the hub holds, and finish ``--no-block`` runs that are done."""
-        if not self.runs or self.hub is None:
+        if not self.runs or self.hub is None or self.pumping:
             return
+        self.pumping = True
+        try:
+            self._pump()
+        finally:
+            self.pumping = False
+
+    def _pump(self) -> None:
         try:
             batches: dict[str, list[Any]] = jray.get(self.hub.drain.remote(), timeout=10)
         except Exception as e:

@@ -9,13 +9,16 @@ name plus the mimebundle of the last expression. Each output is its own
 to a ref of its own.
 
 A failing cell re-raises its exception with ``_jray_cell_traceback`` set: the
-traceback from the cell's first frame on (filename ``<remote-cell-N>``, with
-the cell's own line numbers and lines).
+traceback from the cell's first frame on (filename ``<remote-cell-N>``, N the
+cell's ``In[N]``, with the cell's own line numbers and its lines as written).
+An output that is a module comes back as ``ModuleValue`` (its name; the
+kernel imports it), and ``get_ipython()`` in the cell is ``remote_shell``'s.
 """
 
 from __future__ import annotations
 
 import traceback
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +27,7 @@ import cloudpickle
 import jray
 from jray.jupyter.capture import Bundle, capture, format_value
 from jray.jupyter.cell import compile_cell
+from jray.jupyter.remote_shell import get_ipython
 
 CELL_PREFIX = "<remote-cell-"
 
@@ -36,6 +40,7 @@ class CellSpec:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     quiet: bool = False
+    listing: str = ""  # the cell as written (IPython syntax), shown in tracebacks
 
 
 class Unbound:
@@ -48,6 +53,13 @@ class Unbound:
         return f"<unbound {self.name}: {self.reason}>"
 
 
+@dataclass(frozen=True)
+class ModuleValue:
+    """Stands for an output whose value is a module: the kernel imports it by name."""
+
+    name: str
+
+
 def _cell_traceback(exc: BaseException) -> str:
     """The traceback from the first frame of cell code on."""
     tb = exc.__traceback__
@@ -58,7 +70,8 @@ def _cell_traceback(exc: BaseException) -> str:
 
 def execute(spec: CellSpec, ns: dict[str, Any], hub: Any) -> Bundle | None:
     """Run the cell in ``ns``, its output going to ``hub``; the last value's mimebundle."""
-    body, tail = compile_cell(spec.source, spec.filename)
+    body, tail = compile_cell(spec.source, spec.filename, spec.listing or None)
+    ns["get_ipython"] = get_ipython
     with capture(hub, spec.key, ns):
         try:
             exec(body, ns)
@@ -78,6 +91,8 @@ def _output(ns: dict[str, Any], name: str) -> Any:
     if name not in ns:
         return Unbound(name, "the cell did not bind it")
     value = ns[name]
+    if isinstance(value, types.ModuleType):
+        return ModuleValue(value.__name__)
     try:  # out-of-band buffers are not copied: a cheap check even for large arrays
         cloudpickle.dumps(value, protocol=5, buffer_callback=lambda _b: None)
     except Exception as e:
