@@ -89,8 +89,8 @@ def test_star_imports_deletes_temporaries_and_global_writes() -> None:
 
 
 def test_listing_is_what_tracebacks_show() -> None:
-    body, _ = compile_cell("a = 1\nget_ipython().system('ls')\n", "<remote-cell-7>",
-                           "a = 1\n!ls\n")
+    body, _ = compile_cell("a = 1\nget_ipython().system('ls')\nb = 2\n", "<remote-cell-7>",
+                           "a = 1\n!ls\nb = 2\n")
     with pytest.raises(ZeroDivisionError) as info:
         exec(body, {"get_ipython": lambda: 1 / 0})
     text = "".join(traceback.format_exception(info.value))
