@@ -6,7 +6,8 @@
   was, and the cell says so.
 - ``from M import *`` binds M's public names, found by importing M here
   (``star_names``; None when the kernel cannot, so no name can be ruled out).
-- ``apply`` binds the task's values: a ``ModuleValue`` is imported here, a
+- ``apply`` binds the task's values (a function or class defined in the cell
+  gets the notebook's namespace as its globals): a ``ModuleValue`` is imported here, a
   name the cell deleted (``del x``) and left unbound is deleted, and an
   output that could not be pickled is dropped (quietly for ``with``/``for``/
   ``except`` temporaries, with one note for other inferred names, and with a
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from jray.jupyter.cell import CellInfo
-from jray.jupyter.remote_cell import ModuleValue, Unbound
+from jray.jupyter.remote_cell import ModuleValue, Unbound, rebind_globals
 
 NOT_BOUND = "the cell did not bind it"
 
@@ -68,7 +69,7 @@ def apply(ns: dict[str, Any], names: Sequence[str], values: Sequence[Any], info:
                 notes.append(f"jray: {name} left as it was: module {value.name} cannot be "
                              f"imported here ({type(e).__name__}: {e})")
         elif not isinstance(value, Unbound):
-            ns[name] = value
+            ns[name] = rebind_globals(value, ns)
         elif value.reason == NOT_BOUND:
             if name in info.deletes:
                 ns.pop(name, None)

@@ -27,6 +27,7 @@ numbers. The module imports only the standard library: workers import it too.
 from __future__ import annotations
 
 import ast
+import dis
 import linecache
 import symtable
 from dataclasses import dataclass
@@ -195,6 +196,28 @@ def analyze(source: str, filename: str = "<cell>") -> CellInfo:
         deletes=tuple(dict.fromkeys(deletes)),
         temporaries=tuple(n for n, t in temps.items() if t),
     )
+
+
+def global_stores(value: object) -> list[str]:
+    """Globals that a notebook function (or the methods of a notebook class) assigns or
+    deletes: calling it in a remote cell changes them, so they are outputs too."""
+    codes = []
+    if isinstance(value, type) and value.__module__ == "__main__":
+        for attr in vars(value).values():
+            fn = getattr(attr, "__func__", attr)
+            if getattr(fn, "__code__", None) is not None:
+                codes.append(fn.__code__)
+    elif callable(value) and getattr(value, "__module__", None) == "__main__" \
+            and isinstance(getattr(value, "__code__", None), CodeType):
+        codes.append(value.__code__)  # type: ignore[attr-defined]
+    out: list[str] = []
+    while codes:
+        code = codes.pop()
+        for ins in dis.get_instructions(code):
+            if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") and ins.argval not in out:
+                out.append(str(ins.argval))
+        codes += [c for c in code.co_consts if isinstance(c, CodeType)]
+    return out
 
 
 def compile_cell(source: str, filename: str,

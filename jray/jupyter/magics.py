@@ -24,7 +24,7 @@ import jray
 from jray._private.debug import HIDE
 from jray.jupyter import bind, options, status, syntax
 from jray.jupyter import engines as E
-from jray.jupyter.cell import CellInfo, analyze, default_label
+from jray.jupyter.cell import CellInfo, analyze, default_label, global_stores
 from jray.jupyter.output import CellRun, Router, remote_traceback
 from jray.jupyter.progress import wait_for
 from jray.jupyter.remote_cell import CellSpec, submit
@@ -232,9 +232,12 @@ class JrayMagics(Magics):
                               set(info.writes), explicit_in is not None, lenient=star is None)
         explicit_out = options.names(args.outputs, "--out")
         imports = dict(info.imports)
+        ns = self.sh.user_ns
         if explicit_out is None:
             outputs = tuple(w for w in info.writes if w not in imports)
             outputs += tuple(d for d in info.deletes if d not in info.writes)
+            changed = [g for n in inputs for g in global_stores(ns[n])]
+            outputs += tuple(dict.fromkeys(g for g in changed if g not in outputs))
         else:
             outputs = explicit_out
             imports = {k: v for k, v in imports.items() if k in explicit_out}
@@ -251,7 +254,6 @@ class JrayMagics(Magics):
                       block=not args.no_block)
         spec = CellSpec(source, filename, run.key, inputs, tuple(n for n in outputs
                         if n not in imports), info.quiet, listing)
-        ns = self.sh.user_ns
         try:
             run.refs = submit(spec, hub, [ns[n] for n in inputs], opts)
         except Exception as e:

@@ -87,6 +87,33 @@ def execute(spec: CellSpec, ns: dict[str, Any], hub: Any) -> Bundle | None:
         return format_value(value)
 
 
+def rebind_globals(value: Any, ns: dict[str, Any]) -> Any:
+    """A notebook function (or class) with ``ns`` as its globals, as if defined there.
+
+    cloudpickle gives a function pickled by value a globals dict of its own, so
+    ``global counter`` in it would change a copy; rebound, it changes ``ns``.
+    """
+    if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+        fn = types.FunctionType(value.__code__, ns, value.__name__, value.__defaults__,
+                                value.__closure__)
+        fn.__kwdefaults__ = value.__kwdefaults__
+        fn.__dict__.update(value.__dict__)
+        fn.__qualname__, fn.__doc__ = value.__qualname__, value.__doc__
+        fn.__annotations__ = value.__annotations__
+        return fn
+    if isinstance(value, type) and value.__module__ == "__main__":
+        for key, attr in list(vars(value).items()):
+            fn = getattr(attr, "__func__", attr)
+            if isinstance(fn, types.FunctionType) and fn.__globals__ is not ns:
+                new = rebind_globals(fn, ns)
+                wrapped = type(attr)(new) if attr is not fn else new
+                try:
+                    setattr(value, key, wrapped)
+                except (AttributeError, TypeError):
+                    pass
+    return value
+
+
 def _output(ns: dict[str, Any], name: str) -> Any:
     if name not in ns:
         return Unbound(name, "the cell did not bind it")
@@ -101,7 +128,8 @@ def _output(ns: dict[str, Any], name: str) -> Any:
 
 
 def _run_cell(spec: CellSpec, hub: Any, *values: Any) -> Any:
-    ns: dict[str, Any] = {"__name__": "__main__", **dict(zip(spec.inputs, values))}
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    ns.update((name, rebind_globals(v, ns)) for name, v in zip(spec.inputs, values))
     bundle = execute(spec, ns, hub)
     result = (*(_output(ns, n) for n in spec.outputs), bundle)
     return result if len(result) > 1 else result[0]
