@@ -129,6 +129,25 @@ def test_cells_and_engines_that_cannot_be_placed_fail_at_once(kernel: Kernel) ->
     assert "no engines" in kernel.execute("%jray engines", timeout=10).stream()
 
 
+def test_an_engine_that_cannot_start_in_time_is_not_registered(kernel: Kernel) -> None:
+    kernel.execute("import jray.jupyter.engines as E\nE.START_TIMEOUT_S = 2")
+    hog = kernel.execute("%%remote --no-block --num-cpus 2\nimport time\nprint('hogging')\n"
+                         "time.sleep(8)\nhogged = 1")
+    kernel.wait_for(hog.msg_id, lambda m: m["msg_type"] == "stream"
+                    and "hogging" in m["content"]["text"], 30)
+    try:
+        ex = kernel.execute("%jray engines 1 --num-cpus 1", allow_error=True, timeout=20)
+        assert ex.reply["content"]["ename"] == "UsageError"
+        assert "engine-0 could not be placed within 2s" in ex.reply["content"]["evalue"]
+        assert "no engines" in kernel.execute("%jray engines", timeout=5).stream()
+    finally:
+        kernel.execute("E.START_TIMEOUT_S = 30.0")
+    # once the CPUs are free an engine starts, under the same name
+    assert "started 1 engine(s): jray-engine-0" in kernel.execute(
+        "%jray engines 1 --num-cpus 1", timeout=30).stream()
+    assert kernel.execute("%%remote --engine 0\n21 * 2").result_text() == "42"
+
+
 def test_interrupting_a_single_ref_get_cancels_its_task(kernel: Kernel) -> None:
     kernel.execute("import jray, time\n@jray.remote\ndef sleepy():\n    time.sleep(60)")
     msg_id = kernel.kc.execute("one = jray.get(sleepy.remote())")

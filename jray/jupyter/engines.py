@@ -60,12 +60,13 @@ def engine_name(name: str) -> str:
 
 
 def start(engines: dict[str, Any], n: int, options: dict[str, Any],
-          timeout: float = START_TIMEOUT_S) -> tuple[list[str], str]:
+          timeout: float | None = None) -> tuple[list[str], str]:
     """Start engines until ``n`` exist; the names started, and why others did not start.
 
     Each new engine must answer within ``timeout``; one that does not (it cannot be
     placed, or its constructor failed) is killed and not registered.
     """
+    timeout = START_TIMEOUT_S if timeout is None else timeout
     new: dict[str, Any] = {}
     i = 0
     while len(engines) + len(new) < n:
