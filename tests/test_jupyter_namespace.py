@@ -173,3 +173,44 @@ def test_shutdown_tells_running_no_block_cells(kernel: Kernel) -> None:
                           and "stopped before it finished" in m["content"]["text"], 10)
     assert "%jray shutdown" in msg["content"]["text"]
     kernel.execute("%jray init --num-cpus 2")
+
+
+def test_inputs_changed_in_place_come_back(kernel: Kernel) -> None:
+    kernel.execute("import numpy\nlst = [1, 2, 3]\nd = {'a': 1}\nclass O:\n    attr = 1\n"
+                   "o = O()\nsmall = numpy.zeros(3)\nbig = numpy.zeros(2_000_000)\n"
+                   "shuffled = list(range(50))\nimport random\n"
+                   "def scramble(v):\n    random.Random(0).shuffle(v)\n"
+                   "untouched = [9]")
+    ex = kernel.execute("%%remote\nlst.append(4)\nd['b'] = 2\no.attr = 99\nsmall[0] = 7\n"
+                        "big[0] = 1\nbig += 1\nscramble(shuffled)\nprint(len(untouched))")
+    assert ex.stream() == "1\n"
+    assert kernel.value("(lst, d, o.attr, small.tolist(), float(big[0]), float(big[1]))") == \
+        ([1, 2, 3, 4], {"a": 1, "b": 2}, 99, [7.0, 0.0, 0.0], 2.0, 1.0)
+    assert kernel.value("shuffled != list(range(50)) and sorted(shuffled) == list(range(50))")
+    # a --no-block cell cannot rebind what a call changed: it says so
+    ex = kernel.execute("%%remote --no-block\nscramble(untouched_list)\ndone = 1",
+                        allow_error=True)
+    assert ex.reply["content"]["ename"] == "NameError"
+    kernel.execute("untouched_list = list(range(20))")
+    ex = kernel.execute("%%remote --no-block\nscramble(untouched_list)\ndone = 1")
+    note = kernel.wait_for(ex.msg_id, lambda m: m["msg_type"] == "stream"
+                           and "in place" in m["content"]["text"], 20)
+    assert "untouched_list" in note["content"]["text"] and "--out" in note["content"]["text"]
+    assert kernel.value("untouched_list") == list(range(20))
+
+
+def test_outputs_are_ordinary_writable_values(kernel: Kernel) -> None:
+    kernel.execute("%%remote\nimport numpy as np\nA = np.random.rand(1000, 1000)\n"
+                   "parts = {'w': np.ones(1_000_000)}")
+    kernel.execute("A[0, 0] = -1.0\nparts['w'][0] = 5")
+    assert kernel.value("(float(A[0, 0]), float(parts['w'][0]))") == (-1.0, 5.0)
+    kernel.execute("%%remote --zero-copy\nimport numpy as np\nZ = np.ones(1_000_000)")
+    assert kernel.value("Z.flags.writeable") is False
+
+
+def test_notebook_functions_see_notebook_globals_remotely(kernel: Kernel) -> None:
+    kernel.execute("scale = 3\ndef g(v):\n    return v * scale\ntally = 0\n"
+                   "def count():\n    global tally\n    tally += 1")
+    assert kernel.execute("%%remote\ng(2)").result_text() == "6"
+    kernel.execute("%%remote\ncount()\ncount()")
+    assert kernel.value("tally") == 2

@@ -16,6 +16,11 @@
 - ``star_imports``: modules of ``from M import *``; ``deletes``: names the
   cell ``del``etes at top level; ``temporaries``: ``with``/``for``/``except``
   targets (dropped quietly when they cannot be pickled).
+- ``mutated``: names the cell changes in place (subscript, attribute and
+  augmented stores, ``del x[k]``, calls of mutating methods such as
+  ``append``/``update``/``fill``), also inside functions it defines;
+  ``watched``: names passed to other calls or whose other methods are called
+  (they may change in place: the worker compares them before and after).
 - ``last_expr``: whether the cell ends with an expression whose value is
   shown, and ``quiet`` when that expression ends with ``;``.
 
@@ -48,6 +53,8 @@ class CellInfo:
     star_imports: tuple[str, ...] = ()
     deletes: tuple[str, ...] = ()
     temporaries: tuple[str, ...] = ()
+    mutated: tuple[str, ...] = ()
+    watched: tuple[str, ...] = ()
 
 
 def _global_refs(table: symtable.SymbolTable) -> set[str]:
@@ -59,6 +66,81 @@ def _global_refs(table: symtable.SymbolTable) -> set[str]:
                 names.add(sym.get_name())
         names |= _global_refs(child)
     return names
+
+
+MUTATORS = frozenset({
+    "append", "extend", "insert", "remove", "pop", "clear", "sort", "reverse", "update",
+    "setdefault", "popitem", "add", "discard", "difference_update", "intersection_update",
+    "symmetric_difference_update", "appendleft", "extendleft", "popleft", "rotate",
+    "move_to_end", "fill", "resize", "put", "itemset", "setflags", "partition", "__setitem__",
+    "__delitem__", "__iadd__", "__imul__", "__setattr__", "__delattr__"})
+#: Calls and methods that never change their arguments or receiver.
+PURE = frozenset({
+    "print", "len", "repr", "str", "int", "float", "bool", "complex", "sum", "min", "max",
+    "sorted", "list", "tuple", "set", "frozenset", "dict", "enumerate", "zip", "range",
+    "isinstance", "issubclass", "type", "iter", "any", "all", "abs", "round", "hash", "id",
+    "format", "display", "reversed", "map", "filter", "hasattr", "getattr", "callable",
+    "divmod", "pow", "ord", "chr", "vars", "dir", "copy", "deepcopy", "get", "keys", "values",
+    "items", "count", "index", "mean", "std", "var", "reshape", "astype", "tolist", "item",
+    "dot", "startswith", "endswith", "join", "split", "strip", "lower", "upper", "replace",
+    "encode", "decode", "head", "tail", "describe", "to_numpy", "nbytes", "shape"})
+
+
+def _root(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _locals_of(fn: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> set[str]:
+    """A function's own names: parameters and names it binds (not declared global)."""
+    a = fn.args
+    names = {x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)}
+    names |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+    declared: set[str] = set()
+    for n in ast.walk(fn) if not isinstance(fn, ast.Lambda) else []:
+        if isinstance(n, (ast.Global, ast.Nonlocal)):
+            declared |= set(n.names)
+        elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+            names.add(n.id)
+    return names - declared
+
+
+def _in_place(tree: ast.AST) -> tuple[list[str], list[str]]:
+    """(names changed in place, names that calls may change), in the module's scope."""
+    mutated: list[str] = []
+    watched: list[str] = []
+
+    def note(out: list[str], name: str | None, hidden: set[str]) -> None:
+        if name is not None and name not in hidden and name not in out:
+            out.append(name)
+
+    def visit(n: ast.AST, hidden: set[str]) -> None:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            inner = hidden | _locals_of(n)
+            for child in ast.iter_child_nodes(n):
+                visit(child, inner)
+            return
+        if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, (ast.Store,
+                                                                                 ast.Del)):
+            note(mutated, _root(n), hidden)
+        elif isinstance(n, ast.AugAssign):  # ``big += 1`` works in place on arrays, lists
+            note(mutated, _root(n.target), hidden)
+        elif isinstance(n, ast.Call):
+            func = n.func
+            name = func.attr if isinstance(func, ast.Attribute) else \
+                func.id if isinstance(func, ast.Name) else None
+            if isinstance(func, ast.Attribute):
+                note(mutated if name in MUTATORS else watched,
+                     None if name in PURE else _root(func.value), hidden)
+            if name not in PURE:
+                for arg in (*n.args, *(k.value for k in n.keywords)):
+                    note(watched, _root(arg), hidden)
+        for child in ast.iter_child_nodes(n):
+            visit(child, hidden)
+
+    visit(tree, set())
+    return mutated, [w for w in watched if w not in mutated]
 
 
 def _global_writes(table: symtable.SymbolTable) -> list[str]:
@@ -163,6 +245,7 @@ def analyze(source: str, filename: str = "<cell>") -> CellInfo:
     table = symtable.symtable(source, filename, "exec")
     referenced = {s.get_name() for s in table.get_symbols() if s.is_referenced()}
     deletes = [n for stmt in tree.body for n in _top_deletes(stmt)]
+    mutated, watched = _in_place(tree)
     global_writes = _global_writes(table)  # ``counter += 1`` there reads it first
     referenced |= _global_refs(table) | _module_aug_targets(tree) | set(deletes)
     referenced |= set(global_writes)
@@ -195,6 +278,7 @@ def analyze(source: str, filename: str = "<cell>") -> CellInfo:
         star_imports=tuple(dict.fromkeys(m for stmt in tree.body for m in _star_modules(stmt))),
         deletes=tuple(dict.fromkeys(deletes)),
         temporaries=tuple(n for n, t in temps.items() if t),
+        mutated=tuple(mutated), watched=tuple(watched),
     )
 
 

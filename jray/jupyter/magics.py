@@ -27,7 +27,7 @@ from jray.jupyter import engines as E
 from jray.jupyter.cell import CellInfo, analyze, default_label, global_stores
 from jray.jupyter.output import CellRun, Router, remote_traceback
 from jray.jupyter.progress import wait_for
-from jray.jupyter.remote_cell import CellSpec, submit
+from jray.jupyter.remote_cell import CellSpec, submit, writable
 
 
 def _clean(exc: BaseException, text: str | None = None) -> BaseException:
@@ -189,7 +189,7 @@ class JrayMagics(Magics):
             values = jray.get(handle.pull.remote(list(options.names(a.names, "names") or ())))
         except Exception as e:
             raise _clean(e, remote_traceback(e).strip().splitlines()[-1]) from None
-        self.sh.user_ns.update(values)
+        self.sh.user_ns.update(values if a.zero_copy else writable(values))
 
     # --- %%remote --------------------------------------------------------------------
     @cell_magic("remote")  # type: ignore[arg-type]  # (same)
@@ -233,10 +233,14 @@ class JrayMagics(Magics):
         explicit_out = options.names(args.outputs, "--out")
         imports = dict(info.imports)
         ns = self.sh.user_ns
+        in_place = tuple(n for n in info.mutated if n in inputs)
+        watched = tuple(n for n in info.watched if n in inputs and n not in info.writes
+                        and n not in in_place and bind.mutable(ns[n]))
         if explicit_out is None:
             outputs = tuple(w for w in info.writes if w not in imports)
             outputs += tuple(d for d in info.deletes if d not in info.writes)
             changed = [g for n in inputs for g in global_stores(ns[n])]
+            changed += in_place + (watched if not args.no_block else ())
             outputs += tuple(dict.fromkeys(g for g in changed if g not in outputs))
         else:
             outputs = explicit_out
@@ -253,7 +257,7 @@ class JrayMagics(Magics):
         run = CellRun(label, self.router.parent(), self._count(), [],
                       block=not args.no_block)
         spec = CellSpec(source, filename, run.key, inputs, tuple(n for n in outputs
-                        if n not in imports), info.quiet, listing)
+                        if n not in imports), info.quiet, listing, in_place, watched)
         try:
             run.refs = submit(spec, hub, [ns[n] for n in inputs], opts)
         except Exception as e:
@@ -269,7 +273,8 @@ class JrayMagics(Magics):
             values = jray.get(run.refs)
         except Exception as e:
             raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
-        notes = bind.apply(ns, spec.outputs, values, info, explicit_out is not None)
+        notes = bind.apply(ns, spec.outputs, values, info, explicit_out is not None,
+                           args.zero_copy)
         modules, failed = bind.import_here(imports.items())
         ns.update(star or {})
         ns.update(modules)

@@ -111,6 +111,8 @@ def line_parser() -> _Parser:
         sp = sub.add_parser(cmd, help=f"{cmd} variables (comma-separated) to/from an engine")
         sp.add_argument("engine")
         sp.add_argument("names")
+        if cmd == "pull":
+            sp.add_argument("--zero-copy", action="store_true")
     return p
 
 
@@ -118,6 +120,7 @@ def cell_parser() -> _Parser:
     p = _Parser(prog="%%remote", add_help=False)
     _resources(p)
     p.add_argument("--no-block", action="store_true")
+    p.add_argument("--zero-copy", action="store_true")
     p.add_argument("--name", metavar="LABEL")
     p.add_argument("--in", dest="inputs", metavar="a,b")
     p.add_argument("--out", dest="outputs", metavar="x,y")

@@ -17,8 +17,12 @@ kernel imports it), and ``get_ipython()`` in the cell is ``remote_shell``'s.
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+import sys
 import traceback
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +34,8 @@ from jray.jupyter.cell import compile_cell
 from jray.jupyter.remote_shell import get_ipython
 
 CELL_PREFIX = "<remote-cell-"
+#: Watched inputs up to this size (pickle plus writable buffers) are compared.
+WATCH_LIMIT = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class CellSpec:
     outputs: tuple[str, ...] = ()
     quiet: bool = False
     listing: str = ""  # the cell as written (IPython syntax), shown in tracebacks
+    writable: tuple[str, ...] = ()  # inputs the cell changes in place: writable copies
+    watched: tuple[str, ...] = ()  # inputs calls may change: compared before and after
 
 
 class Unbound:
@@ -51,6 +59,13 @@ class Unbound:
 
     def __repr__(self) -> str:
         return f"<unbound {self.name}: {self.reason}>"
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """Stands for a watched input that the cell left as it was (nothing to rebind)."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -68,8 +83,11 @@ def _cell_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 
 
-def execute(spec: CellSpec, ns: dict[str, Any], hub: Any) -> Bundle | None:
-    """Run the cell in ``ns``, its output going to ``hub``; the last value's mimebundle."""
+def execute(spec: CellSpec, ns: dict[str, Any], hub: Any,
+            after: Callable[[], None] | None = None) -> Bundle | None:
+    """Run the cell in ``ns``, its output going to ``hub``; the last value's mimebundle.
+
+    ``after`` runs once the cell succeeded, while its output is still captured."""
     body, tail = compile_cell(spec.source, spec.filename, spec.listing or None)
     ns["get_ipython"] = get_ipython
     with capture(hub, spec.key, ns):
@@ -82,9 +100,32 @@ def execute(spec: CellSpec, ns: dict[str, Any], hub: Any) -> Bundle | None:
             except Exception:
                 pass
             raise
+        if after is not None:
+            after()
         if value is None or spec.quiet:
             return None
         return format_value(value)
+
+
+def fingerprint(value: Any) -> bytes | None:
+    """A digest of ``value``'s pickle and its writable buffers (read-only ones cannot
+    change); None when it cannot be pickled or is over ``WATCH_LIMIT`` bytes."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    except Exception:
+        return None
+    digest = hashlib.blake2b(data, digest_size=16)
+    size = len(data)
+    for buf in buffers:
+        raw = buf.raw()
+        if raw.readonly:
+            continue
+        size += raw.nbytes
+        if size > WATCH_LIMIT:
+            return None
+        digest.update(raw)
+    return digest.digest() if size <= WATCH_LIMIT else None
 
 
 def rebind_globals(value: Any, ns: dict[str, Any]) -> Any:
@@ -92,8 +133,13 @@ def rebind_globals(value: Any, ns: dict[str, Any]) -> Any:
 
     cloudpickle gives a function pickled by value a globals dict of its own, so
     ``global counter`` in it would change a copy; rebound, it changes ``ns``.
+    The globals it captured are added to ``ns`` where ``ns`` lacks them.
     """
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+        if value.__globals__ is ns:
+            return value
+        for key, captured in value.__globals__.items():  # what cloudpickle captured
+            ns.setdefault(key, captured)
         fn = types.FunctionType(value.__code__, ns, value.__name__, value.__defaults__,
                                 value.__closure__)
         fn.__kwdefaults__ = value.__kwdefaults__
@@ -114,6 +160,23 @@ def rebind_globals(value: Any, ns: dict[str, Any]) -> Any:
     return value
 
 
+def writable(value: Any) -> Any:
+    """``value`` with read-only NumPy arrays (zero-copy views of the object store) copied,
+    also inside lists, tuples and dicts; everything else is returned as it is."""
+    np = sys.modules.get("numpy")
+    if np is None:
+        return value
+    if isinstance(value, np.ndarray):
+        return value if value.flags.writeable else value.copy()
+    if type(value) in (list, tuple):
+        items = [writable(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
+    if type(value) is dict:
+        new = {k: writable(v) for k, v in value.items()}
+        return value if all(new[k] is v for k, v in value.items()) else new
+    return value
+
+
 def _output(ns: dict[str, Any], name: str) -> Any:
     if name not in ns:
         return Unbound(name, "the cell did not bind it")
@@ -130,8 +193,27 @@ def _output(ns: dict[str, Any], name: str) -> Any:
 def _run_cell(spec: CellSpec, hub: Any, *values: Any) -> Any:
     ns: dict[str, Any] = {"__name__": "__main__"}
     ns.update((name, rebind_globals(v, ns)) for name, v in zip(spec.inputs, values))
-    bundle = execute(spec, ns, hub)
-    result = (*(_output(ns, n) for n in spec.outputs), bundle)
+    for name in spec.writable:
+        if name in ns:
+            ns[name] = writable(ns[name])
+    before = {n: fingerprint(ns[n]) for n in spec.watched if n in ns}
+    changed: set[str] = set()
+
+    def compare() -> None:
+        for name, old in before.items():
+            if old is None:
+                print(f"jray: cannot tell whether the cell changed {name} in place (it is too "
+                      f"large to compare); --out {name} brings it back", file=sys.stderr)
+            elif name in ns and fingerprint(ns[name]) != old:
+                changed.add(name)
+        if changed and not set(changed) <= set(spec.outputs):
+            lost = sorted(changed - set(spec.outputs))
+            print(f"jray: the cell changed {', '.join(lost)} in place; the notebook keeps the "
+                  f"old value (--out {','.join(lost)} brings it back)", file=sys.stderr)
+
+    bundle = execute(spec, ns, hub, compare)
+    result = (*(Unchanged(n) if n in before and n not in changed and n in ns
+                else _output(ns, n) for n in spec.outputs), bundle)
     return result if len(result) > 1 else result[0]
 
 
