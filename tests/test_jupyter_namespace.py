@@ -214,3 +214,16 @@ def test_notebook_functions_see_notebook_globals_remotely(kernel: Kernel) -> Non
     assert kernel.execute("%%remote\ng(2)").result_text() == "6"
     kernel.execute("%%remote\ncount()\ncount()")
     assert kernel.value("tally") == 2
+
+
+def test_refs_inside_containers_and_function_globals_are_resolved(kernel: Kernel) -> None:
+    kernel.execute("%%remote --no-block\nimport time\ntime.sleep(0.5)\na1 = [1, 2, 3]")
+    kernel.execute("%%remote --no-block\na2 = [4, 5]")
+    kernel.execute("%%remote --no-block\nfactor = 10")
+    kernel.execute("parts = [a1, a2]\nby_name = {'x': (a1,)}\n"
+                   "def times(v):\n    return v * factor")
+    assert kernel.value("type(factor).__name__") == "ObjectRef"
+    ex = kernel.execute("%%remote\n(sum(len(p) for p in parts), len(by_name['x'][0]), times(2))")
+    assert ex.result_text() == "(5, 3, 20)"
+    # the notebook still holds the refs (nothing was rebound)
+    assert kernel.value("[type(p).__name__ for p in parts]") == ["ObjectRef"] * 2

@@ -27,7 +27,7 @@ from jray.jupyter import engines as E
 from jray.jupyter.cell import CellInfo, analyze, default_label, global_stores
 from jray.jupyter.output import CellRun, Router, remote_traceback
 from jray.jupyter.progress import wait_for
-from jray.jupyter.remote_cell import CellSpec, submit, writable
+from jray.jupyter.remote_cell import CellSpec, nested_refs, submit, writable
 
 
 def _clean(exc: BaseException, text: str | None = None) -> BaseException:
@@ -256,10 +256,12 @@ class JrayMagics(Magics):
                 opts[k] = getattr(args, k)
         run = CellRun(label, self.router.parent(), self._count(), [],
                       block=not args.no_block)
+        held = list({r.id: r for n in inputs for r in nested_refs(ns[n])}.values())
         spec = CellSpec(source, filename, run.key, inputs, tuple(n for n in outputs
-                        if n not in imports), info.quiet, listing, in_place, watched)
+                        if n not in imports), info.quiet, listing, in_place, watched,
+                        tuple(r.id for r in held))
         try:
-            run.refs = submit(spec, hub, [ns[n] for n in inputs], opts)
+            run.refs = submit(spec, hub, [*(ns[n] for n in inputs), *held], opts)
         except Exception as e:
             raise _clean(_why_not_pickled(e, {n: ns[n] for n in inputs})) from None
         self.router.add(run)

@@ -34,6 +34,8 @@ from jray.jupyter.cell import compile_cell
 from jray.jupyter.remote_shell import get_ipython
 
 CELL_PREFIX = "<remote-cell-"
+#: How deep inside containers refs are looked for (and resolved).
+MAX_DEPTH = 4
 #: Watched inputs up to this size (pickle plus writable buffers) are compared.
 WATCH_LIMIT = 64 << 20
 
@@ -49,6 +51,7 @@ class CellSpec:
     listing: str = ""  # the cell as written (IPython syntax), shown in tracebacks
     writable: tuple[str, ...] = ()  # inputs the cell changes in place: writable copies
     watched: tuple[str, ...] = ()  # inputs calls may change: compared before and after
+    ref_ids: tuple[bytes, ...] = ()  # refs held inside inputs, sent resolved after them
 
 
 class Unbound:
@@ -160,6 +163,50 @@ def rebind_globals(value: Any, ns: dict[str, Any]) -> Any:
     return value
 
 
+def nested_refs(value: Any, depth: int = 0) -> list[Any]:
+    """ObjectRefs inside lists, tuples and dicts (a few levels deep), and in the globals
+    and closure of a notebook function, in order of appearance."""
+    if depth > MAX_DEPTH:
+        return []
+    if isinstance(value, jray.ObjectRef):
+        return [value] if depth else []
+    if type(value) in (list, tuple):
+        return [r for v in value for r in nested_refs(v, depth + 1)]
+    if type(value) is dict:
+        return [r for v in value.values() for r in nested_refs(v, depth + 1)]
+    if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+        codes, names = [value.__code__], set()
+        while codes:
+            code = codes.pop()
+            names |= set(code.co_names)
+            codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+        held = [value.__globals__[n] for n in sorted(names) if n in value.__globals__]
+        held += [c.cell_contents for c in value.__closure__ or () if _filled(c)]
+        return [r for v in held for r in nested_refs(v, depth + 1)]
+    return []
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        _ = cell.cell_contents
+    except ValueError:  # an empty cell (a name not yet assigned in the enclosing scope)
+        return False
+    return True
+
+
+def resolve(value: Any, values: dict[bytes, Any], depth: int = 0) -> Any:
+    """``value`` with the refs ``nested_refs`` found replaced by their values."""
+    if depth > MAX_DEPTH or not values:
+        return value
+    if isinstance(value, jray.ObjectRef):
+        return values.get(value.id, value) if depth else value
+    if type(value) in (list, tuple):
+        return type(value)(resolve(v, values, depth + 1) for v in value)
+    if type(value) is dict:
+        return {k: resolve(v, values, depth + 1) for k, v in value.items()}
+    return value
+
+
 def writable(value: Any) -> Any:
     """``value`` with read-only NumPy arrays (zero-copy views of the object store) copied,
     also inside lists, tuples and dicts; everything else is returned as it is."""
@@ -192,7 +239,12 @@ def _output(ns: dict[str, Any], name: str) -> Any:
 
 def _run_cell(spec: CellSpec, hub: Any, *values: Any) -> Any:
     ns: dict[str, Any] = {"__name__": "__main__"}
-    ns.update((name, rebind_globals(v, ns)) for name, v in zip(spec.inputs, values))
+    resolved = dict(zip(spec.ref_ids, values[len(spec.inputs):]))
+    ns.update((name, rebind_globals(resolve(v, resolved), ns))
+              for name, v in zip(spec.inputs, values))
+    for name, v in list(ns.items()):  # globals that notebook functions captured
+        if isinstance(v, jray.ObjectRef) and v.id in resolved and name not in spec.inputs:
+            ns[name] = resolved[v.id]
     for name in spec.writable:
         if name in ns:
             ns[name] = writable(ns[name])
