@@ -227,3 +227,16 @@ def test_refs_inside_containers_and_function_globals_are_resolved(kernel: Kernel
     assert ex.result_text() == "(5, 3, 20)"
     # the notebook still holds the refs (nothing was rebound)
     assert kernel.value("[type(p).__name__ for p in parts]") == ["ObjectRef"] * 2
+
+
+def test_rerunning_a_pending_no_block_cell_cancels_the_previous_run(kernel: Kernel) -> None:
+    cell = "%%remote --no-block\nimport time\ntime.sleep(20)\nrerun = 1"
+    first = kernel.execute(cell)
+    second = kernel.execute(cell)
+    assert "cancelled the previous run of this cell (rerun)" in second.stream("stderr")
+    kernel.wait_for(first.msg_id, lambda m: m["msg_type"] == "stream"
+                    and "cancelled: the cell was run again" in m["content"]["text"], 5)
+    # the second run is the one the name refers to; it can be cancelled too
+    kernel.execute("import jray\njray.cancel(rerun)\ntry:\n    jray.get(rerun, timeout=10)\n"
+                   "except Exception as e:\n    rerun_error = type(e).__name__")
+    assert kernel.value("rerun_error") == "TaskCancelledError"

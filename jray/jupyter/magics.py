@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import hashlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -207,7 +208,7 @@ class JrayMagics(Magics):
         if args.engine or args.engines:
             self._run_engines(args, source, listing, filename, info.quiet)
         else:
-            self._run_task(args, source, listing, filename, info,
+            self._run_task(args, line, source, listing, filename, info,
                            syntax.command_names(commands))
 
     def _inputs(self, names: list[str], bound_in_cell: set[str], explicit: bool,
@@ -222,8 +223,8 @@ class JrayMagics(Magics):
                 raise _clean(NameError(f"name {n!r} is not defined"))
         return tuple(out)
 
-    def _run_task(self, args: argparse.Namespace, source: str, listing: str, filename: str,
-                  info: CellInfo, command_names: list[str]) -> None:
+    def _run_task(self, args: argparse.Namespace, line: str, source: str, listing: str,
+                  filename: str, info: CellInfo, command_names: list[str]) -> None:
         explicit_in = options.names(args.inputs, "--in")
         star = bind.star_names(info.star_imports)
         reads = [n for n in (*info.reads, *command_names) if n != "get_ipython"
@@ -254,8 +255,13 @@ class JrayMagics(Magics):
         for k in ("num_cpus", "num_gpus", "resources"):
             if getattr(args, k) is not None:
                 opts[k] = getattr(args, k)
-        run = CellRun(label, self.router.parent(), self._count(), [],
-                      block=not args.no_block)
+        parent = self.router.parent()
+        run = CellRun(label, parent, self._count(), [], block=not args.no_block,
+                      cell_id=_cell_id(parent, line, listing))
+        replaced = self.router.replace(run.cell_id)
+        if replaced:
+            print(f"jray: cancelled the previous run of this cell ({', '.join(replaced)}), "
+                  f"still running when it was run again", file=sys.stderr)
         held = list({r.id: r for n in inputs for r in nested_refs(ns[n])}.values())
         spec = CellSpec(source, filename, run.key, inputs, tuple(n for n in outputs
                         if n not in imports), info.quiet, listing, in_place, watched,
@@ -346,6 +352,14 @@ class JrayMagics(Magics):
                 self.router.result(run, *bundle)
         if failed is not None:
             raise _clean(RuntimeError("the cell failed on some engines (tracebacks above)"))
+
+
+def _cell_id(parent: dict[str, Any] | None, line: str, listing: str) -> str:
+    """The notebook cell being run: the front end's ``cellId``, else the cell's text."""
+    cell_id = ((parent or {}).get("metadata") or {}).get("cellId")
+    if cell_id:
+        return str(cell_id)
+    return hashlib.sha1(f"{line}\n{listing}".encode()).hexdigest()
 
 
 def _why_not_pickled(err: Exception, values: dict[str, Any]) -> BaseException:

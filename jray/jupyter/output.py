@@ -41,6 +41,7 @@ class CellRun:
     prefix: str = ""  # "[engine-0] " when several engines share one cell
     key: str = field(default_factory=lambda: f"cell-{next(_keys)}")
     done: bool = False
+    cell_id: str = ""  # the notebook cell (its cellId, else its text): a rerun replaces it
 
 
 class Router:
@@ -159,6 +160,20 @@ class Router:
             if bundle is not None:
                 self.result(run, *bundle)
         self.runs.pop(run.key, None)
+
+    def replace(self, cell_id: str) -> list[str]:
+        """Cancel the unfinished runs of the notebook cell ``cell_id`` (it runs again)."""
+        old = [r for r in self.runs.values() if cell_id and r.cell_id == cell_id and not r.done]
+        for run in old:
+            try:
+                jray.cancel(run.refs[-1])
+            except Exception as e:
+                print(f"jray: could not cancel the previous run {run.label}: {e}",
+                      file=sys.stderr)
+            self.stream(run, "stderr", f"jray: {run.label} cancelled: the cell was run again\n")
+            run.done = True
+            self.runs.pop(run.key, None)
+        return [r.label for r in old]
 
     def add(self, run: CellRun) -> None:
         self.runs[run.key] = run
