@@ -59,6 +59,31 @@ def engine_name(name: str) -> str:
     return name
 
 
+def select(engines: dict[str, Any], spec: str) -> dict[str, Any]:
+    """The engines ``spec`` names: ``all``, ``0``, ``engine-1``, lists ``0,2`` and slices
+    ``1:3`` / ``::2`` of the engines in order. ``KeyError`` names what is not there."""
+    if spec.strip() == "all":
+        return dict(engines)
+    names = sorted(engines, key=lambda n: (len(n), n))  # engine-2 before engine-10
+    out: dict[str, Any] = {}
+    for item in (t.strip() for t in spec.split(",") if t.strip()):
+        if ":" in item:
+            try:
+                parts = [int(x) if x.strip() else None for x in item.split(":")]
+                chosen = names[slice(*parts)]
+            except (ValueError, TypeError):
+                raise KeyError(f"{item!r} is not a slice such as 1:3") from None
+        else:
+            full = engine_name(item)
+            if full not in engines:
+                raise KeyError(f"no engine {item!r}; engines: {', '.join(names) or 'none'}")
+            chosen = [full]
+        out.update((n, engines[n]) for n in chosen)
+    if not out:
+        raise KeyError(f"{spec!r} selects no engine; engines: {', '.join(names) or 'none'}")
+    return out
+
+
 def start(engines: dict[str, Any], n: int, options: dict[str, Any],
           timeout: float | None = None) -> tuple[list[str], str]:
     """Start engines until ``n`` exist; the names started, and why others did not start.

@@ -30,6 +30,9 @@ from jray.jupyter.output import CellRun, Router, remote_traceback
 from jray.jupyter.progress import wait_for
 from jray.jupyter.remote_cell import CellSpec, nested_refs, submit, writable
 
+#: How many ``--no-block`` cells' last values ``%jray result`` keeps (by label).
+MAX_RESULTS = 64
+
 
 def _clean(exc: BaseException, text: str | None = None) -> BaseException:
     """Make IPython show ``text`` (default: ``Type: message``) instead of our own frames."""
@@ -56,6 +59,7 @@ class JrayMagics(Magics):
         self.started_cluster = False
         self.own_tb_handler = False  # set by load_ipython_extension
         self.engine_need: dict[str, dict[str, float]] = {}  # what each engine holds
+        self.results: dict[str, Any] = {}  # label -> last-value ref of a --no-block cell
         self.line_parser = options.line_parser()
         self.cell_parser = options.cell_parser()
 
@@ -86,6 +90,31 @@ class JrayMagics(Magics):
     # --- %jray -----------------------------------------------------------------------
     @line_magic("jray")  # type: ignore[arg-type]  # IPython's marker is typed for Never
     def jray_line(self, line: str) -> None:
+        """Manage the jray cluster and its engines.
+
+        ::
+
+          %jray init [--num-cpus N] [--num-gpus N] [--resources JSON]
+                     [--object-store-memory SIZE]   start a local cluster (or report it)
+          %jray status                              nodes, resources, tasks, object store
+          %jray shutdown                            stop the cluster (pending cells say so)
+          %jray engines [N] [--num-cpus N] [--num-gpus N] [--resources JSON]
+                                                    start engines up to N, or list them
+          %jray push TARGETS a,b                    copy notebook variables to engines
+          %jray pull TARGETS a,b [--zero-copy]      copy variables back (several engines:
+                                                    a list per name, in engine order)
+          %jray result LABEL                        the last value of a --no-block cell
+
+        TARGETS: ``0``, ``engine-1``, ``0,2``, ``1:3`` or ``all``. A bad argument is a
+        ``UsageError`` naming it; engines that cannot be placed fail at once.
+
+        Examples::
+
+          %jray init --num-cpus 4
+          %jray engines 2 --num-cpus 1
+          %jray push all config
+          %jray pull 0 model
+        """
         __tracebackhide__ = HIDE  # noqa: F841
         args = options.parse(self.line_parser, line)
         cmd: Callable[[argparse.Namespace], None] = getattr(self, "_cmd_" + args.cmd)
@@ -115,6 +144,7 @@ class JrayMagics(Magics):
 
     def _cmd_shutdown(self, a: argparse.Namespace) -> None:
         self.router.reset("%jray shutdown stopped the cluster")
+        self.results.clear()
         self.engines.clear()
         self.engine_need.clear()
         if not jray.is_initialized():
@@ -163,15 +193,13 @@ class JrayMagics(Magics):
         print(f"jray: started {len(started)} engine(s): {', '.join(started) or '-'}; "
               f"{len(self.engines)} running")
 
-    def _targets(self, name: str) -> dict[str, Any]:
+    def _targets(self, spec: str, option: str = "engine") -> dict[str, Any]:
         if not self.engines:
             raise _clean(RuntimeError("no engines running; %jray engines N starts N"))
-        if name == "all":
-            return dict(self.engines)
-        full = E.engine_name(name)
-        if full not in self.engines:
-            raise _clean(KeyError(f"no engine {name!r}; engines: {', '.join(self.engines)}"))
-        return {full: self.engines[full]}
+        try:
+            return E.select(self.engines, spec)
+        except KeyError as e:
+            raise UsageError(f"{option} {spec}: {e.args[0]}") from None
 
     def _cmd_push(self, a: argparse.Namespace) -> None:
         names = options.names(a.names, "names") or ()
@@ -183,18 +211,66 @@ class JrayMagics(Magics):
         jray.get([h.push.remote({n: ns[n] for n in names}) for h in targets.values()])
 
     def _cmd_pull(self, a: argparse.Namespace) -> None:
-        if a.engine == "all":
-            raise _clean(ValueError("%jray pull takes one engine, not 'all'"))
-        (handle,) = self._targets(a.engine).values()
+        """One engine: its values; several (``all``, ``0,1``): a list per name, in order."""
+        targets = self._targets(a.engine)
+        names = list(options.names(a.names, "names") or ())
         try:
-            values = jray.get(handle.pull.remote(list(options.names(a.names, "names") or ())))
+            got = jray.get([h.pull.remote(names) for h in targets.values()])
         except Exception as e:
             raise _clean(e, remote_traceback(e).strip().splitlines()[-1]) from None
+        values = got[0] if len(got) == 1 and a.engine != "all" and "," not in a.engine \
+            and ":" not in a.engine else {n: [g[n] for g in got] for n in names}
         self.sh.user_ns.update(values if a.zero_copy else writable(values))
+
+    def _cmd_result(self, a: argparse.Namespace) -> None:
+        """Show the last value of the latest ``--no-block`` cell labelled ``a.label``."""
+        ref = self.results.get(a.label)
+        if ref is None:
+            known = ", ".join(self.results) or "none yet"
+            raise UsageError(f"%jray result: no --no-block cell labelled {a.label!r} "
+                             f"(labels: {known})")
+        try:
+            bundle = jray.get(ref)
+        except Exception as e:
+            raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
+        if bundle is not None:
+            from IPython.display import display
+
+            display(bundle[0], metadata=bundle[1], raw=True)  # type: ignore[no-untyped-call]
 
     # --- %%remote --------------------------------------------------------------------
     @cell_magic("remote")  # type: ignore[arg-type]  # (same)
     def remote(self, line: str, cell: str) -> None:
+        """Run the cell remotely, as a task (default) or in engines' namespaces.
+
+        ::
+
+          %%remote [--num-cpus N] [--num-gpus N] [--resources JSON] [--no-block]
+                   [--name LABEL] [--in a,b] [--out x,y] [--zero-copy]
+                   [--retries N] [--retry-exceptions]
+                   [--progress-after SECONDS] [--no-progress]
+                   [--engine NAME | --engines all | --targets 0,2|1:3]
+
+        Inputs are the notebook names the cell reads (refs inside them are
+        resolved); outputs are the names it binds, and inputs it changes in place,
+        rebound in the notebook when it ends (``--no-block``: bound to ObjectRefs at
+        once; ``%jray result LABEL`` shows its last value later). Imports bind the
+        modules in the notebook; ``del x`` deletes ``x``. ``!cmd``, ``x = !cmd``,
+        ``%pwd``, ``%env`` and ``%sx`` run remotely; magics that need the kernel are
+        refused before submitting. ``--retries N`` reruns the cell after a worker
+        crash, and with ``--retry-exceptions`` also after an exception. Interrupting
+        the kernel cancels the cell's tasks and fails the cell.
+
+        Examples::
+
+          %%remote --num-cpus 2
+          total = sum(x * x for x in data)
+          total
+
+          %%remote --no-block --name load
+          import pandas as pd
+          df = pd.read_csv(path)
+        """
         __tracebackhide__ = HIDE  # noqa: F841
         args = options.parse(self.cell_parser, line)
         filename = f"<remote-cell-{self._count()}>"
@@ -205,7 +281,7 @@ class JrayMagics(Magics):
         except SyntaxError as e:
             raise _clean(e) from None
         commands = syntax.check(source, listing)
-        if args.engine or args.engines:
+        if args.engine or args.engines or args.targets:
             self._run_engines(args, source, listing, filename, info.quiet)
         else:
             self._run_task(args, line, source, listing, filename, info,
@@ -252,6 +328,8 @@ class JrayMagics(Magics):
             options.check_placeable("%%remote", options.demand(args, 1.0), jray.nodes())
         hub = self.router.ensure_hub(address)
         opts: dict[str, Any] = {"name": label, "max_retries": args.retries}
+        if args.retry_exceptions:
+            opts["retry_exceptions"] = True
         for k in ("num_cpus", "num_gpus", "resources"):
             if getattr(args, k) is not None:
                 opts[k] = getattr(args, k)
@@ -272,11 +350,15 @@ class JrayMagics(Magics):
             raise _clean(_why_not_pickled(e, {n: ns[n] for n in inputs})) from None
         self.router.add(run)
         if not run.block:
+            self.results.pop(label, None)
+            self.results[label] = run.refs[-1]
+            while len(self.results) > MAX_RESULTS:  # oldest first: they hold their values
+                self.results.pop(next(iter(self.results)))
             self._bound_at_submission(run, spec, info, imports, star)
             return
-        if not wait_for(self.router, [run]):
+        if wait_for(self.router, [run], _progress_after(args)):
             raise _interrupted([run.label])
-        self.router.runs.pop(run.key, None)
+        self.router.done(run)
         try:
             values = jray.get(run.refs)
         except Exception as e:
@@ -320,7 +402,8 @@ class JrayMagics(Magics):
 
     def _run_engines(self, args: argparse.Namespace, source: str, listing: str,
                      filename: str, quiet: bool) -> None:
-        targets = self._targets(args.engine or "all")
+        targets = self._targets(args.targets or args.engine or "all",
+                                "--targets" if args.targets else "--engine")
         hub = self.router.ensure_hub(self._address(auto=False))
         runs: list[CellRun] = []
         for name, handle in targets.items():
@@ -335,23 +418,31 @@ class JrayMagics(Magics):
         if args.no_block:
             print(f"jray: submitted to {', '.join(r.label for r in runs)}")
             return
-        if not wait_for(self.router, runs):
-            raise _interrupted([r.label for r in runs])
-        failed: BaseException | None = None
-        for run in runs:
-            self.router.runs.pop(run.key, None)
+        failed: list[str] = []
+
+        def show(run: CellRun) -> None:  # each engine's result or error as it happens
+            self.router.done(run)
             try:
                 bundle = jray.get(run.refs[-1])
             except Exception as e:
                 if len(runs) == 1:
                     raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
                 self.router.error(run, e)
-                failed = e
-                continue
+                failed.append(run.label)
+                return
             if bundle is not None:
                 self.router.result(run, *bundle)
-        if failed is not None:
-            raise _clean(RuntimeError("the cell failed on some engines (tracebacks above)"))
+
+        cancelled = wait_for(self.router, runs, _progress_after(args), on_done=show)
+        if cancelled:
+            raise _interrupted([r.label for r in cancelled])
+        if failed:
+            raise _clean(RuntimeError(f"the cell failed on {', '.join(failed)} "
+                                      f"(tracebacks above)"))
+
+
+def _progress_after(args: argparse.Namespace) -> float | None:
+    return None if args.no_progress else args.progress_after
 
 
 def _cell_id(parent: dict[str, Any] | None, line: str, listing: str) -> str:

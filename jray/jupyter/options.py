@@ -113,6 +113,8 @@ def line_parser() -> _Parser:
         sp.add_argument("names")
         if cmd == "pull":
             sp.add_argument("--zero-copy", action="store_true")
+    res = sub.add_parser("result", help="the last value of a --no-block cell, by its label")
+    res.add_argument("label")
     return p
 
 
@@ -125,9 +127,13 @@ def cell_parser() -> _Parser:
     p.add_argument("--in", dest="inputs", metavar="a,b")
     p.add_argument("--out", dest="outputs", metavar="x,y")
     p.add_argument("--retries", type=_int_at_least(0), default=0, metavar="N")
+    p.add_argument("--retry-exceptions", action="store_true")
+    p.add_argument("--progress-after", type=_count, default=1.0, metavar="SECONDS")
+    p.add_argument("--no-progress", action="store_true")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--engine", metavar="NAME")
     where.add_argument("--engines", choices=["all"])
+    where.add_argument("--targets", metavar="0,2|1:3|all")
     return p
 
 

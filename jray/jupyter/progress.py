@@ -82,7 +82,7 @@ def _cancel(router: Router, runs: list[CellRun]) -> None:
     stopped = [r.label for r in runs if r.refs[-1] in ready]
     running = [r.label for r in runs if r.refs[-1] not in ready]
     for run in runs:
-        router.runs.pop(run.key, None)
+        router.done(run)
     if stopped:
         print(f"jray: interrupted; cancelled {len(stopped)} task(s): {', '.join(stopped)}",
               file=sys.stderr)
@@ -91,18 +91,29 @@ def _cancel(router: Router, runs: list[CellRun]) -> None:
               f"{', '.join(running)}", file=sys.stderr)
 
 
-def wait_for(router: Router, runs: list[CellRun]) -> bool:
-    """Wait until every run has finished; False if interrupted (the runs are cancelled)."""
+def wait_for(router: Router, runs: list[CellRun],
+             progress_after: float | None = PROGRESS_AFTER_S,
+             on_done: Callable[[CellRun], None] | None = None) -> list[CellRun]:
+    """Wait until every run has finished; ``on_done(run)`` as each one does (after its
+    output). Returns the runs an interrupt cancelled (none when all finished).
+
+    ``progress_after=None`` shows no bar."""
     __tracebackhide__ = HIDE  # noqa: F841
     start = time.monotonic()
     bar: Progress | None = None
-    pending = [r.refs[-1] for r in runs]
+    by_ref = {r.refs[-1]: r for r in runs}
+    pending = list(by_ref)
     total = len(pending)
     try:
         while pending:
-            _, pending = jray.wait(pending, num_returns=len(pending), timeout=PUMP_PERIOD_S)
+            ready, pending = jray.wait(pending, num_returns=len(pending),
+                                       timeout=PUMP_PERIOD_S)
             router.pump()
-            if bar is None and pending and time.monotonic() - start > PROGRESS_AFTER_S:
+            for ref in ready:
+                if on_done is not None:
+                    on_done(by_ref[ref])
+            if bar is None and pending and progress_after is not None \
+                    and time.monotonic() - start > progress_after:
                 bar = Progress(total, runs[0].label if total == 1 else f"{total} runs")
             if bar is not None:
                 bar.update(total - len(pending))
@@ -110,11 +121,12 @@ def wait_for(router: Router, runs: list[CellRun]) -> bool:
     except KeyboardInterrupt:
         if bar is not None:
             bar.close(total - len(pending), ok=False)
-        _cancel(router, runs)
-        return False
+        left = [by_ref[r] for r in pending]
+        _cancel(router, left)
+        return left
     if bar is not None:
         bar.close(total, ok=True)
-    return True
+    return []
 
 
 def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None:
