@@ -139,3 +139,23 @@ def test_retry_exceptions(kernel: Kernel, tmp_path: Path) -> None:
     marker.unlink()
     kernel.execute(cell.format(flags="--retries 1 --retry-exceptions"))
     assert kernel.value("attempt") == "second"
+
+
+def test_ipython_display_in_a_remote_cell_renders(kernel: Kernel) -> None:
+    ex = kernel.execute("%%remote\nfrom IPython.display import display, HTML\n"
+                        "display(HTML('<i>rich</i>'))\nimport IPython.display as D\n"
+                        "D.display(HTML('<b>two</b>'))")
+    html = [m["content"]["data"].get("text/html") for m in ex.of_type("display_data")]
+    assert html == ["<i>rich</i>", "<b>two</b>"]
+    assert "IPython.core.display.HTML object" not in ex.stream()
+
+
+def test_reload_ext_says_it_stopped_its_cluster() -> None:
+    k = Kernel()
+    try:
+        k.execute("%load_ext jray\n%jray init --num-cpus 1")
+        ex = k.execute("%reload_ext jray")
+        assert "shut down the cluster it started" in ex.stream("stderr")
+        assert k.execute("%%remote\nback = 1\nback").result_text() == "1"
+    finally:
+        k.shutdown()

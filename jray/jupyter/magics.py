@@ -83,6 +83,8 @@ class JrayMagics(Magics):
         self.router.reset("the jray extension was unloaded")
         if self.started_cluster and jray.is_initialized():
             jray.shutdown()
+            print("jray: unloading the extension shut down the cluster it started; "
+                  "%jray init starts a new one", file=sys.stderr)
         self.started_cluster = False
         self.engines.clear()
         self.engine_need.clear()

@@ -93,7 +93,7 @@ def execute(spec: CellSpec, ns: dict[str, Any], hub: Any,
     ``after`` runs once the cell succeeded, while its output is still captured."""
     body, tail = compile_cell(spec.source, spec.filename, spec.listing or None)
     ns["get_ipython"] = get_ipython
-    with capture(hub, spec.key, ns):
+    with capture(hub, spec.key, ns, "IPython" in spec.source):
         try:
             exec(body, ns)
             value = eval(tail, ns) if tail is not None else None
