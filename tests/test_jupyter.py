@@ -78,6 +78,7 @@ def test_bad_options_fail_the_cell_with_a_usage_error(kernel: Kernel) -> None:
         msg = kernel.kc.get_shell_msg(timeout=10)
         replies[msg["parent_header"]["msg_id"]] = msg["content"]["status"]
     assert replies == {first: "error", queued: "aborted"}
+    kernel.settle(queued)
     assert kernel.value("'after_bad_option' in dir()") is False
 
 
@@ -176,8 +177,7 @@ def test_interrupt_cancels_an_engine_cell(kernel: Kernel) -> None:
     kernel.interrupt()
     kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
                     and "cancelled" in m["content"]["text"], 15)
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
+    kernel.settle(msg_id)
     assert time.monotonic() - t0 < 10
     # the engine stopped the cell (it did not finish the sleep) and kept its state
     ex = kernel.execute("%%remote --engine 0\n(kept_on_engine, 'never_on_engine' in dir())",
@@ -206,10 +206,8 @@ def test_interrupt_cancels_the_cells_task(kernel: Kernel) -> None:
     assert "never" in msg["content"]["text"]
     err = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 15)
     assert err["content"]["ename"] == "KeyboardInterrupt"
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
-    kernel.wait_for(queued, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
+    kernel.settle(msg_id)
+    kernel.settle(queued)
     assert kernel.value("'after_interrupt' in dir()") is False  # the queued cell was aborted
     assert kernel.value("'never' in dir()") is False
     summary = "__import__('jray').state.summary()['tasks']"
@@ -314,8 +312,7 @@ def test_interrupt_during_get_cancels_its_tasks(kernel: Kernel) -> None:
     assert "cancelled 3 task(s)" in msg["content"]["text"]
     err = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 5)
     assert err["content"]["ename"] == "KeyboardInterrupt"
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
+    kernel.settle(msg_id)
     assert time.monotonic() - t0 < 10
     assert kernel.value("'got' in dir()") is False
     assert kernel.value(cancelled) >= before + 3

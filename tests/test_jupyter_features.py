@@ -64,6 +64,7 @@ def test_engine_errors_show_as_they_happen_and_pull_all(kernel: Kernel) -> None:
     assert time.monotonic() - seen_at > 1.5  # the error came first, while engine-1 slept
     reply = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 10)
     assert "engine-0" in reply["content"]["evalue"]
+    kernel.settle(msg_id)
     kernel.execute("%jray pull all name")
     pids = kernel.value("name")
     assert len(pids) == 2 and pids[0] != pids[1]
@@ -98,6 +99,7 @@ def test_interrupt_lists_only_engines_still_running(kernel: Kernel) -> None:
     assert "engine-1" in msg["content"]["text"] and "engine-0" not in msg["content"]["text"]
     err = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 15)
     assert err["content"]["ename"] == "KeyboardInterrupt"
+    kernel.settle(msg_id)
 
 
 def _bars(kernel: Kernel, code: str) -> int:

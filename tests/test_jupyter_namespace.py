@@ -160,8 +160,7 @@ def test_interrupting_a_single_ref_get_cancels_its_task(kernel: Kernel) -> None:
     assert err["content"]["ename"] == "KeyboardInterrupt"
     tb = ANSI.sub("", "\n".join(err["content"]["traceback"]))
     assert "one = jray.get(sleepy.remote())" in tb and "zmq" not in tb and "core.py" not in tb
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
+    kernel.settle(msg_id)
     cancelled = "__import__('jray').state.summary()['tasks'].get('cancelled', 0)"
     assert kernel.value(cancelled) >= 1
 
