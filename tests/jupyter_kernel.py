@@ -93,6 +93,13 @@ class Kernel:
             assert left > 0, f"no matching message within {timeout}s; got {msgs}"
             self._pull(min(left, 0.5))
 
+    def settle(self, msg_id: str, timeout: float = 15) -> None:
+        """Wait until request ``msg_id`` is done; after an error reply, also until the
+        kernel has stopped aborting the requests queued behind it (a short window)."""
+        self.wait_for(msg_id, lambda m: m["msg_type"] == "status"
+                      and m["content"]["execution_state"] == "idle", timeout)
+        time.sleep(0.2)
+
     def value(self, expr: str) -> Any:
         """Evaluate ``expr`` in the kernel; its repr's literal value."""
         import ast

@@ -57,11 +57,29 @@ def test_blocking_cell_binds_outputs_and_shows_last_value(kernel: Kernel) -> Non
     assert kernel.value("[v for v in Out.values() if v == 63]") == []
 
 
-def test_unknown_option_prints_usage(kernel: Kernel) -> None:
-    ex = kernel.execute("%%remote --bogus\nx = 1")
-    assert "usage: %%remote" in ex.stream("stderr")
-    assert "--bogus" in ex.stream("stderr")
-    assert "usage: %jray" in kernel.execute("%jray frobnicate").stream("stderr")
+def test_bad_options_fail_the_cell_with_a_usage_error(kernel: Kernel) -> None:
+    for line, named in [("%%remote --no-blok\nx = 1", "--no-blok"),
+                        ("%%remote --num-cpus abc\nx = 1", "--num-cpus"),
+                        ("%%remote --resources '{bad'\nx = 1", "--resources"),
+                        ("%%remote --engines some\nx = 1", "--engines"),
+                        ("%%remote --retries -1\nx = 1", "--retries"),
+                        ("%jray frob", "frob"),
+                        ("%jray engines -3", "-3")]:
+        ex = kernel.execute(line, allow_error=True)
+        assert ex.reply["content"]["ename"] == "UsageError", line
+        assert named in ex.reply["content"]["evalue"], line
+    assert kernel.value("'x' in dir()") is False  # no body ran
+    # an error reply aborts the cells queued behind it, as "Run All" needs
+    first = kernel.kc.execute("%%remote --no-blok\nx = 1")
+    queued = kernel.kc.execute("after_bad_option = 1")
+    replies = {}
+    deadline = time.monotonic() + 30
+    while len(replies) < 2 and time.monotonic() < deadline:
+        msg = kernel.kc.get_shell_msg(timeout=10)
+        replies[msg["parent_header"]["msg_id"]] = msg["content"]["status"]
+    assert replies == {first: "error", queued: "aborted"}
+    kernel.settle(queued)
+    assert kernel.value("'after_bad_option' in dir()") is False
 
 
 def test_missing_name_raises_name_error_before_submitting(kernel: Kernel) -> None:
@@ -159,8 +177,7 @@ def test_interrupt_cancels_an_engine_cell(kernel: Kernel) -> None:
     kernel.interrupt()
     kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
                     and "cancelled" in m["content"]["text"], 15)
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
+    kernel.settle(msg_id)
     assert time.monotonic() - t0 < 10
     # the engine stopped the cell (it did not finish the sleep) and kept its state
     ex = kernel.execute("%%remote --engine 0\n(kept_on_engine, 'never_on_engine' in dir())",
@@ -182,12 +199,16 @@ def test_interrupt_cancels_the_cells_task(kernel: Kernel) -> None:
                                "never = 1")
     kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
                     and "started" in m["content"]["text"], 30)
+    queued = kernel.kc.execute("after_interrupt = 1")
     kernel.interrupt()
     msg = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
                           and "cancelled" in m["content"]["text"], 15)
     assert "never" in msg["content"]["text"]
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
+    err = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 15)
+    assert err["content"]["ename"] == "KeyboardInterrupt"
+    kernel.settle(msg_id)
+    kernel.settle(queued)
+    assert kernel.value("'after_interrupt' in dir()") is False  # the queued cell was aborted
     assert kernel.value("'never' in dir()") is False
     summary = "__import__('jray').state.summary()['tasks']"
     assert kernel.value(f"{summary}.get('cancelled', 0) >= 1") is True
@@ -291,8 +312,7 @@ def test_interrupt_during_get_cancels_its_tasks(kernel: Kernel) -> None:
     assert "cancelled 3 task(s)" in msg["content"]["text"]
     err = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 5)
     assert err["content"]["ename"] == "KeyboardInterrupt"
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "status"
-                    and m["content"]["execution_state"] == "idle", 15)
+    kernel.settle(msg_id)
     assert time.monotonic() - t0 < 10
     assert kernel.value("'got' in dir()") is False
     assert kernel.value(cancelled) >= before + 3

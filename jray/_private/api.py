@@ -24,6 +24,7 @@ from typing import Any
 from jray._private import object_ref
 from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
+from jray._private.debug import HIDE
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
 from jray.exceptions import ArgumentError, InitError, ObjectLostError
@@ -32,7 +33,7 @@ from jray.exceptions import ArgumentError, InitError, ObjectLostError
 SHUTDOWN_LINGER_MS = 2000
 #: How long a cluster query waits for the embedded cluster's node to register.
 NODE_WAIT_S = 30.0
-#: An optional hook, ``wait_observer(refs, timeout)``, that a multi-ref ``get`` calls
+#: An optional hook, ``wait_observer(refs, timeout)``, that ``get`` calls
 #: before reading the values: it returns once all ``refs`` are ready (or raises). The
 #: Jupyter layer (``%load_ext jray``) sets it for a progress bar and interrupt -> cancel;
 #: the core never imports that layer. None (the default) costs ``get`` one check.
@@ -268,6 +269,7 @@ object_ref.set_future_factory(_future_of)
 
 def put(value: Any) -> ObjectRef:
     """Store ``value`` in the object store; return a ref to it."""
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     if isinstance(value, ObjectRef):
         raise TypeError("jray.put() of an ObjectRef is not allowed; pass the ref itself")
     return client().put(value)
@@ -282,10 +284,13 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     ``math.inf``) waits as long as it takes. Something that is not a ref (or a
     list of refs) raises ``ArgumentError``, a ``ValueError`` as in Ray.
     """
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     timeout = _check_timeout("jray.get", timeout)
     if type(refs) is ObjectRef:
         _check_session((refs,), "jray.get")
         c = client()
+        if wait_observer is not None:  # (an interrupt in a notebook cancels the task)
+            wait_observer([refs], timeout)
         return c.decode(refs.id, c.get([refs.id], timeout)[0], timeout)
     if not isinstance(refs, (list, tuple)):
         raise ArgumentError(
@@ -317,6 +322,7 @@ def wait(
     Returns ``(ready, not_ready)``, both in the order of ``refs``; ``ready``
     holds at most ``num_returns`` refs. ``wait([])`` returns ``([], [])``.
     """
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     timeout = _check_timeout("jray.wait", timeout)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"jray.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
@@ -352,6 +358,7 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     inside it (``force=True`` kills its worker instead; the worker is replaced).
     An actor call is dropped or interrupted; ``force=True`` raises ``ValueError``.
     """
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     if type(ref) is not ObjectRef:
         raise TypeError(f"jray.cancel() takes an ObjectRef, got {type(ref).__name__}")
     from jray._private import actor_protocol

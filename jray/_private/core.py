@@ -32,6 +32,7 @@ from jray import exceptions as E
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import shm, transport
+from jray._private.debug import HIDE
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
 from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, SerializationError
@@ -412,6 +413,7 @@ class CoreClient:
             return ObjectRef(oid, self.addr)
 
     def get(self, oids: list[bytes], timeout: float | None) -> list[P.Loc]:
+        __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
         with self.lock:
             if self.rt.events:
                 self._settle_refs()
@@ -427,6 +429,7 @@ class CoreClient:
         The head answers with the object's new location (it was spilled), or
         rebuilds it from its lineage, or fails it with ``ObjectLostError``.
         """
+        __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
         for _ in range(8):
             try:
                 value = S.decode(loc)
@@ -482,6 +485,7 @@ class CoreClient:
             S.decode(err)  # raises the ObjectStoreFullError it carries
 
     def wait(self, oids: list[bytes], num_returns: int, timeout: float | None) -> set[bytes]:
+        __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
         with self.lock:
             self._settle_refs()
             missing = [oid for oid in oids if oid not in self.cache]
@@ -494,6 +498,7 @@ class CoreClient:
             return {oid for oid in oids if oid in self.cache}
 
     def _await(self, missing: list[bytes], need: int, timeout: float | None) -> None:
+        __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
         deadline = None if timeout is None else time.monotonic() + timeout
         for hook in self.before_wait:
             hook()

@@ -33,6 +33,7 @@ import cloudpickle
 
 from jray._private import protocol as P
 from jray._private import shm
+from jray._private.debug import HIDE, full_traceback
 from jray.exceptions import SerializationError, TaskError
 
 INLINE_MAX = 100 * 1024
@@ -273,6 +274,7 @@ def write_parts(
 
 def decode(loc: P.Loc) -> Any:
     """The value at ``loc``; raises the stored exception for error locations."""
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     kind = loc[0]
     if kind == P.LOC_INLINE:
         return pickle.loads(loc[1])
@@ -314,11 +316,6 @@ def error_loc(exc: BaseException) -> P.Loc:
 _JRAY_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-def full_tracebacks() -> bool:
-    """``JRAY_FULL_TRACEBACK=1``: show jray's own frames too (for debugging jray)."""
-    return os.environ.get("JRAY_FULL_TRACEBACK", "") not in ("", "0")
-
-
 def format_remote_traceback(exc: BaseException) -> str:
     """The traceback of user code that raised in a worker, from the user's frame down.
 
@@ -326,7 +323,7 @@ def format_remote_traceback(exc: BaseException) -> str:
     (unless ``JRAY_FULL_TRACEBACK`` is set); if every frame is jray's, all stay.
     """
     tb = exc.__traceback__
-    if not full_tracebacks():
+    if not full_traceback():
         first = tb
         while first is not None and first.tb_frame.f_code.co_filename.startswith(_JRAY_DIR):
             first = first.tb_next

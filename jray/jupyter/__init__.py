@@ -5,7 +5,8 @@ Built on jray's public API, plus one core hook (``api.wait_observer``). Modules:
 cell), ``capture`` (remote output to an ``OutputHub`` actor), ``output``
 (publishing it under the launching cell), ``progress`` (waiting, progress bar,
 interrupt; also for a ``jray.get`` of many refs, through that hook),
-``engines`` (stateful namespaces in actors), ``status`` and ``magics``.
+``engines`` (stateful namespaces in actors), ``tracebacks`` (hide jray's frames),
+``status`` and ``magics``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ def load_ipython_extension(ip: Any) -> None:
     if id(ip) in _MAGICS:
         return
     from jray._private import api
+    from jray.jupyter import tracebacks
     from jray.jupyter.magics import JrayMagics
     from jray.jupyter.progress import get_observer
 
     magics = JrayMagics(ip)
+    magics.own_tb_handler = tracebacks.install(ip)
     ip.register_magics(magics)
     _MAGICS[id(ip)] = magics
     api.wait_observer = get_observer(magics.router)  # jray.get of many refs: a bar
@@ -37,6 +40,10 @@ def unload_ipython_extension(ip: Any) -> None:
     from jray._private import api
 
     api.wait_observer = None
+    if magics.own_tb_handler:
+        from jray.jupyter import tracebacks
+
+        tracebacks.uninstall(ip)
     magics.close()
     mm = ip.magics_manager
     mm.magics["line"].pop("jray", None)

@@ -13,7 +13,8 @@ by the kernel returns all of its output, in order.
 
 Items are tuples: ``("stdout"|"stderr", text)`` or ``("display", data, metadata)``.
 This module runs in workers and engines; it needs IPython only to format rich
-values (falling back to ``repr``). Matplotlib draws with Agg there: the figures a
+values (falling back to ``repr``); while a cell runs, ``IPython.display.display``
+is this module's ``display`` too. Matplotlib draws with Agg there: the figures a
 cell leaves open are sent as PNG when it ends, then closed (a figure that is the
 last value is its PNG result instead).
 """
@@ -172,8 +173,11 @@ def _figures(sink: _Sink) -> None:
 
 
 @contextmanager
-def capture(hub: Any, key: str, ns: dict[str, Any]) -> Iterator[_Sink]:
-    """Route stdout, stderr, ``display`` and figures of the code run inside to ``hub``."""
+def capture(hub: Any, key: str, ns: dict[str, Any], ipython: bool = False) -> Iterator[_Sink]:
+    """Route stdout, stderr, ``display`` and figures of the code run inside to ``hub``.
+
+    ``ipython``: the cell uses IPython (its ``display`` is patched; importing IPython
+    costs a worker time, so only then or when it is imported already)."""
     _use_agg()
     sink = _Sink(hub, key)
 
@@ -183,11 +187,29 @@ def capture(hub: Any, key: str, ns: dict[str, Any]) -> Iterator[_Sink]:
             sink.add(("display", data, md))
 
     ns["display"] = display
+    patched = _patch_ipython_display(display) if ipython or "IPython" in sys.modules else []
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Stream(sink, "stdout"), _Stream(sink, "stderr")
     try:
         yield sink
     finally:
         sys.stdout, sys.stderr = saved
+        for module, original in patched:
+            setattr(module, "display", original)  # noqa: B010
         _figures(sink)
         sink.close()
+
+
+def _patch_ipython_display(display: Any) -> list[tuple[Any, Any]]:
+    """Make ``from IPython.display import display`` in the cell our ``display``: with no
+    shell in a worker IPython's own would print the object's repr. Undone afterwards."""
+    try:
+        import IPython.core.display_functions
+        import IPython.display
+    except ImportError:  # no IPython in this worker: nothing to patch
+        return []
+    patched = []
+    for module in (IPython.display, IPython.core.display_functions):
+        patched.append((module, module.display))
+        setattr(module, "display", display)  # noqa: B010  (untyped module attribute)
+    return patched

@@ -18,6 +18,8 @@ from jray.jupyter.capture import Bundle
 from jray.jupyter.remote_cell import CellSpec, execute
 
 PREFIX = "jray-engine-"
+#: How long a new engine may take to answer before it is killed (not registered).
+START_TIMEOUT_S = 30.0
 
 
 class Engine:
@@ -57,18 +59,73 @@ def engine_name(name: str) -> str:
     return name
 
 
-def start(engines: dict[str, Any], n: int, options: dict[str, Any]) -> list[str]:
-    """Start engines until ``n`` exist; return the names started."""
-    started: list[str] = []
+def select(engines: dict[str, Any], spec: str) -> dict[str, Any]:
+    """The engines ``spec`` names: ``all``, ``0``, ``engine-1``, lists ``0,2`` and slices
+    ``1:3`` / ``::2`` of the engines in order. ``KeyError`` names what is not there."""
+    if spec.strip() == "all":
+        return dict(engines)
+    names = sorted(engines, key=lambda n: (len(n), n))  # engine-2 before engine-10
+    out: dict[str, Any] = {}
+    for item in (t.strip() for t in spec.split(",") if t.strip()):
+        if ":" in item:
+            try:
+                parts = [int(x) if x.strip() else None for x in item.split(":")]
+                chosen = names[slice(*parts)]
+            except (ValueError, TypeError):
+                raise KeyError(f"{item!r} is not a slice such as 1:3") from None
+        else:
+            full = engine_name(item)
+            if full not in engines:
+                raise KeyError(f"no engine {item!r}; engines: {', '.join(names) or 'none'}")
+            chosen = [full]
+        out.update((n, engines[n]) for n in chosen)
+    if not out:
+        raise KeyError(f"{spec!r} selects no engine; engines: {', '.join(names) or 'none'}")
+    return out
+
+
+def start(engines: dict[str, Any], n: int, options: dict[str, Any],
+          timeout: float | None = None) -> tuple[list[str], str]:
+    """Start engines until ``n`` exist; the names started, and why others did not start.
+
+    Each new engine must answer within ``timeout``; one that does not (it cannot be
+    placed, or its constructor failed) is killed and not registered.
+    """
+    timeout = START_TIMEOUT_S if timeout is None else timeout
+    new: dict[str, Any] = {}
     i = 0
-    while len(engines) < n:
+    while len(engines) + len(new) < n:
         name = PREFIX + str(i)
         if name not in engines:
-            engines[name] = EngineActor.options(name=name, get_if_exists=True,
-                                                **options).remote(name)
-            started.append(name)
+            new[name] = EngineActor.options(name=name, get_if_exists=True,
+                                            **options).remote(name)
         i += 1
-    return started
+    pings = {h.info.remote(): name for name, h in new.items()}
+    ready, late = jray.wait(list(pings), num_returns=len(pings), timeout=timeout) \
+        if pings else ([], [])
+    started: list[str] = []
+    problems: list[str] = []
+    for ref in ready:
+        name = pings[ref]
+        try:
+            jray.get(ref, timeout=timeout)
+        except Exception as e:
+            problems.append(f"{name} failed to start ({type(e).__name__})")
+            _kill(new[name])
+            continue
+        engines[name] = new[name]
+        started.append(name)
+    for ref in late:
+        problems.append(f"{pings[ref]} could not be placed within {timeout:g}s")
+        _kill(new[pings[ref]])
+    return started, "; ".join(problems)
+
+
+def _kill(handle: Any) -> None:
+    try:
+        jray.kill(handle)
+    except Exception:
+        pass  # already gone
 
 
 def describe(engines: dict[str, Any], timeout: float = 30) -> list[dict[str, Any]]:

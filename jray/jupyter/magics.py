@@ -13,96 +13,25 @@ from __future__ import annotations
 
 import argparse
 import builtins
-import itertools
-import json
-import shlex
+import hashlib
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 import jray
+from jray._private.debug import HIDE
+from jray.jupyter import bind, options, status, syntax
 from jray.jupyter import engines as E
-from jray.jupyter import status
-from jray.jupyter.cell import analyze, default_label
+from jray.jupyter.cell import CellInfo, analyze, default_label, global_stores
 from jray.jupyter.output import CellRun, Router, remote_traceback
 from jray.jupyter.progress import wait_for
-from jray.jupyter.remote_cell import CellSpec, Unbound, submit
+from jray.jupyter.remote_cell import CellSpec, nested_refs, submit, writable
 
-
-class UsageError(Exception):
-    """Bad magic arguments; the message holds the usage."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
-
-    def exit(self, status: int = 0, message: str | None = None) -> Any:
-        raise UsageError(message or "")
-
-    def print_help(self, file: Any = None) -> None:
-        raise UsageError(self.format_help())
-
-
-def _json(text: str) -> dict[str, float]:
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"accel\": 1}'")
-    return value
-
-
-def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    mult = units.get(t[-1:], 1)
-    return int(float(t[:-1] if t[-1:] in units else t) * mult)
-
-
-def _resources(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--num-cpus", type=float)
-    p.add_argument("--num-gpus", type=float)
-    p.add_argument("--resources", type=_json, metavar="JSON")
-
-
-def _line_parser() -> _Parser:
-    p = _Parser(prog="%jray", add_help=False)
-    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
-    init = sub.add_parser("init", help="start (or report) the local cluster")
-    init.add_argument("--num-cpus", type=int)
-    init.add_argument("--num-gpus", type=int)
-    init.add_argument("--resources", type=_json, metavar="JSON")
-    init.add_argument("--object-store-memory", type=_size, metavar="SIZE")
-    init.add_argument("--address")
-    sub.add_parser("status", help="cluster summary")
-    sub.add_parser("shutdown", help="stop the cluster")
-    eng = sub.add_parser("engines", help="start N engines, or list them")
-    eng.add_argument("n", type=int, nargs="?")
-    _resources(eng)
-    for cmd in ("push", "pull"):
-        sp = sub.add_parser(cmd, help=f"{cmd} variables (comma-separated) to/from an engine")
-        sp.add_argument("engine")
-        sp.add_argument("names")
-    return p
-
-
-def _cell_parser() -> _Parser:
-    p = _Parser(prog="%%remote", add_help=False)
-    _resources(p)
-    p.add_argument("--no-block", action="store_true")
-    p.add_argument("--name", metavar="LABEL")
-    p.add_argument("--in", dest="inputs", metavar="a,b")
-    p.add_argument("--out", dest="outputs", metavar="x,y")
-    p.add_argument("--retries", type=int, default=0)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--engine", metavar="NAME")
-    where.add_argument("--engines", choices=["all"])
-    return p
-
-
-def _names(text: str | None) -> tuple[str, ...] | None:
-    return None if text is None else tuple(n.strip() for n in text.split(",") if n.strip())
+#: How many ``--no-block`` cells' last values ``%jray result`` keeps (by label).
+MAX_RESULTS = 64
 
 
 def _clean(exc: BaseException, text: str | None = None) -> BaseException:
@@ -115,6 +44,11 @@ def _clean(exc: BaseException, text: str | None = None) -> BaseException:
     return exc
 
 
+def _interrupted(labels: list[str]) -> BaseException:
+    """The error an interrupted cell ends with (so queued cells are not run)."""
+    return _clean(KeyboardInterrupt(f"the cell was interrupted; cancelled: {', '.join(labels)}"))
+
+
 @magics_class
 class JrayMagics(Magics):
     def __init__(self, shell: Any) -> None:
@@ -123,9 +57,11 @@ class JrayMagics(Magics):
         self.router = Router(shell)
         self.engines: dict[str, Any] = {}
         self.started_cluster = False
-        self.cells = itertools.count(1)
-        self.line_parser = _line_parser()
-        self.cell_parser = _cell_parser()
+        self.own_tb_handler = False  # set by load_ipython_extension
+        self.engine_need: dict[str, dict[str, float]] = {}  # what each engine holds
+        self.results: dict[str, Any] = {}  # label -> last-value ref of a --no-block cell
+        self.line_parser = options.line_parser()
+        self.cell_parser = options.cell_parser()
 
     def _count(self) -> int:
         """The running cell's number (IPython has advanced ``execution_count`` already)."""
@@ -144,20 +80,45 @@ class JrayMagics(Magics):
 
     def close(self) -> None:
         """Stop the timer; shut down a cluster this extension started (unload)."""
-        self.router.reset()
+        self.router.reset("the jray extension was unloaded")
         if self.started_cluster and jray.is_initialized():
             jray.shutdown()
+            print("jray: unloading the extension shut down the cluster it started; "
+                  "%jray init starts a new one", file=sys.stderr)
         self.started_cluster = False
         self.engines.clear()
+        self.engine_need.clear()
 
     # --- %jray -----------------------------------------------------------------------
     @line_magic("jray")  # type: ignore[arg-type]  # IPython's marker is typed for Never
     def jray_line(self, line: str) -> None:
-        try:
-            args = self.line_parser.parse_args(shlex.split(line))
-        except (UsageError, ValueError) as e:
-            print(str(e).rstrip() or self.line_parser.format_usage(), file=sys.stderr)
-            return
+        """Manage the jray cluster and its engines.
+
+        ::
+
+          %jray init [--num-cpus N] [--num-gpus N] [--resources JSON]
+                     [--object-store-memory SIZE]   start a local cluster (or report it)
+          %jray status                              nodes, resources, tasks, object store
+          %jray shutdown                            stop the cluster (pending cells say so)
+          %jray engines [N] [--num-cpus N] [--num-gpus N] [--resources JSON]
+                                                    start engines up to N, or list them
+          %jray push TARGETS a,b                    copy notebook variables to engines
+          %jray pull TARGETS a,b [--zero-copy]      copy variables back (several engines:
+                                                    a list per name, in engine order)
+          %jray result LABEL                        the last value of a --no-block cell
+
+        TARGETS: ``0``, ``engine-1``, ``0,2``, ``1:3`` or ``all``. A bad argument is a
+        ``UsageError`` naming it; engines that cannot be placed fail at once.
+
+        Examples::
+
+          %jray init --num-cpus 4
+          %jray engines 2 --num-cpus 1
+          %jray push all config
+          %jray pull 0 model
+        """
+        __tracebackhide__ = HIDE  # noqa: F841
+        args = options.parse(self.line_parser, line)
         cmd: Callable[[argparse.Namespace], None] = getattr(self, "_cmd_" + args.cmd)
         cmd(args)
 
@@ -184,8 +145,10 @@ class JrayMagics(Magics):
         display(status.bundle(self.engines), raw=True)  # type: ignore[no-untyped-call]
 
     def _cmd_shutdown(self, a: argparse.Namespace) -> None:
-        self.router.reset()
+        self.router.reset("%jray shutdown stopped the cluster")
+        self.results.clear()
         self.engines.clear()
+        self.engine_need.clear()
         if not jray.is_initialized():
             print("jray: no cluster running")
             return
@@ -195,13 +158,7 @@ class JrayMagics(Magics):
 
     def _cmd_engines(self, a: argparse.Namespace) -> None:
         if a.n is not None:
-            self._address(auto=True)
-            opts = {k: v for k, v in (("num_cpus", a.num_cpus), ("num_gpus", a.num_gpus),
-                                      ("resources", a.resources)) if v is not None}
-            started = E.start(self.engines, a.n, opts)
-            E.describe(self.engines)  # wait until they run: a placement problem shows now
-            print(f"jray: started {len(started)} engine(s): {', '.join(started) or '-'}; "
-                  f"{len(self.engines)} running")
+            self._start_engines(a)
             return
         if not self.engines:
             print("jray: no engines (%jray engines N starts N)")
@@ -210,18 +167,44 @@ class JrayMagics(Magics):
             print(f"{row['name']}  pid={row['pid']}  host={row['host']}  "
                   f"variables: {', '.join(row['variables']) or '-'}")
 
-    def _targets(self, name: str) -> dict[str, Any]:
+    def _start_engines(self, a: argparse.Namespace) -> None:
+        """Start engines up to ``a.n``: checked against the cluster first; an engine that
+        cannot be placed within ``E.START_TIMEOUT_S`` is killed, never registered."""
+        self._address(auto=True)
+        opts = {k: v for k, v in (("num_cpus", a.num_cpus), ("num_gpus", a.num_gpus),
+                                  ("resources", a.resources)) if v is not None}
+        holds = options.demand(a, 0.0)  # engines hold no CPU unless asked to
+        new = max(0, a.n - len(self.engines))
+        nodes = jray.nodes()
+        options.check_placeable("%jray engines", options.demand(a, 1.0), nodes)
+        if new and holds:
+            held: dict[str, float] = {}
+            for need in self.engine_need.values():
+                for k, v in need.items():
+                    held[k] = held.get(k, 0.0) + v
+            free = [{**n, "Resources": {k: v - held.get(k, 0.0)
+                                        for k, v in n.get("Resources", {}).items()}}
+                    for n in nodes]
+            options.check_placeable("%jray engines", holds, free, count=new)
+        started, failed = E.start(self.engines, a.n, opts)
+        for name in started:
+            self.engine_need[name] = holds
+        if failed:
+            raise UsageError(f"%jray engines: {failed}; started {len(started)} engine(s): "
+                             f"{', '.join(started) or '-'}")
+        print(f"jray: started {len(started)} engine(s): {', '.join(started) or '-'}; "
+              f"{len(self.engines)} running")
+
+    def _targets(self, spec: str, option: str = "engine") -> dict[str, Any]:
         if not self.engines:
             raise _clean(RuntimeError("no engines running; %jray engines N starts N"))
-        if name == "all":
-            return dict(self.engines)
-        full = E.engine_name(name)
-        if full not in self.engines:
-            raise _clean(KeyError(f"no engine {name!r}; engines: {', '.join(self.engines)}"))
-        return {full: self.engines[full]}
+        try:
+            return E.select(self.engines, spec)
+        except KeyError as e:
+            raise UsageError(f"{option} {spec}: {e.args[0]}") from None
 
     def _cmd_push(self, a: argparse.Namespace) -> None:
-        names = _names(a.names) or ()
+        names = options.names(a.names, "names") or ()
         ns = self.sh.user_ns
         for n in names:
             if n not in ns:
@@ -230,90 +213,199 @@ class JrayMagics(Magics):
         jray.get([h.push.remote({n: ns[n] for n in names}) for h in targets.values()])
 
     def _cmd_pull(self, a: argparse.Namespace) -> None:
-        if a.engine == "all":
-            raise _clean(ValueError("%jray pull takes one engine, not 'all'"))
-        (handle,) = self._targets(a.engine).values()
+        """One engine: its values; several (``all``, ``0,1``): a list per name, in order."""
+        targets = self._targets(a.engine)
+        names = list(options.names(a.names, "names") or ())
         try:
-            values = jray.get(handle.pull.remote(list(_names(a.names) or ())))
+            got = jray.get([h.pull.remote(names) for h in targets.values()])
         except Exception as e:
             raise _clean(e, remote_traceback(e).strip().splitlines()[-1]) from None
-        self.sh.user_ns.update(values)
+        values = got[0] if len(got) == 1 and a.engine != "all" and "," not in a.engine \
+            and ":" not in a.engine else {n: [g[n] for g in got] for n in names}
+        self.sh.user_ns.update(values if a.zero_copy else writable(values))
+
+    def _cmd_result(self, a: argparse.Namespace) -> None:
+        """Show the last value of the latest ``--no-block`` cell labelled ``a.label``."""
+        ref = self.results.get(a.label)
+        if ref is None:
+            known = ", ".join(self.results) or "none yet"
+            raise UsageError(f"%jray result: no --no-block cell labelled {a.label!r} "
+                             f"(labels: {known})")
+        try:
+            bundle = jray.get(ref)
+        except Exception as e:
+            raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
+        if bundle is not None:
+            from IPython.display import display
+
+            display(bundle[0], metadata=bundle[1], raw=True)  # type: ignore[no-untyped-call]
 
     # --- %%remote --------------------------------------------------------------------
     @cell_magic("remote")  # type: ignore[arg-type]  # (same)
     def remote(self, line: str, cell: str) -> None:
+        """Run the cell remotely, as a task (default) or in engines' namespaces.
+
+        ::
+
+          %%remote [--num-cpus N] [--num-gpus N] [--resources JSON] [--no-block]
+                   [--name LABEL] [--in a,b] [--out x,y] [--zero-copy]
+                   [--retries N] [--retry-exceptions]
+                   [--progress-after SECONDS] [--no-progress]
+                   [--engine NAME | --engines all | --targets 0,2|1:3]
+
+        Inputs are the notebook names the cell reads (refs inside them are
+        resolved); outputs are the names it binds, and inputs it changes in place,
+        rebound in the notebook when it ends (``--no-block``: bound to ObjectRefs at
+        once; ``%jray result LABEL`` shows its last value later). Imports bind the
+        modules in the notebook; ``del x`` deletes ``x``. ``!cmd``, ``x = !cmd``,
+        ``%pwd``, ``%env`` and ``%sx`` run remotely; magics that need the kernel are
+        refused before submitting. ``--retries N`` reruns the cell after a worker
+        crash, and with ``--retry-exceptions`` also after an exception. Interrupting
+        the kernel cancels the cell's tasks and fails the cell.
+
+        Examples::
+
+          %%remote --num-cpus 2
+          total = sum(x * x for x in data)
+          total
+
+          %%remote --no-block --name load
+          import pandas as pd
+          df = pd.read_csv(path)
+        """
+        __tracebackhide__ = HIDE  # noqa: F841
+        args = options.parse(self.cell_parser, line)
+        filename = f"<remote-cell-{self._count()}>"
+        listing = "\n" + cell  # line numbers as in the notebook, where line 1 is %%remote
         try:
-            args = self.cell_parser.parse_args(shlex.split(line))
-        except (UsageError, ValueError) as e:
-            print(str(e).rstrip(), file=sys.stderr)
-            return
-        filename = f"<remote-cell-{next(self.cells)}>"
-        cell = "\n" + cell  # line numbers as in the notebook, where line 1 is %%remote
-        try:
-            info = analyze(cell, filename)
+            source = syntax.to_python(listing)
+            info = analyze(source, filename)
         except SyntaxError as e:
             raise _clean(e) from None
-        if args.engine or args.engines:
-            self._run_engines(args, cell, filename, info.quiet)
+        commands = syntax.check(source, listing)
+        if args.engine or args.engines or args.targets:
+            self._run_engines(args, source, listing, filename, info.quiet)
         else:
-            self._run_task(args, cell, filename, info)
+            self._run_task(args, line, source, listing, filename, info,
+                           syntax.command_names(commands))
 
-    def _inputs(self, names: tuple[str, ...], bound_in_cell: tuple[str, ...],
-                explicit: bool) -> tuple[str, ...]:
+    def _inputs(self, names: list[str], bound_in_cell: set[str], explicit: bool,
+                lenient: bool) -> tuple[str, ...]:
         ns = self.sh.user_ns
         out: list[str] = []
         for n in names:
             if n in ns:
                 out.append(n)
-            elif explicit or (not hasattr(builtins, n) and n not in bound_in_cell):
+            elif explicit or (not hasattr(builtins, n) and n not in bound_in_cell
+                              and not lenient):
                 raise _clean(NameError(f"name {n!r} is not defined"))
         return tuple(out)
 
-    def _run_task(self, args: argparse.Namespace, cell: str, filename: str, info: Any) -> None:
-        explicit_in = _names(args.inputs)
-        inputs = self._inputs(explicit_in if explicit_in is not None else info.reads,
-                              info.writes, explicit_in is not None)
-        outputs = _names(args.outputs)
-        outputs = info.writes if outputs is None else outputs
-        label = args.name or default_label(cell, info)
-        hub = self.router.ensure_hub(self._address(auto=True))
+    def _run_task(self, args: argparse.Namespace, line: str, source: str, listing: str,
+                  filename: str, info: CellInfo, command_names: list[str]) -> None:
+        explicit_in = options.names(args.inputs, "--in")
+        star = bind.star_names(info.star_imports)
+        reads = [n for n in (*info.reads, *command_names) if n != "get_ipython"
+                 and n not in (star or {})]
+        inputs = self._inputs(list(explicit_in) if explicit_in is not None else reads,
+                              set(info.writes), explicit_in is not None, lenient=star is None)
+        explicit_out = options.names(args.outputs, "--out")
+        imports = dict(info.imports)
+        ns = self.sh.user_ns
+        in_place = tuple(n for n in info.mutated if n in inputs)
+        watched = tuple(n for n in info.watched if n in inputs and n not in info.writes
+                        and n not in in_place and bind.mutable(ns[n]))
+        if explicit_out is None:
+            outputs = tuple(w for w in info.writes if w not in imports)
+            outputs += tuple(d for d in info.deletes if d not in info.writes)
+            changed = [g for n in inputs for g in global_stores(ns[n])]
+            changed += in_place + (watched if not args.no_block else ())
+            outputs += tuple(dict.fromkeys(g for g in changed if g not in outputs))
+        else:
+            outputs = explicit_out
+            imports = {k: v for k, v in imports.items() if k in explicit_out}
+        label = args.name or default_label(listing, info)
+        address = self._address(auto=True)
+        if args.num_cpus is not None or args.num_gpus or args.resources:
+            options.check_placeable("%%remote", options.demand(args, 1.0), jray.nodes())
+        hub = self.router.ensure_hub(address)
         opts: dict[str, Any] = {"name": label, "max_retries": args.retries}
+        if args.retry_exceptions:
+            opts["retry_exceptions"] = True
         for k in ("num_cpus", "num_gpus", "resources"):
             if getattr(args, k) is not None:
                 opts[k] = getattr(args, k)
-        run = CellRun(label, self.router.parent(), self._count(), [],
-                      block=not args.no_block)
-        spec = CellSpec(cell, filename, run.key, inputs, outputs, info.quiet)
-        ns = self.sh.user_ns
+        parent = self.router.parent()
+        run = CellRun(label, parent, self._count(), [], block=not args.no_block,
+                      cell_id=_cell_id(parent, line, listing))
+        replaced = self.router.replace(run.cell_id)
+        if replaced:
+            print(f"jray: cancelled the previous run of this cell ({', '.join(replaced)}), "
+                  f"still running when it was run again", file=sys.stderr)
+        held = list({r.id: r for n in inputs for r in nested_refs(ns[n])}.values())
+        spec = CellSpec(source, filename, run.key, inputs, tuple(n for n in outputs
+                        if n not in imports), info.quiet, listing, in_place, watched,
+                        tuple(r.id for r in held))
         try:
-            run.refs = submit(spec, hub, [ns[n] for n in inputs], opts)
+            run.refs = submit(spec, hub, [*(ns[n] for n in inputs), *held], opts)
         except Exception as e:
             raise _clean(_why_not_pickled(e, {n: ns[n] for n in inputs})) from None
         self.router.add(run)
         if not run.block:
-            for name, ref in zip(outputs, run.refs):
-                ns[name] = ref
-            bound = f"; {', '.join(outputs)} now ObjectRef(s)" if outputs else ""
-            print(f"jray: {label} submitted{bound}")
+            self.results.pop(label, None)
+            self.results[label] = run.refs[-1]
+            while len(self.results) > MAX_RESULTS:  # oldest first: they hold their values
+                self.results.pop(next(iter(self.results)))
+            self._bound_at_submission(run, spec, info, imports, star)
             return
-        if not wait_for(self.router, [run]):
-            return
-        self.router.runs.pop(run.key, None)
+        if wait_for(self.router, [run], _progress_after(args)):
+            raise _interrupted([run.label])
+        self.router.done(run)
         try:
             values = jray.get(run.refs)
         except Exception as e:
             raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
-        for name, value in zip(outputs, values):
-            if isinstance(value, Unbound):
-                print(f"jray: {name} not bound: {value.reason}", file=sys.stderr)
-            else:
-                ns[name] = value
+        notes = bind.apply(ns, spec.outputs, values, info, explicit_out is not None,
+                           args.zero_copy)
+        modules, failed = bind.import_here(imports.items())
+        ns.update(star or {})
+        ns.update(modules)
+        if failed:
+            notes.append(f"jray: left as they were (the kernel cannot import them): "
+                         f"{', '.join(failed)}")
+        for note in notes:
+            print(note, file=sys.stderr)
         if values[-1] is not None:
             self.router.result(run, *values[-1])
 
-    def _run_engines(self, args: argparse.Namespace, cell: str, filename: str,
-                     quiet: bool) -> None:
-        targets = self._targets(args.engine or "all")
+    def _bound_at_submission(self, run: CellRun, spec: CellSpec, info: CellInfo,
+                             imports: dict[str, str], star: dict[str, Any] | None) -> None:
+        """A ``--no-block`` cell: outputs become refs now; imports bind modules now."""
+        ns = self.sh.user_ns
+        for name, ref in zip(spec.outputs, run.refs):
+            ns[name] = ref
+        modules, failed = bind.import_here(imports.items())
+        ns.update(star or {})
+        ns.update(modules)
+        gone = [d for d in info.deletes if d not in info.writes and d in ns]
+        for name in gone:
+            del ns[name]
+        said = [f"jray: {run.label} submitted"]
+        if spec.outputs:
+            said.append(f"{', '.join(spec.outputs)} now ObjectRef(s)")
+        if modules:
+            said.append(f"{', '.join(modules)} imported here")
+        if gone:
+            said.append(f"{', '.join(gone)} deleted")
+        print("; ".join(said))
+        if failed:
+            print(f"jray: left as they were (the kernel cannot import them): "
+                  f"{', '.join(failed)}", file=sys.stderr)
+
+    def _run_engines(self, args: argparse.Namespace, source: str, listing: str,
+                     filename: str, quiet: bool) -> None:
+        targets = self._targets(args.targets or args.engine or "all",
+                                "--targets" if args.targets else "--engine")
         hub = self.router.ensure_hub(self._address(auto=False))
         runs: list[CellRun] = []
         for name, handle in targets.items():
@@ -321,30 +413,46 @@ class JrayMagics(Magics):
             run = CellRun(short, self.router.parent(), self._count(), [],
                           block=not args.no_block,
                           prefix=f"[{short}] " if len(targets) > 1 else "")
-            run.refs = [handle.execute.remote(CellSpec(cell, filename, run.key, quiet=quiet),
-                                              hub)]
+            spec = CellSpec(source, filename, run.key, quiet=quiet, listing=listing)
+            run.refs = [handle.execute.remote(spec, hub)]
             self.router.add(run)
             runs.append(run)
         if args.no_block:
             print(f"jray: submitted to {', '.join(r.label for r in runs)}")
             return
-        if not wait_for(self.router, runs):
-            return
-        failed: BaseException | None = None
-        for run in runs:
-            self.router.runs.pop(run.key, None)
+        failed: list[str] = []
+
+        def show(run: CellRun) -> None:  # each engine's result or error as it happens
+            self.router.done(run)
             try:
                 bundle = jray.get(run.refs[-1])
             except Exception as e:
                 if len(runs) == 1:
                     raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
                 self.router.error(run, e)
-                failed = e
-                continue
+                failed.append(run.label)
+                return
             if bundle is not None:
                 self.router.result(run, *bundle)
-        if failed is not None:
-            raise _clean(RuntimeError("the cell failed on some engines (tracebacks above)"))
+
+        cancelled = wait_for(self.router, runs, _progress_after(args), on_done=show)
+        if cancelled:
+            raise _interrupted([r.label for r in cancelled])
+        if failed:
+            raise _clean(RuntimeError(f"the cell failed on {', '.join(failed)} "
+                                      f"(tracebacks above)"))
+
+
+def _progress_after(args: argparse.Namespace) -> float | None:
+    return None if args.no_progress else args.progress_after
+
+
+def _cell_id(parent: dict[str, Any] | None, line: str, listing: str) -> str:
+    """The notebook cell being run: the front end's ``cellId``, else the cell's text."""
+    cell_id = ((parent or {}).get("metadata") or {}).get("cellId")
+    if cell_id:
+        return str(cell_id)
+    return hashlib.sha1(f"{line}\n{listing}".encode()).hexdigest()
 
 
 def _why_not_pickled(err: Exception, values: dict[str, Any]) -> BaseException:

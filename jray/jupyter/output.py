@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,11 @@ import jray
 from jray.jupyter.capture import OutputHub
 
 PUMP_PERIOD_S = 0.1
+#: Output lines per run published as they come; past that only the last TAIL_LINES are
+#: kept and shown when the run ends, with the number dropped (a flood must not freeze
+#: the front end).
+MAX_LINES = 5000
+TAIL_LINES = 100
 _keys = itertools.count(1)
 
 
@@ -41,6 +47,10 @@ class CellRun:
     prefix: str = ""  # "[engine-0] " when several engines share one cell
     key: str = field(default_factory=lambda: f"cell-{next(_keys)}")
     done: bool = False
+    cell_id: str = ""  # the notebook cell (its cellId, else its text): a rerun replaces it
+    shown_lines: int = 0  # output lines published so far
+    tail: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    dropped: int = 0  # lines past MAX_LINES that the tail no longer holds
 
 
 class Router:
@@ -52,6 +62,7 @@ class Router:
         self.hub: Any = None
         self.hub_address: str | None = None
         self.timer: Any = None
+        self.pumping = False  # a get made by pump() itself skips the wait observer
 
     # --- hub -----------------------------------------------------------------------
     def ensure_hub(self, address: str) -> Any:
@@ -62,8 +73,16 @@ class Router:
             self.runs.clear()
         return self.hub
 
-    def reset(self) -> None:
-        """Forget the hub and pending runs (the cluster is going away)."""
+    def reset(self, why: str | None = None) -> None:
+        """Forget the hub and pending runs (the cluster is going away).
+
+        With ``why``, each unfinished run says under its cell that it was stopped.
+        """
+        if why:
+            for run in self.runs.values():
+                if not run.done:
+                    self.stream(run, "stderr", f"jray: {run.label} was stopped before it "
+                                               f"finished: {why}\n")
         self.stop_timer()
         self.runs.clear()
         self.hub = self.hub_address = None
@@ -90,10 +109,35 @@ class Router:
             stream.flush()
         kernel.session.send(kernel.iopub_socket, msg_type, content, parent=parent)
 
-    def stream(self, run: CellRun | None, name: str, text: str) -> None:
+    def stream(self, run: CellRun | None, name: str, text: str, capped: bool = True) -> None:
         if run is not None and run.prefix:
             text = "".join(run.prefix + line for line in text.splitlines(True))
+        if run is not None and capped:
+            keep: list[str] = []
+            for line in text.splitlines(True):  # a line may arrive in two pieces
+                if run.shown_lines < MAX_LINES and not run.tail:
+                    keep.append(line)
+                    run.shown_lines += line.endswith("\n")
+                elif run.tail and run.tail[-1][0] == name and not run.tail[-1][1].endswith("\n"):
+                    run.tail[-1] = (name, run.tail[-1][1] + line)
+                else:
+                    run.dropped += len(run.tail) == run.tail.maxlen
+                    run.tail.append((name, line))
+            text = "".join(keep)
+            if not text:
+                return
         self.send(run, "stream", {"name": name, "text": text})
+
+    def done(self, run: CellRun) -> None:
+        """Forget a finished run; show the tail of output it held back, if any."""
+        self.runs.pop(run.key, None)
+        if run.tail:
+            self.stream(run, "stderr", f"jray: {run.label}: {run.dropped} lines of output "
+                        f"dropped after the first {MAX_LINES}; the last {len(run.tail)} "
+                        f"follow\n", capped=False)
+            for name, line in run.tail:
+                self.send(run, "stream", {"name": name, "text": line})
+            run.tail.clear()
 
     def display(self, run: CellRun, data: dict[str, Any], md: dict[str, Any]) -> None:
         self.send(run, "display_data", {"data": data, "metadata": md, "transient": {}})
@@ -106,13 +150,21 @@ class Router:
                   {"execution_count": run.execution_count, "data": data, "metadata": md})
 
     def error(self, run: CellRun, err: BaseException) -> None:
-        self.stream(run, "stderr", f"{run.label}: {remote_traceback(err)}")
+        label = "" if run.prefix else f"{run.label}: "  # the prefix names it already
+        self.stream(run, "stderr", f"{label}{remote_traceback(err)}")
 
     # --- pumping -------------------------------------------------------------------
     def pump(self) -> None:
         """Publish the output the hub holds, and finish ``--no-block`` runs that are done."""
-        if not self.runs or self.hub is None:
+        if not self.runs or self.hub is None or self.pumping:
             return
+        self.pumping = True
+        try:
+            self._pump()
+        finally:
+            self.pumping = False
+
+    def _pump(self) -> None:
         try:
             batches: dict[str, list[Any]] = jray.get(self.hub.drain.remote(), timeout=10)
         except Exception as e:
@@ -142,7 +194,21 @@ class Router:
         else:
             if bundle is not None:
                 self.result(run, *bundle)
-        self.runs.pop(run.key, None)
+        self.done(run)
+
+    def replace(self, cell_id: str) -> list[str]:
+        """Cancel the unfinished runs of the notebook cell ``cell_id`` (it runs again)."""
+        old = [r for r in self.runs.values() if cell_id and r.cell_id == cell_id and not r.done]
+        for run in old:
+            try:
+                jray.cancel(run.refs[-1])
+            except Exception as e:
+                print(f"jray: could not cancel the previous run {run.label}: {e}",
+                      file=sys.stderr)
+            self.stream(run, "stderr", f"jray: {run.label} cancelled: the cell was run again\n")
+            run.done = True
+            self.runs.pop(run.key, None)
+        return [r.label for r in old]
 
     def add(self, run: CellRun) -> None:
         self.runs[run.key] = run

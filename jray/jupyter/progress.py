@@ -8,9 +8,10 @@ for the cell (an ipywidgets ``IntProgress``, else a text line). A
 launched with ``jray.cancel``, says which, and returns.
 
 ``get_observer(router)`` is the hook the extension installs as
-``jray._private.api.wait_observer``: a ``jray.get`` of several refs in a normal
-cell (kernel main thread) waits here first, with the same bar after
-``PROGRESS_AFTER_S``; an interrupt cancels the refs' tasks and re-raises.
+``jray._private.api.wait_observer``: a ``jray.get`` in a normal cell (kernel
+main thread) waits here first, with the same bar after ``PROGRESS_AFTER_S``
+when it waits for several refs; an interrupt cancels the refs' tasks (one or
+many) and re-raises.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jray
+from jray._private.debug import HIDE
 from jray.jupyter.output import PUMP_PERIOD_S, CellRun, Router
 
 PROGRESS_AFTER_S = 1.0
@@ -80,7 +82,7 @@ def _cancel(router: Router, runs: list[CellRun]) -> None:
     stopped = [r.label for r in runs if r.refs[-1] in ready]
     running = [r.label for r in runs if r.refs[-1] not in ready]
     for run in runs:
-        router.runs.pop(run.key, None)
+        router.done(run)
     if stopped:
         print(f"jray: interrupted; cancelled {len(stopped)} task(s): {', '.join(stopped)}",
               file=sys.stderr)
@@ -89,17 +91,29 @@ def _cancel(router: Router, runs: list[CellRun]) -> None:
               f"{', '.join(running)}", file=sys.stderr)
 
 
-def wait_for(router: Router, runs: list[CellRun]) -> bool:
-    """Wait until every run has finished; False if interrupted (the runs are cancelled)."""
+def wait_for(router: Router, runs: list[CellRun],
+             progress_after: float | None = PROGRESS_AFTER_S,
+             on_done: Callable[[CellRun], None] | None = None) -> list[CellRun]:
+    """Wait until every run has finished; ``on_done(run)`` as each one does (after its
+    output). Returns the runs an interrupt cancelled (none when all finished).
+
+    ``progress_after=None`` shows no bar."""
+    __tracebackhide__ = HIDE  # noqa: F841
     start = time.monotonic()
     bar: Progress | None = None
-    pending = [r.refs[-1] for r in runs]
+    by_ref = {r.refs[-1]: r for r in runs}
+    pending = list(by_ref)
     total = len(pending)
     try:
         while pending:
-            _, pending = jray.wait(pending, num_returns=len(pending), timeout=PUMP_PERIOD_S)
+            ready, pending = jray.wait(pending, num_returns=len(pending),
+                                       timeout=PUMP_PERIOD_S)
             router.pump()
-            if bar is None and pending and time.monotonic() - start > PROGRESS_AFTER_S:
+            for ref in ready:
+                if on_done is not None:
+                    on_done(by_ref[ref])
+            if bar is None and pending and progress_after is not None \
+                    and time.monotonic() - start > progress_after:
                 bar = Progress(total, runs[0].label if total == 1 else f"{total} runs")
             if bar is not None:
                 bar.update(total - len(pending))
@@ -107,11 +121,12 @@ def wait_for(router: Router, runs: list[CellRun]) -> bool:
     except KeyboardInterrupt:
         if bar is not None:
             bar.close(total - len(pending), ok=False)
-        _cancel(router, runs)
-        return False
+        left = [by_ref[r] for r in pending]
+        _cancel(router, left)
+        return left
     if bar is not None:
         bar.close(total, ok=True)
-    return True
+    return []
 
 
 def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None:
@@ -120,6 +135,7 @@ def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None
     Raises ``GetTimeoutError`` after ``timeout``; on ``KeyboardInterrupt`` cancels the
     refs' tasks (bounded wait for them to stop) and re-raises it.
     """
+    __tracebackhide__ = HIDE  # noqa: F841
     unique = list({r.id: r for r in refs}.values())  # a get may repeat a ref; wait may not
     total = len(unique)
     start = time.monotonic()
@@ -143,7 +159,7 @@ def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None
                 raise jray.exceptions.GetTimeoutError(
                     f"get timed out after {timeout} s: {len(pending)} object(s) not ready, "
                     f"e.g. {pending[0]!r}")
-            if bar is None and now - start > PROGRESS_AFTER_S:
+            if bar is None and total > 1 and now - start > PROGRESS_AFTER_S:
                 bar = Progress(total, "jray.get")
             if bar is not None:
                 bar.update(total - len(pending))
@@ -175,8 +191,18 @@ def _cancel_refs(refs: list[Any]) -> None:
 def get_observer(router: Router) -> Callable[[Sequence[Any], float | None], None]:
     """The ``wait_observer`` hook for ``router``'s kernel (active on its main thread only)."""
 
+    busy = False
+
     def observer(refs: Sequence[Any], timeout: float | None) -> None:
-        if threading.current_thread() is threading.main_thread():
+        nonlocal busy
+        __tracebackhide__ = HIDE  # noqa: F841
+        # not on other threads, nor for the gets that waiting itself makes (pumping output)
+        if busy or router.pumping or threading.current_thread() is not threading.main_thread():
+            return
+        busy = True
+        try:
             wait_get(router, refs, timeout)
+        finally:
+            busy = False
 
     return observer
