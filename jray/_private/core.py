@@ -43,6 +43,9 @@ COALESCE_DELAY_S = 0.0003
 COALESCE_MAX = 128
 SETTLE_INTERVAL_S = 0.1
 SUBSCRIBE_OWNED_AFTER_S = 0.5
+#: Tag of the tasks submitted from now on (the notebook layer sets a cell's
+#: ``(cell_id, execution_count)`` while the cell runs); the views show it.
+task_tag: Any = None
 
 
 class CoreClient:
@@ -335,7 +338,8 @@ class CoreClient:
                 self.functions_sent.add(func_id)
                 blob = func_blob
             spec = (tid, func_id, blob, name, args_blob, deps, returns, resources,
-                    max_retries, retry_exceptions, self.addr, self.output_addr, nested)
+                    max_retries, retry_exceptions, self.addr, self.output_addr, nested,
+                    task_tag)
             self.to_head.append((P.SUBMIT, spec))
             self.owned.update(returns)
             self.awaiting.update(returns)
