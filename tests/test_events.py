@@ -139,7 +139,7 @@ def _feed(h: Head, model: ViewModel, ident: bytes = VIEWER) -> None:
         if m[0] == P.EVENTS_SNAPSHOT:
             items.append(("snapshot", m[1], m[2]))
         elif m[0] == P.EVENTS_DELTA:
-            items.append(("delta", m[1]))
+            items.append(("delta", m[1], m[2]))
     model.apply(items)
 
 
@@ -205,3 +205,16 @@ def test_model_takes_cell_tags_as_groups(no_interval: None) -> None:
     _feed(h, model)
     rec = model.tasks[tid.hex()]
     assert rec["cell"] == ["cell-abc", 3] and rec["group"] == "In [3] cell_3"
+
+
+def test_the_head_wakes_up_for_a_delta_that_is_due_while_idle() -> None:
+    h = Head()
+    h.send(VIEWER, (P.EVENTS_SUBSCRIBE, 1000))
+    feed = h.sched.feed
+    assert feed.poll_ms(200) == 200  # nothing owed: the head may sleep its usual time
+    h.send(VIEWER, (P.EVENTS_ACK, 0))
+    h.submit()  # events arrive within the push interval: not sent yet
+    wait = feed.poll_ms(200)
+    assert 1 <= wait <= event_feed.PUSH_INTERVAL_S * 1000 + 1
+    time.sleep(wait / 1000)
+    assert _of(h.sched.take_outbox(), VIEWER, P.EVENTS_DELTA)  # what the idle head sends

@@ -82,6 +82,16 @@ class EventFeed:
     def on_unsubscribe(self, sender: bytes, msg: P.Msg) -> None:
         self.subs.pop(sender, None)
 
+    def poll_ms(self, idle_ms: int) -> int:
+        """How long the head may wait for messages: until the next delta is due, when one
+        is waiting (so the last events of a burst reach the views while the cluster idles)."""
+        seq = self.sched.events.seq
+        due = [s.last_push + PUSH_INTERVAL_S for s in self.subs.values()
+               if s.credit and s.cursor < seq]
+        if not due:
+            return idle_ms
+        return max(1, min(idle_ms, int((min(due) - _clock()) * 1000) + 1))
+
     # --- once per drained round -------------------------------------------------
     def push(self) -> None:
         log = self.sched.events
@@ -98,7 +108,7 @@ class EventFeed:
             sub.last_push = now
             self.deltas_sent += 1
             self.events_sent += len(events)
-            self.sched._send(sub.ident, (P.EVENTS_DELTA, events))
+            self.sched._send(sub.ident, (P.EVENTS_DELTA, events, self.sched.store.summary()))
 
     def _snapshot(self, sub: _Sub) -> None:
         seq = self.sched.events.seq

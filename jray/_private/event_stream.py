@@ -23,7 +23,7 @@ import zmq
 from jray._private import protocol as P
 from jray._private import transport
 
-#: one item: ("snapshot", seq, tables) or ("delta", events)
+#: one item: ("snapshot", seq, tables) or ("delta", events, store summary)
 Item = tuple[Any, ...]
 NOBLOCK = int(zmq.NOBLOCK)
 
@@ -54,7 +54,7 @@ class Subscription:
                 if msg[0] == P.EVENTS_SNAPSHOT:
                     items.append(("snapshot", msg[1], msg[2]))
                 elif msg[0] == P.EVENTS_DELTA:
-                    items.append(("delta", msg[1]))
+                    items.append(("delta", msg[1], msg[2]))
         if items:
             self.items_taken += len(items)
             transport.send_batch(self.sock, [(P.EVENTS_ACK, 0)])

@@ -138,7 +138,8 @@ RESERVED = 64
 TASK_OUTPUT = 63
 #: (EVENTS_SNAPSHOT, seq, snapshot)  the head's tables as of event seq (see ``event_feed``)
 EVENTS_SNAPSHOT = 65
-#: (EVENTS_DELTA, [event, ...])  events in order, each (seq, time, kind, id, detail)
+#: (EVENTS_DELTA, [event, ...], store)  events in order, each (seq, time, kind, id, detail),
+#: and every node's store summary now
 EVENTS_DELTA = 66
 
 # Ops 100-199 are reserved for actors (see ``actor_protocol``); extensions register

@@ -1,6 +1,6 @@
 """``%jray`` and ``%%remote``: thin magics that parse arguments and call the layers below.
 
-- ``%jray init|status|shutdown|engines|push|pull`` (see ``LINE_USAGE``)
+- ``%jray init|status|dashboard|shutdown|engines|push|pull``
 - ``%%remote [options]``: the cell as a task (inputs and outputs found by
   ``cell.analyze``), or in engines' namespaces with ``--engine``/``--engines``.
 
@@ -76,6 +76,7 @@ def _line_parser() -> _Parser:
     init.add_argument("--object-store-memory", type=_size, metavar="SIZE")
     init.add_argument("--address")
     sub.add_parser("status", help="cluster summary")
+    sub.add_parser("dashboard", help="a live view of the cluster (jray.dashboard())")
     sub.add_parser("shutdown", help="stop the cluster")
     eng = sub.add_parser("engines", help="start N engines, or list them")
     eng.add_argument("n", type=int, nargs="?")
@@ -182,6 +183,12 @@ class JrayMagics(Magics):
         from IPython.display import display
 
         display(status.bundle(self.engines), raw=True)  # type: ignore[no-untyped-call]
+
+    def _cmd_dashboard(self, a: argparse.Namespace) -> None:
+        self._address(auto=True)
+        from IPython.display import display
+
+        display(jray.dashboard())  # type: ignore[no-untyped-call]
 
     def _cmd_shutdown(self, a: argparse.Namespace) -> None:
         self.router.reset()

@@ -7,7 +7,7 @@
                                    ViewModel.full()   ──▶ everything, for a renderer that joins
 
 An *event source* is anything with ``take() -> list[item]`` and ``close()``;
-items are ``("snapshot", seq, tables)`` and ``("delta", [event, ...])`` as
+items are ``("snapshot", seq, tables)`` and ``("delta", [event, ...], store)`` as
 ``jray._private.event_feed`` documents them. The head's subscription
 (``jray._private.event_stream.Subscription``) is one; a second backend feeds
 the same items.
@@ -73,6 +73,8 @@ class ViewModel:
             else:
                 for ev in item[1]:
                     self._apply_event(ev)
+                if len(item) > 2:
+                    self.store = item[2]
         self._fold()
 
     def _apply_snapshot(self, seq: int, snap: dict[str, Any]) -> None:
