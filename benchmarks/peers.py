@@ -88,6 +88,10 @@ class Peer:
         """Settings worth recording next to the results (start method, ...)."""
         return {}
 
+    def event_stream_address(self) -> str:
+        """Where a live-view subscriber connects (jray's head address)."""
+        raise Unsupported(f"{self.name} has no event subscription to compare")
+
 
 class RayApiPeer(Peer):
     """Any module with Ray's core API: ``init``/``remote``/``get``/``put``/``shutdown``."""
@@ -100,7 +104,12 @@ class RayApiPeer(Peer):
         self._remote: dict[Callable[..., Any], Any] = {}
 
     def init(self, num_cpus: int) -> None:
-        self._mod.init(num_cpus=num_cpus, **self._init_options)
+        self._info = self._mod.init(num_cpus=num_cpus, **self._init_options)
+
+    def event_stream_address(self) -> str:
+        if self.name != "jray":
+            raise Unsupported(f"{self.name}: the watched workload measures jray's event stream")
+        return str(self._info["address"])
 
     def shutdown(self) -> None:
         self._mod.shutdown()

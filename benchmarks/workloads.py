@@ -148,6 +148,19 @@ def single_client_tasks_async(peer: Peer, sizes: Sizes) -> Measurement:
     return Measurement(n / elapsed, f"{n} tasks in {elapsed:.3f}s (submit {submitted:.3f}s)")
 
 
+def single_client_tasks_async_watched(peer: Peer, sizes: Sizes) -> Measurement:
+    """``single_client_tasks_async`` while a live-view subscriber (another process,
+    applying every delta to a ``ViewModel`` every 200 ms, as the views do) watches."""
+    from benchmarks.watcher import Watcher
+
+    with Watcher(peer.event_stream_address()) as watcher:
+        m = single_client_tasks_async(peer, sizes)
+        time.sleep(0.5)  # let it take the last deltas
+    seen = watcher.result()
+    return Measurement(m.value, f"{m.detail}; the subscriber saw {seen['tasks_seen']} "
+                                f"tasks in {seen['items']} deltas")
+
+
 def single_client_put_calls(peer: Peer, sizes: Sizes) -> Measurement:
     return _rate(lambda: peer.put(0), sizes.put_calls, sizes, "put(0)")
 
@@ -239,6 +252,13 @@ WORKLOADS: tuple[Workload, ...] = (
         higher_is_better=True,
         run=single_client_tasks_async,
         describe="submit N no-op tasks, then get them all",
+    ),
+    Workload(
+        name="single_client_tasks_async_watched",
+        unit="tasks/s",
+        higher_is_better=True,
+        run=single_client_tasks_async_watched,
+        describe="the same, with one live-view subscriber attached (jray only)",
     ),
     Workload(
         name="single_client_put_calls",

@@ -45,6 +45,15 @@ else:
         raise AttributeError(f"module 'jray' has no attribute {name!r}")
 
 
+def dashboard(height: int = 360) -> Any:
+    """A live view of the cluster in the notebook: the task DAG by cell or function, the
+    object store and which variables hold its largest objects, counts by state, and
+    per-worker timelines (see ``jray.jupyter.dashboard``; needs a Jupyter front end)."""
+    from jray.jupyter.dashboard import dashboard as make
+
+    return make(height)
+
+
 def remote(*args: Any, **options: Any) -> Any:
     """Make a function a remote function (a task factory), or a class an actor class.
 
@@ -77,6 +86,7 @@ __all__ = [
     "available_resources",
     "cancel",
     "cluster_resources",
+    "dashboard",
     "exceptions",
     "get",
     "get_actor",

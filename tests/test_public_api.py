@@ -13,6 +13,7 @@ EXPECTED = [
     "available_resources",
     "cancel",
     "cluster_resources",
+    "dashboard",
     "exceptions",
     "get",
     "get_actor",

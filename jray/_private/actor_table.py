@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from jray._private import actor_protocol as A
 from jray._private import protocol as P
+from jray._private.events import EventKind
 from jray._private.serialization import error_loc
 from jray._private.state_tables import Node, Obj
 from jray.exceptions import ActorDiedError
@@ -102,6 +103,7 @@ class ActorTable:
         ):
             sched.register(op, fn)
         sched.schedule_hooks.append(self.place_pending)
+        sched.snapshot_parts["actors"] = lambda: [self.row(r) for r in self.actors.values()]
 
     # --- helpers ------------------------------------------------------------------
     def _current(self, actor_id: bytes, inc: int) -> ActorRecord | None:
@@ -122,8 +124,8 @@ class ActorTable:
         if req:
             self.sched._send(ident, (A.ACTOR_REPLY, req, ok, payload))
 
-    def _event(self, rec: ActorRecord, kind: str, detail: Any = None) -> None:
-        self.sched.events.add("actor_" + kind, rec.actor_id, detail)
+    def _event(self, rec: ActorRecord, kind: EventKind, detail: Any = None) -> None:
+        self.sched.events.add(kind, rec.actor_id, detail)
 
     # --- creation and placement -----------------------------------------------------
     def _on_create(self, sender: bytes, msg: P.Msg) -> None:
@@ -147,7 +149,7 @@ class ActorTable:
             self.named[(ns, name)] = spec["actor_id"]
         rec = ActorRecord(spec, sender)
         self.actors[rec.actor_id] = rec
-        self._event(rec, "created", spec["meta"]["class_name"])
+        self._event(rec, "actor_created", spec["meta"]["class_name"])
         self._reply(sender, req, True, (rec.actor_id, spec["meta"]))
         self._check_feasible(rec)
         self.pending.append(rec)
@@ -160,7 +162,7 @@ class ActorTable:
             return
         text = (f"{rec.label} needs {demand} but no node in the cluster can ever provide "
                 f"it; it stays pending until a node with those resources joins")
-        self.sched.events.add("infeasible", rec.actor_id, text)
+        self.sched.events.add("actor_infeasible", rec.actor_id, text)
         self.sched._send(rec.owner, (P.WARN, text))
 
     def place_pending(self) -> None:
@@ -200,7 +202,7 @@ class ActorTable:
         self.per_node[best.node_id] = self.per_node.get(best.node_id, 0) + 1
         self.sched._send(best.ident, (A.ACTOR_SPAWN, rec.actor_id, rec.incarnation, rec.gpu_ids,
                                       rec.spec["meta"]["class_name"]))
-        self._event(rec, "spawning", rec.incarnation)
+        self._event(rec, "actor_spawning", rec.incarnation)
         return True
 
     def _release(self, rec: ActorRecord) -> None:
@@ -234,7 +236,7 @@ class ActorTable:
         rec.addr = addr
         rec.pid = pid
         rec.cause = None
-        self._event(rec, "alive", pid)
+        self._event(rec, "actor_alive", pid)
         self._notify(rec)
 
     def _on_init_failed(self, sender: bytes, msg: P.Msg) -> None:
@@ -289,7 +291,7 @@ class ActorTable:
         rec.state = A.RESTARTING
         rec.cause = cause
         rec.addr = ""
-        self._event(rec, "restarting", text)
+        self._event(rec, "actor_restarting", text)
         self._notify(rec)
         self.pending.append(rec)
         self.place_pending()
@@ -306,7 +308,7 @@ class ActorTable:
         if rec.checkpoint is not None:
             self.sched._unlink(rec.checkpoint)
             rec.checkpoint = None
-        self._event(rec, "dead")
+        self._event(rec, "actor_dead")
         self._notify(rec)
 
     # --- requests from callers ----------------------------------------------------

@@ -46,6 +46,9 @@ SETTLE_INTERVAL_S = 0.1
 SUBSCRIBE_OWNED_AFTER_S = 0.5
 #: The longest a writer waits for the head to grant room in the store (it may spill).
 RESERVE_TIMEOUT_S = 120.0
+#: Tag of the tasks submitted from now on (the notebook layer sets a cell's
+#: ``(cell_id, execution_count)`` while the cell runs); the views show it.
+task_tag: Any = None
 
 
 class CoreClient:
@@ -339,7 +342,8 @@ class CoreClient:
                 self.functions_sent.add(func_id)
                 blob = func_blob
             spec = (tid, func_id, blob, name, args_blob, deps, returns, resources,
-                    max_retries, retry_exceptions, self.addr, self.output_addr, nested)
+                    max_retries, retry_exceptions, self.addr, self.output_addr, nested,
+                    task_tag)
             self.to_head.append((P.SUBMIT, spec))
             self.owned.update(returns)
             self.awaiting.update(returns)

@@ -65,7 +65,7 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
     unpack = P.unpack
     pack = P.pack
     while not stop:
-        if poller.poll(200):
+        if poller.poll(sched.feed.poll_ms(200) if sched.feed.subs else 200):
             # drain until EAGAIN: no per-message getsockopt(EVENTS) (it builds an enum)
             for _ in range(MAX_DRAIN):
                 try:
@@ -85,6 +85,10 @@ def serve(address: str, parent_pid: int | None, session: str) -> None:
                     log.error("error handling a message from %r:\n%s", ident,
                               traceback.format_exc())
             sched.schedule()  # once per drained batch
+            for dest, batch in sched.take_outbox().items():
+                send(dest, SNDMORE)
+                send(pack(batch))
+        elif sched.feed.subs:  # idle: event subscribers may still be owed a delta
             for dest, batch in sched.take_outbox().items():
                 send(dest, SNDMORE)
                 send(pack(batch))

@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from jray._private import protocol as P
+from jray._private.events import EventLog
 from jray._private.serialization import error_loc
-from jray._private.state_tables import EventLog, Node, Obj, Task
+from jray._private.state_tables import Node, Obj, Task
 from jray.exceptions import ObjectLostError
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ class ObjectTable:
         obj.loc = loc
         obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]
         self.store.added(obj)
-        self.events.add("object_ready", obj.oid, obj.size)
+        self.events.add("object_created", obj.oid, obj.size)
         if notify_owner:
             self._send(obj.owner, (P.OBJECT_READY, obj.oid, loc))
         if obj.subscribers:

@@ -61,6 +61,13 @@ LOST = 12
 #: (UNRESERVE, oid, node_id)  a granted (or still pending) reservation that will not be
 #: written (the write failed or the writer stopped waiting)
 UNRESERVE = 13
+#: (EVENTS_SUBSCRIBE, max_batch)  send this client EVENTS_SNAPSHOT, then EVENTS_DELTA
+#: messages (one at a time: each waits for the EVENTS_ACK of the one before)
+EVENTS_SUBSCRIBE = 14
+#: (EVENTS_ACK, seq)  the subscriber has taken every event up to seq; send more
+EVENTS_ACK = 15
+#: (EVENTS_UNSUBSCRIBE,)
+EVENTS_UNSUBSCRIBE = 16
 
 # --- worker -> head ----------------------------------------------------------
 #: (WORKER_READY, node_id, pid, result_addr)
@@ -133,6 +140,11 @@ RESERVED = 64
 #: (TASK_OUTPUT, tid, task_name, pid, stream, text)  worker -> the driver's output socket;
 #: stream is "stdout" or "stderr"
 TASK_OUTPUT = 63
+#: (EVENTS_SNAPSHOT, seq, snapshot)  the head's tables as of event seq (see ``event_feed``)
+EVENTS_SNAPSHOT = 65
+#: (EVENTS_DELTA, [event, ...], store)  events in order, each (seq, time, kind, id, detail),
+#: and every node's store summary now
+EVENTS_DELTA = 66
 
 # Ops 100-199 are reserved for actors (see ``actor_protocol``); extensions register
 # their handlers with ``Scheduler.register`` and ``CoreClient.handlers``.
@@ -140,9 +152,10 @@ TASK_OUTPUT = 63
 # --- task spec layout ---------------------------------------------------------
 # TaskSpec = (tid, func_id, func_blob | None, name, args_blob, deps, return_ids,
 #             resources, max_retries, retry_exceptions, owner_addr, output_addr,
-#             nested_refs)   nested_refs: refs pickled inside the arguments
+#             nested_refs, tag)   nested_refs: refs pickled inside the arguments;
+#             tag: where it was submitted from, a cell's (cell_id, execution_count) or None
 T_ID, T_FUNC_ID, T_FUNC_BLOB, T_NAME, T_ARGS, T_DEPS, T_RETURNS = range(7)
-T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER, T_OUTPUT, T_NESTED = range(7, 13)
+T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER, T_OUTPUT, T_NESTED, T_TAG = range(7, 14)
 TaskSpec = tuple[Any, ...]
 
 # ExecSpec = (tid, func_id, func_blob | None, name, args_blob, dep_locs,

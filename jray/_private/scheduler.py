@@ -29,10 +29,12 @@ from typing import Any
 
 from jray._private import lineage
 from jray._private import protocol as P
+from jray._private.event_feed import EventFeed
+from jray._private.events import EventLog
 from jray._private.object_table import ObjectTable
 from jray._private.resources import Demand, NodeResources, Shape, shape_of
 from jray._private.serialization import error_loc
-from jray._private.state_tables import EventLog, Node, Obj, Task, Worker
+from jray._private.state_tables import Node, Obj, Task, Worker
 from jray._private.store import StorePolicy
 from jray.exceptions import (
     ObjectLostError,
@@ -69,6 +71,8 @@ class Scheduler(ObjectTable):
         #: extensions (actors) that place work of their own when resources free up
         self.schedule_hooks: list[Callable[[], None]] = []
         self.store: StorePolicy  # set below, once handlers exist
+        #: extensions' parts of an event snapshot (actors): name -> rows
+        self.snapshot_parts: dict[str, Callable[[], Any]] = {}
         self._handlers: dict[int, Any] = {
             P.SUBMIT: self._on_submit,
             P.PUT: self._on_put,
@@ -89,6 +93,7 @@ class Scheduler(ObjectTable):
             P.STATE: self.on_state,
         }
         self.store = StorePolicy(self)
+        self.feed = EventFeed(self)
 
     # --- entry points -------------------------------------------------------------
     def register(self, op: int, handler: Any) -> None:
@@ -118,6 +123,10 @@ class Scheduler(ObjectTable):
         self.schedule()
 
     def take_outbox(self) -> dict[bytes, list[P.Msg]]:
+        """The messages to send; called once per drained round, which is also when
+        event subscribers get their deltas."""
+        if self.feed.subs:
+            self.feed.push()
         out, self.out = self.out, {}
         return out
 
@@ -130,7 +139,7 @@ class Scheduler(ObjectTable):
 
     # --- membership ---------------------------------------------------------------
     def _on_hello(self, sender: bytes, msg: P.Msg) -> None:
-        self.events.add("driver", sender, msg[1])
+        self.events.add("driver_connected", sender, msg[2] if len(msg) > 2 else None)
 
     def _on_shutdown(self, sender: bytes, msg: P.Msg) -> None:
         self.shutdown_requested = True
@@ -150,7 +159,7 @@ class Scheduler(ObjectTable):
         self.nodes[node_id] = node
         if capacity:
             self.store.add_node(node, capacity)
-        self.events.add("node_added", node_id, dict(node.res.total))
+        self.events.add("node_added", node_id, (dict(node.res.total), hostname, pid))
         self.feasible.clear()
         for q in self.ready.values():  # tasks submitted before any node could judge them
             for task in q:
@@ -169,7 +178,7 @@ class Scheduler(ObjectTable):
         node.idle.append(w)
         if node.pending_spawns > 0:
             node.pending_spawns -= 1
-        self.events.add("worker_started", sender, pid)
+        self.events.add("worker_started", sender, (pid, node_id))
 
     def _on_worker_died(self, sender: bytes, msg: P.Msg) -> None:
         _, wid, exitcode = msg
@@ -218,7 +227,8 @@ class Scheduler(ObjectTable):
             self.children.setdefault(w.assigned[0].spec[P.T_ID], []).append(tid)
         for oid in spec[P.T_RETURNS]:
             self.objects[oid] = Obj(oid, sender, tid)
-        task.event("submitted")
+        task.event("submitted", (spec[P.T_NAME], spec[P.T_DEPS], spec[P.T_RETURNS], sender,
+                                 spec[P.T_TAG] if len(spec) > P.T_TAG else None))
         self._admit(task)
 
     def _admit(self, task: Task) -> None:
@@ -275,7 +285,7 @@ class Scheduler(ObjectTable):
             f"resources joins (get with a timeout raises GetTimeoutError)"
         )
         task.infeasible = True
-        self.events.add("infeasible", task.spec[P.T_ID], text)
+        self.events.add("task_infeasible", task.spec[P.T_ID], text)
         self._send(task.owner, (P.WARN, text))
 
     def _make_ready(self, task: Task) -> None:

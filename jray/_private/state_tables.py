@@ -2,9 +2,8 @@
 the plain-data views of them that the state API returns.
 
 Each task keeps its own list of ``(state, timestamp, detail)`` transitions;
-the cluster-wide ``EventLog`` holds the same transitions (and object and node
-events) in order, bounded, with a sequence number, so that live views can
-ask for "everything after event N" cheaply.
+the cluster-wide ``EventLog`` (``events``) holds the same transitions (and
+object, actor and node events) in order, bounded, with a sequence number.
 """
 
 from __future__ import annotations
@@ -14,39 +13,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from jray._private import protocol as P
+from jray._private.events import TASK_KIND, EventLog, to_plain
 from jray._private.resources import Demand, NodeResources, Shape
 
 if TYPE_CHECKING:
     from jray._private.scheduler import Scheduler
 
-EVENTS_KEPT = 200_000
 _now = time.time
-_TASK_KINDS = {s: "task_" + s for s in (
-    "submitted", "waiting", "ready", "running", "finished", "failed", "cancelled",
-    "retried", "requeued", "blocked")}
-
-
-class EventLog:
-    """A bounded, ordered stream of ``(seq, time, kind, id, detail)`` events."""
-
-    __slots__ = ("_log", "seq")
-
-    def __init__(self, maxlen: int = EVENTS_KEPT) -> None:
-        self._log: deque[tuple[int, float, str, bytes, Any]] = deque(maxlen=maxlen)
-        self.seq = 0
-
-    def add(self, kind: str, ident: bytes, detail: Any = None) -> None:
-        self.seq += 1
-        self._log.append((self.seq, _now(), kind, ident, detail))
-
-    def since(self, seq: int, limit: int = 10_000) -> list[tuple[int, float, str, str, Any]]:
-        out = []
-        for ev in self._log:
-            if ev[0] > seq:
-                out.append((ev[0], ev[1], ev[2], ev[3].hex(), ev[4]))
-                if len(out) >= limit:
-                    break
-        return out
 
 
 class Node:
@@ -117,9 +90,7 @@ class Task:
         self.history.append((state, t, detail))
         log = self.log
         if log is not None:
-            log.seq += 1
-            kind = _TASK_KINDS.get(state) or "task_" + state
-            log._log.append((log.seq, t, kind, self.spec[0], detail))
+            log.record(t, TASK_KIND[state], self.spec[0], detail)
 
 
 class Obj:
@@ -183,12 +154,49 @@ def _object_row(o: Obj, sched: Scheduler) -> dict[str, Any]:
     }
 
 
+def _limited(rows: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    return rows if limit is None else rows[max(0, len(rows) - limit):]
+
+
+def _filtered_tasks(sched: Scheduler, f: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tasks in submission order; ``state``/``label`` filter, ``limit`` keeps the newest."""
+    state, label, limit = f.get("state"), f.get("label"), f.get("limit")
+    chosen: list[Task] = []
+    for t in reversed(sched.tasks.values()):  # newest first, so a limit stops early
+        if state is not None and t.state != state:
+            continue
+        if label is not None and label not in t.name:
+            continue
+        chosen.append(t)
+        if limit is not None and len(chosen) >= limit:
+            break
+    return [_task_row(t) for t in reversed(chosen)]
+
+
+def _task_error(sched: Scheduler, tid: bytes) -> P.Loc | None:
+    """The error location of a failed task's first return (the driver unpickles it)."""
+    task = sched.tasks.get(tid)
+    if task is None or task.state not in ("failed", "cancelled"):
+        return None
+    for oid in task.spec[P.T_RETURNS]:
+        obj = sched.objects.get(oid)
+        if obj is not None and obj.loc is not None and obj.loc[0] == P.LOC_ERROR:
+            return obj.loc
+    return None
+
+
 def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
     """Plain-data answers to state queries (they cross the wire as pickles)."""
     if kind == "tasks":
-        return [_task_row(t) for t in sched.tasks.values()]
+        return _filtered_tasks(sched, arg or {})
     if kind == "objects":
-        return [_object_row(o, sched) for o in sched.objects.values()]
+        rows = [_object_row(o, sched) for o in sched.objects.values()]
+        where = (arg or {}).get("where")
+        if where is not None:
+            rows = [r for r in rows if r["where"] == where]
+        return _limited(rows, (arg or {}).get("limit"))
+    if kind == "task_error":
+        return _task_error(sched, arg)
     if kind == "nodes":
         return [
             {
@@ -210,12 +218,15 @@ def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
                 total[k] = total.get(k, 0.0) + max(v, 0.0)
         return total
     if kind == "events":
-        return sched.events.since(int(arg or 0))
+        return [to_plain(ev) for ev in sched.events.since(int(arg or 0))]
     if kind == "store":
         return sched.store.summary()
     if kind == "summary":
         counts: dict[str, int] = {}
         for t in sched.tasks.values():
             counts[t.state] = counts.get(t.state, 0) + 1
-        return {"tasks": counts, "objects": len(sched.objects), "workers": len(sched.workers)}
+        return {"tasks": counts, "objects": len(sched.objects), "workers": len(sched.workers),
+                "object_bytes": sum(o.size for o in sched.objects.values()),
+                "nodes": sum(n.alive for n in sched.nodes.values()),
+                "events": sched.events.seq}
     raise ValueError(f"unknown state query {kind!r}")

@@ -339,6 +339,7 @@ class StorePolicy:
         st = self.stores.get(msg[1])
         if st is not None:
             st.restores += msg[2]
+            self.sched.events.add("object_restored", msg[1], msg[2])
 
     # --- lost objects ---------------------------------------------------------------
     def on_lost(self, sender: bytes, msg: P.Msg) -> None:

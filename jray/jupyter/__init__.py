@@ -30,6 +30,9 @@ def load_ipython_extension(ip: Any) -> None:
     ip.register_magics(magics)
     _MAGICS[id(ip)] = magics
     api.wait_observer = get_observer(magics.router)  # jray.get of many refs: a bar
+    from jray.jupyter import cell_tags
+
+    cell_tags.install(ip)  # tasks carry their cell, for the live views
 
 
 def unload_ipython_extension(ip: Any) -> None:

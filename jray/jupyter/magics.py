@@ -1,6 +1,6 @@
 """``%jray`` and ``%%remote``: thin magics that parse arguments and call the layers below.
 
-- ``%jray init|status|shutdown|engines|push|pull`` (see ``LINE_USAGE``)
+- ``%jray init|status|dashboard|shutdown|engines|push|pull``
 - ``%%remote [options]``: the cell as a task (inputs and outputs found by
   ``cell.analyze``), or in engines' namespaces with ``--engine``/``--engines``.
 
@@ -99,6 +99,7 @@ class JrayMagics(Magics):
           %jray init [--num-cpus N] [--num-gpus N] [--resources JSON]
                      [--object-store-memory SIZE]   start a local cluster (or report it)
           %jray status                              nodes, resources, tasks, object store
+          %jray dashboard                           a live view of the task DAG and the store
           %jray shutdown                            stop the cluster (pending cells say so)
           %jray engines [N] [--num-cpus N] [--num-gpus N] [--resources JSON]
                                                     start engines up to N, or list them
@@ -143,6 +144,12 @@ class JrayMagics(Magics):
         from IPython.display import display
 
         display(status.bundle(self.engines), raw=True)  # type: ignore[no-untyped-call]
+
+    def _cmd_dashboard(self, a: argparse.Namespace) -> None:
+        self._address(auto=True)
+        from IPython.display import display
+
+        display(jray.dashboard())  # type: ignore[no-untyped-call]
 
     def _cmd_shutdown(self, a: argparse.Namespace) -> None:
         self.router.reset("%jray shutdown stopped the cluster")

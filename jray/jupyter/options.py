@@ -103,6 +103,7 @@ def line_parser() -> _Parser:
     init.add_argument("--object-store-memory", type=_size, metavar="SIZE")
     init.add_argument("--address")
     sub.add_parser("status", help="cluster summary")
+    sub.add_parser("dashboard", help="a live view of the cluster (jray.dashboard())")
     sub.add_parser("shutdown", help="stop the cluster")
     eng = sub.add_parser("engines", help="start N engines, or list them")
     eng.add_argument("n", type=_int_at_least(1), nargs="?", metavar="N")

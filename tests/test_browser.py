@@ -1,0 +1,172 @@
+"""The live views in a real browser: JupyterLab on loopback, Debian's chromium, Playwright.
+
+Opens a notebook, runs ``jray.dashboard()`` and ``--no-block``-style cells with
+dependencies and a failing task, and checks what the inline view draws: the
+tasks as nodes with their final states, the edges, the failed task's remote
+traceback on click, the store table. It saves a screenshot (``docs/images``)
+and measures each update's render time in the page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "docs" / "images"
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install -y chromium)",
+                allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api",
+                                      reason="needs playwright (pip install playwright)")
+pytest.importorskip("jupyterlab", reason="needs jupyterlab (pip install jupyterlab)")
+
+CELLS = [
+    "import jray\njray.init(num_cpus=2)",
+    "jray.dashboard(height=320)",
+    "@jray.remote\ndef square(x):\n    return x * x\n\n"
+    "@jray.remote\ndef total(*xs):\n    return sum(xs)\n\n"
+    "@jray.remote(max_retries=0)\ndef broken():\n    raise ValueError('broken on purpose')",
+    "parts = [square.remote(i) for i in range(4)]\nresult = total.remote(*parts)\n"
+    "oops = broken.remote()\nbig = jray.put(bytes(2_000_000))",
+    "jray.get(result)",
+]
+
+
+def _notebook(path: pathlib.Path) -> None:
+    cells = [{"cell_type": "code", "metadata": {}, "source": src, "outputs": [],
+              "execution_count": None, "id": f"cell-{i}"} for i, src in enumerate(CELLS)]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3",
+                                                      "display_name": "Python 3",
+                                                      "language": "python"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def lab(tmp_path: pathlib.Path) -> Iterator[dict[str, Any]]:
+    home = tmp_path / "home"
+    cfg = tmp_path / "config"
+    (cfg / "labconfig").mkdir(parents=True)
+    (cfg / "labconfig" / "page_config.json").write_text(json.dumps(
+        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+    root = tmp_path / "work"
+    root.mkdir()
+    home.mkdir()
+    _notebook(root / "views.ipynb")
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(cfg), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
+               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"), HOME=str(home))
+    port, token = _free_port(), "jray-test-token"
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.port={port}",
+           "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0",
+           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--LabApp.expose_app_in_browser=True"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    log = open(tmp_path / "lab.log", "w")  # noqa: SIM115 (closed in the finally below)
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("JupyterLab did not start:\n"
+                                         + (tmp_path / "lab.log").read_text()[-3000:]) from None
+                time.sleep(0.2)
+        yield {"base": base, "token": token, "log": tmp_path / "lab.log"}
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(10)
+        log.close()
+        shutil.rmtree(tmp_path / "rt", ignore_errors=True)
+
+
+def _wait_for_kernel(page: Any, timeout: float = 60) -> None:
+    """Accept the "Select Kernel" dialog if it shows; wait until the notebook has a kernel."""
+    has_kernel = ("(() => { const w = window.jupyterapp.shell.currentWidget;"
+                  " return !!(w && w.sessionContext && w.sessionContext.session"
+                  " && w.sessionContext.session.kernel"
+                  " && w.sessionContext.session.kernel.status === 'idle'); })()")
+    deadline = time.monotonic() + timeout
+    while True:
+        accept = page.locator(".jp-Dialog button.jp-mod-accept")
+        if accept.count():
+            accept.first.click()
+        elif page.evaluate(has_kernel):
+            return
+        assert time.monotonic() < deadline, "the notebook got no kernel"
+        page.wait_for_timeout(200)
+
+
+@pytest.mark.timeout(300)
+def test_inline_view_draws_the_dag_states_edges_and_traceback(lab: dict[str, Any]) -> None:
+    with playwright_sync.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM,
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page.set_default_timeout(40_000)
+            page.goto(f"{lab['base']}/lab/tree/views.ipynb?reset&token={lab['token']}")
+            page.wait_for_function("window.jupyterapp && window.jupyterapp.commands")
+            _wait_for_kernel(page)
+            page.evaluate("void window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            view = page.locator(".jray-views")
+            view.wait_for()
+            page.wait_for_function(
+                "document.querySelectorAll('.jray-views circle[data-state=finished]').length >= 5"
+                " && document.querySelectorAll('.jray-views circle[data-state=failed]').length"
+                " >= 1")
+            edges = page.locator(".jray-views path.jv-e")
+            assert edges.count() == 4  # square_i -> total
+            rows = page.locator(".jray-views table[data-jv=tasks] tbody tr")
+            assert rows.count() == 6
+            labels = rows.all_inner_texts()
+            assert any("total" in t and "finished" in t for t in labels)
+            page.locator(".jray-views circle[data-state=failed]").click()
+            detail = page.locator(".jray-views [data-jv=detail]")
+            page.wait_for_function("document.querySelector('.jray-views [data-jv=detail]')"
+                                   ".textContent.includes('ValueError: broken on purpose')")
+            assert "cell: In [" in detail.inner_text()
+            page.wait_for_function("[...document.querySelectorAll('.jray-views "
+                                   "[data-jv=objects] td')].some(td => td.textContent === 'big')")
+            IMAGES.mkdir(parents=True, exist_ok=True)
+            view.screenshot(path=str(IMAGES / "inline-view.png"))
+            times = page.evaluate("globalThis.__jrayViews[0].renderTimes")
+            assert times and max(times) < 1000
+        except Exception:
+            page.screenshot(path=str(lab["log"].parent / "failure.png"))
+            print(lab["log"].read_text()[-4000:])
+            raise
+        finally:
+            browser.close()
