@@ -228,3 +228,45 @@ def test_node_and_workers_exit_when_the_head_dies() -> None:
         assert time.monotonic() - t < 5
     finally:
         jray.shutdown()
+
+
+STUCK = """
+    import os, sys, time
+    from jray._private import transport
+    mode = sys.argv[1]
+    if mode == "told":  # told to stop, but the main loop never gets there
+        transport.exit_watchdog(None, lambda: True, grace_s=0.5)
+        time.sleep(60)
+    r, w = os.pipe()
+    if os.fork() == 0:  # the daemon: its parent dies while it is stuck
+        parent = os.getppid()
+        transport.exit_watchdog(parent, lambda: False, grace_s=0.5)
+        os.write(w, str(os.getpid()).encode())
+        time.sleep(60)
+        os._exit(0)
+    print(os.read(r, 32).decode(), flush=True)
+    os._exit(0)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["told", "orphaned"])
+def test_watchdog_ends_a_daemon_whose_loop_is_stuck(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "stuck.py"
+    path.write_text(textwrap.dedent(STUCK))
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, str(path), mode], capture_output=True, text=True,
+                          timeout=30, cwd=os.getcwd())
+    if mode == "told":
+        assert proc.returncode == 3, proc.stderr
+        assert time.monotonic() - t < 10
+        return
+    pid = int(proc.stdout.strip())
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    assert eventually(gone, 10)
