@@ -62,8 +62,13 @@ FORK = """
         took = time.monotonic() - t
         jray.init(num_cpus=1)  # a cluster of its own
         own = jray.get(add.remote(2, 3), timeout=60)
+        try:  # the parent's refs are not this cluster's
+            jray.get(big, timeout=5)
+            lost = ""
+        except jray.exceptions.ObjectLostError as exc:
+            lost = str(exc)
         jray.shutdown()
-        os.write(w, json.dumps({"err": err, "took": took, "own": own}).encode())
+        os.write(w, json.dumps({"err": err, "took": took, "own": own, "lost": lost}).encode())
         os.close(w)
         sys.exit(0)
     os.close(w)
@@ -85,6 +90,7 @@ def test_forked_child_neither_uses_nor_destroys_the_parents_session(tmp_path: Pa
     assert isinstance(child, dict)
     assert "forked" in child["err"] and "jray.init()" in child["err"], child
     assert child["took"] < 2 and child["own"] == 5, child
+    assert "forked process" in child["lost"], child
     assert out["status"] == 0 and out["session_dir_kept"], out
     assert out["value"] == (1 << 20) - 1 and out["task"] == 3, out
 
