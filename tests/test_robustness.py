@@ -62,8 +62,13 @@ FORK = """
         took = time.monotonic() - t
         jray.init(num_cpus=1)  # a cluster of its own
         own = jray.get(add.remote(2, 3), timeout=60)
+        try:  # the parent's refs are not this cluster's
+            jray.get(big, timeout=5)
+            lost = ""
+        except jray.exceptions.ObjectLostError as exc:
+            lost = str(exc)
         jray.shutdown()
-        os.write(w, json.dumps({"err": err, "took": took, "own": own}).encode())
+        os.write(w, json.dumps({"err": err, "took": took, "own": own, "lost": lost}).encode())
         os.close(w)
         sys.exit(0)
     os.close(w)
@@ -85,6 +90,7 @@ def test_forked_child_neither_uses_nor_destroys_the_parents_session(tmp_path: Pa
     assert isinstance(child, dict)
     assert "forked" in child["err"] and "jray.init()" in child["err"], child
     assert child["took"] < 2 and child["own"] == 5, child
+    assert "forked process" in child["lost"], child
     assert out["status"] == 0 and out["session_dir_kept"], out
     assert out["value"] == (1 << 20) - 1 and out["task"] == 3, out
 
@@ -228,3 +234,45 @@ def test_node_and_workers_exit_when_the_head_dies() -> None:
         assert time.monotonic() - t < 5
     finally:
         jray.shutdown()
+
+
+STUCK = """
+    import os, sys, time
+    from jray._private import transport
+    mode = sys.argv[1]
+    if mode == "told":  # told to stop, but the main loop never gets there
+        transport.exit_watchdog(None, lambda: True, grace_s=0.5)
+        time.sleep(60)
+    r, w = os.pipe()
+    if os.fork() == 0:  # the daemon: its parent dies while it is stuck
+        parent = os.getppid()
+        transport.exit_watchdog(parent, lambda: False, grace_s=0.5)
+        os.write(w, str(os.getpid()).encode())
+        time.sleep(60)
+        os._exit(0)
+    print(os.read(r, 32).decode(), flush=True)
+    os._exit(0)
+"""
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["told", "orphaned"])
+def test_watchdog_ends_a_daemon_whose_loop_is_stuck(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "stuck.py"
+    path.write_text(textwrap.dedent(STUCK))
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, str(path), mode], capture_output=True, text=True,
+                          timeout=30, cwd=os.getcwd())
+    if mode == "told":
+        assert proc.returncode == 3, proc.stderr
+        assert time.monotonic() - t < 10
+        return
+    pid = int(proc.stdout.strip())
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    assert eventually(gone, 10)

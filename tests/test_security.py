@@ -146,16 +146,28 @@ VICTIM = """
     import jray
     from jray._private import shm
     from jray._private.api import _Session
+    import glob, time
+    from jray._private import serialization as S
     jray.init(num_cpus=1, object_store_memory=256 << 20)
     cl = _Session.cluster
-    print(json.dumps({"pool": shm.pool_prefix(cl.shm_prefix, cl.node_id)}), flush=True)
-    sys.stdin.readline()  # the attacker plants its files now
     arr = np.arange(4 << 17, dtype=np.int64)  # 4 MiB
+    size = shm.segment_size(*S.dumps_oob(arr))
+    print(json.dumps({"pool": shm.pool_prefix(cl.shm_prefix, cl.node_id), "size": size}),
+          flush=True)
+    sys.stdin.readline()  # the attacker plants its files now
     refs = [jray.put(arr) for _ in range(3)]
     ok = all(np.array_equal(jray.get(r, timeout=30), arr) for r in refs)
-    del refs
+    del refs  # freed: pooled (or unlinked where a planted name is in the way)
+    pool = shm.pool_prefix(cl.shm_prefix, cl.node_id)
+    def left():
+        return [p for p in glob.glob(f"/dev/shm/{cl.shm_prefix}*")
+                if not p.startswith("/dev/shm/" + pool)]
+    deadline = time.monotonic() + 10
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftover = left()
     jray.shutdown()
-    print(json.dumps({"ok": ok}), flush=True)
+    print(json.dumps({"ok": ok, "leftover": leftover}), flush=True)
 """
 
 
@@ -173,16 +185,19 @@ def test_non_root_victim_puts_and_shuts_down_past_planted_files(
         assert proc.stdout is not None and proc.stdin is not None
         first = proc.stdout.readline()
         assert first, proc.stderr.read() if proc.stderr else ""
-        pool = json.loads(first)["pool"]
-        for size in (4 * MiB + 4096, 8 * MiB):
-            path = shm.segment_path(shm.pool_name(pool, size, size))
+        pool, seg = json.loads(first)["pool"], json.loads(first)["size"]
+        names = [shm.pool_name(pool, size, size) for size in (4 * MiB + 4096, 8 * MiB)]
+        names += [shm.pool_name(pool, seg, n) for n in (1, 2, 3)]  # where freed ones go
+        for name in names:
+            size = int(name[len(pool):].split("-")[0])
+            path = shm.segment_path(name)
             planted.append(path)
             _run_as(atk, PLANT, path, str(size))
         proc.stdin.write("go\n")
         proc.stdin.flush()
         out, err = proc.communicate(timeout=90)
         assert proc.returncode == 0, err
-        assert json.loads(out.strip().splitlines()[-1]) == {"ok": True}
+        assert json.loads(out.strip().splitlines()[-1]) == {"ok": True, "leftover": []}
         for path in planted:  # untouched
             with open(path, "rb") as f:
                 assert set(f.read()) == {ord("A")}

@@ -191,6 +191,16 @@ FULL_SHM = """
             error, kind = str(exc), type(exc).__name__
             break
     stored = len(refs)
+
+    @jray.remote
+    def big():  # a task result that does not fit either
+        return np.full(2 << 20, 7, dtype=np.int64)
+
+    try:
+        jray.get(big.remote(), timeout=60)
+        task_error = ""
+    except Exception as exc:
+        task_error = f"{type(exc).__name__}: {exc}"
     files = sorted(glob.glob(f"/dev/shm/{prefix}*"))
     sizes = [os.path.getsize(f) for f in files]
     summary = next(iter(jray.state.store_summary().values()))
@@ -201,7 +211,8 @@ FULL_SHM = """
     after = next(iter(jray.state.store_summary().values()))
     del again
     jray.shutdown()
-    print(json.dumps({"kind": kind, "error": error, "stored": stored, "files": len(files),
+    print(json.dumps({"kind": kind, "error": error, "task_error": task_error,
+                      "stored": stored, "files": len(files),
                       "sizes": sizes, "reserved": summary["reserved"], "ok": ok,
                       "spills": after["spills"], "left": glob.glob(f"/dev/shm/{prefix}*")}))
 """
@@ -211,6 +222,7 @@ FULL_SHM = """
 def test_full_dev_shm_is_store_full_without_leftovers(tmp_path: Path) -> None:
     out = _in_namespace(tmp_path, "mount -t tmpfs -o size=64m tmpfs /dev/shm", FULL_SHM)
     assert out["kind"] == "ObjectStoreFullError" and "/dev/shm" in str(out["error"]), out
+    assert "ObjectStoreFullError" in str(out["task_error"]), out  # a task's result too
     stored = int(out["stored"])  # type: ignore[call-overload]
     assert 1 <= stored < 8
     assert out["files"] == stored, out  # no partial segment left behind

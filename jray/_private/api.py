@@ -57,7 +57,10 @@ def _forked() -> bool:
 
 
 def _forget_inherited() -> None:
-    """In a forked child: drop the parent's session without touching it."""
+    """In a forked child: drop the parent's session without touching it (its refs
+    then raise like those of a cluster that was shut down)."""
+    if _Session.client is not None:
+        _Session.gone.add(os.path.dirname(_Session.client.addr[len("ipc://"):]))
     _Session.client = None
     _Session.cluster = None
     _Session.is_worker = False
@@ -81,8 +84,9 @@ def _check_session(refs: Sequence[ObjectRef], what: str) -> None:
         owner = r.owner
         if owner.startswith("ipc://") and os.path.dirname(owner[6:]) in _Session.gone:
             raise ObjectLostError(
-                f"{what}: {r!r} belongs to a jray cluster that was shut down (session "
-                f"{os.path.dirname(owner[6:])}); its objects are gone"
+                f"{what}: {r!r} belongs to a jray cluster that was shut down (or, in a "
+                f"forked process, its parent's; session {os.path.dirname(owner[6:])}): "
+                f"its objects are gone from here"
             )
 
 

@@ -221,20 +221,23 @@ class NodeDaemon:
                     self._new_spill_file()
                 assert self.spill_fd is not None
                 size = shm.copy_to(name, self.spill_fd, self.spill_pos)
-            except FileNotFoundError:
-                refused.append(oid)
-                continue
-            except (OSError, shm.Untrusted) as exc:
+            except (FileNotFoundError, shm.Untrusted) as exc:
+                if self.spill_fd is not None:  # the segment is gone or not ours: skip it
+                    refused.append(oid)
+                    continue
                 error = f"spilling to {self.spill_dir} failed ({exc})"
-                log.error("%s", error)
-                failed.append(oid)
-                self._undo_partial()
+            except OSError as exc:
+                error = f"spilling to {self.spill_dir} failed ({exc})"
+            else:
+                spilled.append((oid, (P.LOC_SPILLED, self.spill_path, self.spill_pos, size,
+                                      self.node_id)))
+                self.spill_live[self.spill_path] = self.spill_live.get(self.spill_path, 0) + size
+                self.spill_pos += size
+                shm.unlink(name)
                 continue
-            spilled.append((oid, (P.LOC_SPILLED, self.spill_path, self.spill_pos, size,
-                                  self.node_id)))
-            self.spill_live[self.spill_path] = self.spill_live.get(self.spill_path, 0) + size
-            self.spill_pos += size
-            shm.unlink(name)
+            log.error("%s", error)
+            failed.append(oid)
+            self._undo_partial()
         transport.send_batch(self.sock, [(P.SPILLED, self.node_id, spilled, refused,
                                           failed, error)])
 

@@ -424,8 +424,11 @@ def to_pool(name: str, pool: str, n: int) -> str:
                 pass
             else:
                 new = pool_name(pool, st.st_size, n)
-                os.rename(path, segment_path(new))
-                return new
+                try:
+                    os.rename(path, segment_path(new))
+                    return new
+                except OSError:  # the name is taken by a file we may not replace
+                    pass
         os.unlink(path)
     except OSError:
         pass
