@@ -9,10 +9,8 @@ shuts down, not after each test (``no_leaks`` is overridden here).
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from jupyter_kernel import Executed, Kernel, Msg, assert_gone, assert_no_jray_processes
@@ -342,16 +340,3 @@ def test_remote_matplotlib_figures_appear_under_the_cell(kernel: Kernel) -> None
     # no figure is left open in the workers
     opened = "%%remote --out ''\nimport matplotlib.pyplot as plt\nplt.get_fignums()"
     assert all(kernel.execute(opened).result_text() == "[]" for _ in range(3))
-
-
-def test_quickstart_notebook_runs() -> None:
-    nb = json.loads((Path(__file__).parent.parent / "notebooks" / "quickstart.ipynb").read_text())
-    assert nb["nbformat"] == 4
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    k = Kernel()
-    try:
-        for c in code:
-            k.execute("".join(c["source"]))
-    finally:
-        k.shutdown()

@@ -50,6 +50,8 @@ def test_list_tasks_filters_by_state_label_and_limit(cluster: dict[str, object])
         jray.get(boom.remote(), timeout=30)
     squares = jray.state.list_tasks(label="square")
     assert len(squares) >= 5 and {r["name"] for r in squares} == {"square"}
+    # the owner hears of the failure before the head records it: poll, bounded
+    _until(lambda: bool(jray.state.list_tasks(state="FAILED")))
     failed = jray.state.list_tasks(state="FAILED")
     assert failed and {r["state"] for r in failed} == {"FAILED"}
     assert "boom" in {r["name"] for r in failed}

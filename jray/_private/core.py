@@ -18,7 +18,6 @@ The client is not re-entrant across threads: one lock guards its sockets.
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import warnings
@@ -31,7 +30,7 @@ import zmq
 from jray import exceptions as E
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import shm, transport
+from jray._private import shm, task_output, transport
 from jray._private.debug import HIDE
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
@@ -121,31 +120,14 @@ class CoreClient:
             self.output_addr = transport.ipc_addr(session_dir, ident.hex() + ".out.sock")
             out_sock = transport.pull(self.ctx, self.output_addr)
             self._output_thread = threading.Thread(
-                target=self._output_loop, args=(out_sock,), name="jray-output", daemon=True
+                target=task_output.output_loop, args=(out_sock, self._output_stop),
+                name="jray-output", daemon=True,
             )
             self._output_thread.start()
             self._flusher = threading.Thread(target=self._flush_loop, name="jray-flush",
                                              daemon=True)
             self._flusher.start()
         set_ref_counter(self)
-
-    def _output_loop(self, sock: zmq.Socket[bytes]) -> None:
-        try:
-            while not self._output_stop.is_set():
-                if not sock.poll(100):
-                    continue
-                while True:
-                    try:
-                        frame = sock.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    for msg in P.unpack(frame):
-                        try:
-                            output_handler(msg)
-                        except Exception:  # a broken handler must not stop the thread
-                            pass
-        finally:
-            sock.close(0)
 
     # --- reference counting (called from ObjectRef) -------------------------------
     # Counts change anywhere (even in __del__ during GC); ``_settle_refs`` applies
@@ -584,26 +566,3 @@ class CoreClient:
             path = addr[len("ipc://") :]
             if addr and os.path.exists(path):
                 os.unlink(path)
-
-
-def print_output(msg: P.Msg) -> None:
-    """Default output handler: each line of a task's output, prefixed like Ray's."""
-    _, _tid, name, pid, stream, text = msg
-    target = sys.stderr if stream == "stderr" else sys.stdout
-    prefix = f"({name} pid={pid}) "
-    lines = text.splitlines()
-    target.write("".join(prefix + line + "\n" for line in lines))
-    target.flush()
-
-
-#: The function that shows task output in the driver; the Jupyter layer replaces it.
-output_handler: Callable[[P.Msg], None] = print_output
-
-
-def set_output_handler(handler: Callable[[P.Msg], None] | None) -> None:
-    """Install ``handler(msg)`` for TASK_OUTPUT messages (None restores printing).
-
-    It runs on the driver's output thread, not the main thread.
-    """
-    global output_handler
-    output_handler = handler if handler is not None else print_output
