@@ -244,6 +244,7 @@ atexit.register(shutdown)
 
 
 def is_initialized() -> bool:
+    """True when this process is connected to a cluster (False in a forked child)."""
     return _Session.client is not None and not _forked()
 
 
