@@ -27,6 +27,8 @@ def test_transform_keeps_line_numbers() -> None:
     assert lines[4] == "files = get_ipython().getoutput('ls')"
     assert "run_line_magic('pwd'" in lines[5]
     assert syntax.to_python("\ny = 2\n") == "\ny = 2\n"  # no IPython syntax: unchanged
+    assert syntax.to_python("\n    a = 1\n    b = a\n") == "\na = 1\nb = a\n"  # dedented
+    assert syntax.to_python("\n>>> c = 3\n") == "\nc = 3\n"  # a pasted prompt
 
 
 @pytest.mark.parametrize(("cell", "words"), [
