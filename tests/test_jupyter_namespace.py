@@ -102,6 +102,10 @@ def test_remote_errors_show_the_users_code_only(kernel: Kernel) -> None:
         assert internal not in tb, tb
     tb = _tb(kernel.execute("jray.get('nope')", allow_error=True))  # raised in jray's api
     assert "----> 1 jray.get('nope')" in tb and "api.py" not in tb
+    tb = _tb(kernel.execute("import threading\nfails.remote(threading.Lock())",
+                            allow_error=True))  # cannot be pickled: raised at submission
+    assert "----> 2 fails.remote(threading.Lock())" in tb
+    assert "remote_function.py" not in tb and "core.py" not in tb and "lock" in tb
     # the switch shows everything
     kernel.execute("import os\nos.environ['JRAY_FULL_TRACEBACK'] = '1'")
     try:
