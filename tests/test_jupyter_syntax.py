@@ -129,3 +129,19 @@ def test_apply_binds_deletes_and_drops_as_local_execution_would() -> None:
 def test_modules_travel_as_their_names() -> None:
     assert _output({"m": os}, "m") == ModuleValue("os")
     assert isinstance(_output({}, "m"), Unbound)
+
+
+def test_container_walks_are_bounded() -> None:
+    import numpy as np
+
+    from jray.jupyter.remote_cell import MAX_SCAN, nested_refs, resolve, writable
+
+    loop: list[Any] = []
+    loop.append(loop)  # a self-referencing list must not recurse forever
+    assert writable(loop) is loop and nested_refs(loop) == [] and resolve(loop, {b"x": 1})
+    ro = np.zeros(3)
+    ro.flags.writeable = False
+    out = writable({"a": [ro], "n": 1})
+    assert out["a"][0].flags.writeable and out["n"] == 1
+    big = [ro] * (MAX_SCAN + 1)
+    assert writable(big) is big  # too long to look into every cell
