@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from jupyter_kernel import Kernel, assert_no_jray_processes
@@ -102,6 +103,10 @@ def test_remote_errors_show_the_users_code_only(kernel: Kernel) -> None:
         assert internal not in tb, tb
     tb = _tb(kernel.execute("jray.get('nope')", allow_error=True))  # raised in jray's api
     assert "----> 1 jray.get('nope')" in tb and "api.py" not in tb
+    tb = _tb(kernel.execute("import threading\nfails.remote(threading.Lock())",
+                            allow_error=True))  # cannot be pickled: raised at submission
+    assert "----> 2 fails.remote(threading.Lock())" in tb
+    assert "remote_function.py" not in tb and "core.py" not in tb and "lock" in tb
     # the switch shows everything
     kernel.execute("import os\nos.environ['JRAY_FULL_TRACEBACK'] = '1'")
     try:
@@ -148,10 +153,17 @@ def test_an_engine_that_cannot_start_in_time_is_not_registered(kernel: Kernel) -
     assert kernel.execute("%%remote --engine 0\n21 * 2").result_text() == "42"
 
 
-def test_interrupting_a_single_ref_get_cancels_its_task(kernel: Kernel) -> None:
-    kernel.execute("import jray, time\n@jray.remote\ndef sleepy():\n    time.sleep(60)")
+def test_interrupting_a_single_ref_get_cancels_its_task(kernel: Kernel,
+                                                         tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    kernel.execute(f"import jray, time\n@jray.remote\ndef sleepy():\n"
+                   f"    open({str(started)!r}, 'w').close()\n    time.sleep(60)")
     msg_id = kernel.kc.execute("one = jray.get(sleepy.remote())")
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert started.exists()
+    time.sleep(0.3)  # the kernel is waiting in the get by now
     kernel.interrupt()
     msg = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
                           and "cancelled" in m["content"]["text"], 15)

@@ -41,14 +41,14 @@ def test_good_arguments_parse() -> None:
     a = options.parse(options.cell_parser(), "--num-cpus 0.5 --resources '{\"accel\": 1}' "
                                              "--no-block --retries 2 --out x,y")
     assert (a.num_cpus, a.resources, a.no_block, a.retries) == (0.5, {"accel": 1}, True, 2)
-    assert options.names(a.outputs, "--out") == ("x", "y")
+    assert options.names(a.outputs, "%%remote --out") == ("x", "y")
     assert options.demand(a, 1.0) == {"CPU": 0.5, "accel": 1.0}
     e = options.parse(options.line_parser(), "engines 3 --num-gpus 1")
     assert (e.n, e.num_gpus) == (3, 1.0)
     assert options.parse(options.line_parser(), "init --object-store-memory 2G") \
         .object_store_memory == 2 << 30
-    with pytest.raises(UsageError, match="'1x' is not a variable name"):
-        options.names("a, 1x", "--out")
+    with pytest.raises(UsageError, match="%%remote --out: '1x' is not a variable name"):
+        options.names("a, 1x", "%%remote --out")
 
 
 NODES = [{"Alive": True, "Resources": {"CPU": 2.0, "accel": 1.0}},

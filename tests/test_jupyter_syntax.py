@@ -27,6 +27,8 @@ def test_transform_keeps_line_numbers() -> None:
     assert lines[4] == "files = get_ipython().getoutput('ls')"
     assert "run_line_magic('pwd'" in lines[5]
     assert syntax.to_python("\ny = 2\n") == "\ny = 2\n"  # no IPython syntax: unchanged
+    assert syntax.to_python("\n    a = 1\n    b = a\n") == "\na = 1\nb = a\n"  # dedented
+    assert syntax.to_python("\n>>> c = 3\n") == "\nc = 3\n"  # a pasted prompt
 
 
 @pytest.mark.parametrize(("cell", "words"), [
@@ -64,9 +66,9 @@ def test_remote_shell_runs_commands_with_the_callers_names(capsys: Any) -> None:
 
 def test_trim_cuts_jray_frames_after_the_call_site(monkeypatch: pytest.MonkeyPatch) -> None:
     def call_site() -> None:
-        jray.get("not a ref")  # type: ignore[call-overload]
+        jray.get([], timeout=-1)  # refused before any cluster is needed
 
-    with pytest.raises(TypeError) as info:
+    with pytest.raises(ValueError) as info:
         call_site()
     tb = info.value.__traceback__
     names = [f.name for f in traceback.extract_tb(tb)]
@@ -75,6 +77,7 @@ def test_trim_cuts_jray_frames_after_the_call_site(monkeypatch: pytest.MonkeyPat
     assert full_traceback() and not HIDE
     assert [f.name for f in traceback.extract_tb(tracebacks.trim(tb))] == names
     monkeypatch.delenv("JRAY_FULL_TRACEBACK")
+    assert not jray.is_initialized()
     assert not full_traceback() and HIDE
     trimmed = [f.name for f in traceback.extract_tb(tracebacks.trim(tb))]
     assert trimmed[-1] == "call_site" and "get" not in trimmed
@@ -126,3 +129,19 @@ def test_apply_binds_deletes_and_drops_as_local_execution_would() -> None:
 def test_modules_travel_as_their_names() -> None:
     assert _output({"m": os}, "m") == ModuleValue("os")
     assert isinstance(_output({}, "m"), Unbound)
+
+
+def test_container_walks_are_bounded() -> None:
+    import numpy as np
+
+    from jray.jupyter.remote_cell import MAX_SCAN, nested_refs, resolve, writable
+
+    loop: list[Any] = []
+    loop.append(loop)  # a self-referencing list must not recurse forever
+    assert writable(loop) is loop and nested_refs(loop) == [] and resolve(loop, {b"x": 1})
+    ro = np.zeros(3)
+    ro.flags.writeable = False
+    out = writable({"a": [ro], "n": 1})
+    assert out["a"][0].flags.writeable and out["n"] == 1
+    big = [ro] * (MAX_SCAN + 1)
+    assert writable(big) is big  # too long to look into every cell

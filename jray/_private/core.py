@@ -341,6 +341,7 @@ class CoreClient:
         Returns the inline blob, or None and the ref of the stored arguments when
         they are large, and the ids of refs found inside them. Call with the lock held.
         """
+        __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
         nested: list[bytes] = []
         self.rt.capture = nested
         try:
@@ -358,6 +359,7 @@ class CoreClient:
         return data, None, nested
 
     def put(self, value: Any, _data: tuple[bytes, list[memoryview]] | None = None) -> ObjectRef:
+        __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
         with self.lock:
             if self.rt.events:
                 self._settle_refs()

@@ -42,7 +42,8 @@ class Engine:
         return {n: self.ns[n] for n in names}
 
     def info(self) -> dict[str, Any]:
-        names = sorted(n for n in self.ns if not n.startswith("_") and n != "display")
+        names = sorted(n for n in self.ns
+                       if not n.startswith("_") and n not in ("display", "get_ipython"))
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
                 "variables": names}
 

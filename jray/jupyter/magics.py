@@ -211,7 +211,7 @@ class JrayMagics(Magics):
             raise UsageError(f"{option} {spec}: {e.args[0]}") from None
 
     def _cmd_push(self, a: argparse.Namespace) -> None:
-        names = options.names(a.names, "names") or ()
+        names = options.names(a.names, "%jray push") or ()
         ns = self.sh.user_ns
         for n in names:
             if n not in ns:
@@ -222,7 +222,7 @@ class JrayMagics(Magics):
     def _cmd_pull(self, a: argparse.Namespace) -> None:
         """One engine: its values; several (``all``, ``0,1``): a list per name, in order."""
         targets = self._targets(a.engine)
-        names = list(options.names(a.names, "names") or ())
+        names = list(options.names(a.names, "%jray pull") or ())
         try:
             got = jray.get([h.pull.remote(names) for h in targets.values()])
         except Exception as e:
@@ -310,13 +310,13 @@ class JrayMagics(Magics):
 
     def _run_task(self, args: argparse.Namespace, line: str, source: str, listing: str,
                   filename: str, info: CellInfo, command_names: list[str]) -> None:
-        explicit_in = options.names(args.inputs, "--in")
+        explicit_in = options.names(args.inputs, "%%remote --in")
         star = bind.star_names(info.star_imports)
         reads = [n for n in (*info.reads, *command_names) if n != "get_ipython"
                  and n not in (star or {})]
         inputs = self._inputs(list(explicit_in) if explicit_in is not None else reads,
                               set(info.writes), explicit_in is not None, lenient=star is None)
-        explicit_out = options.names(args.outputs, "--out")
+        explicit_out = options.names(args.outputs, "%%remote --out")
         imports = dict(info.imports)
         ns = self.sh.user_ns
         in_place = tuple(n for n in info.mutated if n in inputs)

@@ -154,7 +154,7 @@ def names(text: str | None, option: str) -> tuple[str, ...] | None:
     out = tuple(n.strip() for n in text.split(",") if n.strip())
     for n in out:
         if not n.isidentifier():
-            raise UsageError(f"%%remote {option}: {n!r} is not a variable name")
+            raise UsageError(f"{option}: {n!r} is not a variable name")
     return out
 
 

@@ -34,8 +34,10 @@ from jray.jupyter.cell import compile_cell
 from jray.jupyter.remote_shell import get_ipython
 
 CELL_PREFIX = "<remote-cell-"
-#: How deep inside containers refs are looked for (and resolved).
+#: How deep inside containers refs are looked for (and resolved, and arrays made
+#: writable), and the largest container looked into (a long list costs every cell).
 MAX_DEPTH = 4
+MAX_SCAN = 10_000
 #: Watched inputs up to this size (pickle plus writable buffers) are compared.
 WATCH_LIMIT = 64 << 20
 
@@ -170,6 +172,8 @@ def nested_refs(value: Any, depth: int = 0) -> list[Any]:
         return []
     if isinstance(value, jray.ObjectRef):
         return [value] if depth else []
+    if type(value) in (list, tuple, dict) and len(value) > MAX_SCAN:
+        return []
     if type(value) in (list, tuple):
         return [r for v in value for r in nested_refs(v, depth + 1)]
     if type(value) is dict:
@@ -207,19 +211,21 @@ def resolve(value: Any, values: dict[bytes, Any], depth: int = 0) -> Any:
     return value
 
 
-def writable(value: Any) -> Any:
+def writable(value: Any, depth: int = 0) -> Any:
     """``value`` with read-only NumPy arrays (zero-copy views of the object store) copied,
     also inside lists, tuples and dicts; everything else is returned as it is."""
     np = sys.modules.get("numpy")
-    if np is None:
+    if np is None or depth > MAX_DEPTH:
         return value
     if isinstance(value, np.ndarray):
         return value if value.flags.writeable else value.copy()
+    if type(value) in (list, tuple, dict) and len(value) > MAX_SCAN:
+        return value
     if type(value) in (list, tuple):
-        items = [writable(v) for v in value]
+        items = [writable(v, depth + 1) for v in value]
         return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     if type(value) is dict:
-        new = {k: writable(v) for k, v in value.items()}
+        new = {k: writable(v, depth + 1) for k, v in value.items()}
         return value if all(new[k] is v for k, v in value.items()) else new
     return value
 

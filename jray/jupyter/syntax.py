@@ -30,6 +30,10 @@ _BRACES = re.compile(r"(?<!\{)\{([^{}]+)\}(?!\})")
 
 def to_python(body: str) -> str:
     """``body`` with IPython syntax transformed; unchanged when it has none."""
+    first = next((ln for ln in body.splitlines() if ln.strip()), "")
+    if not any(c in body for c in "!%?") and ">>>" not in body and "In [" not in body \
+            and first == first.lstrip():
+        return body  # no escapes, prompts or common indent: the transformers change nothing
     from IPython.core.inputtransformer2 import TransformerManager
 
     out = TransformerManager().transform_cell(body)  # type: ignore[no-untyped-call]

@@ -3,9 +3,10 @@
 jray's client functions on a raising path set ``__tracebackhide__``; IPython
 skips such frames except the last one, where the exception was raised. So
 the extension installs an IPython custom exception handler that cuts the
-traceback before the first hidden jray frame when only jray and library code
-runs after it (a ``KeyboardInterrupt`` lands in zmq's poll): the cell's own
-call site stays as the last frame. Then IPython shows it as always.
+traceback after its last frame of user code when a hidden jray frame follows
+(only jray and the libraries it calls run there; a ``KeyboardInterrupt`` lands
+in zmq's poll): the cell's own call site stays as the last frame. Then IPython
+shows it as always.
 Nothing else changes: an exception with no such tail is shown untouched.
 """
 
@@ -40,19 +41,21 @@ def _library(tb: TracebackType) -> bool:
 
 
 def trim(tb: TracebackType | None) -> TracebackType | None:
-    """``tb`` cut before its first hidden jray frame when no user code runs after it
+    """``tb`` cut after its last frame of user code when a hidden jray frame follows it
     (what follows is jray's and the libraries' it calls); its first frame always stays."""
     if tb is None or full_traceback():
         return tb
-    prev: TracebackType = tb
+    last_user: TracebackType = tb
+    hidden_after = False
     node = tb.tb_next
-    while node is not None and not _hidden_jray(node):
-        prev, node = node, node.tb_next
-    rest = node
-    while rest is not None and _library(rest):
-        rest = rest.tb_next
-    if node is not None and rest is None:
-        prev.tb_next = None
+    while node is not None:
+        if not _library(node):
+            last_user, hidden_after = node, False
+        elif _hidden_jray(node):
+            hidden_after = True
+        node = node.tb_next
+    if hidden_after:
+        last_user.tb_next = None
     return tb
 
 
