@@ -81,6 +81,7 @@ def _actor_process() -> tuple[str, int] | None:
 
 def get_runtime_context() -> RuntimeContext:
     """The runtime context of the calling process (starts jray if needed, as in Ray)."""
+    api.client()
     return RuntimeContext()
 
 

@@ -45,6 +45,16 @@ class AsyncProbe:
         return before, jray.get_runtime_context().get_task_id()
 
 
+def test_get_runtime_context_starts_jray() -> None:
+    assert not jray.is_initialized()
+    try:
+        ctx = jray.get_runtime_context()
+        assert jray.is_initialized()
+        assert ctx.get_task_id() is None and ctx.get_node_id()
+    finally:
+        jray.shutdown()  # (first in this file: before the module's cluster starts)
+
+
 def test_driver_and_task(cluster: dict[str, object]) -> None:
     driver = _ids()
     assert driver["task"] is None and driver["actor"] is None and not driver["restarted"]
@@ -91,3 +101,4 @@ def test_async_actor_calls_each_see_their_own_task_id(cluster: dict[str, object]
         assert before is not None and before == after
     assert len({before for before, _ in results}) == 3
     jray.kill(p)
+
