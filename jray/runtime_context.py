@@ -4,8 +4,8 @@ Ids are hex strings. The job is the cluster of the driver (jray runs one job
 per embedded cluster), so every process of one session reports the same job
 id. ``get_task_id()`` names the task or actor call running in this thread (or
 asyncio task) and is None in the driver; ``get_actor_id()`` is None outside an
-actor process. Not provided (yet): ``current_actor``, ``get_assigned_resources``,
-task names and the deprecated ``get()``.
+actor process, and ``current_actor`` is the actor's handle to itself. Not
+provided (yet): ``get_assigned_resources``, task names and the deprecated ``get()``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,26 @@ class RuntimeContext:
         """The id of the actor this process hosts; None elsewhere."""
         actor = _actor_process()
         return actor[0] if actor is not None else None
+
+    @property
+    def current_actor(self) -> Any:
+        """A handle to the actor this code runs in (``RuntimeError`` outside an actor)."""
+        actor = _actor_process()
+        if actor is None:
+            raise RuntimeError("get_runtime_context().current_actor is only available "
+                               "inside an actor")
+        from jray._private import actor_client
+        from jray._private import actor_protocol as A
+        from jray.actor import ActorHandle
+
+        client = actor_client.current()
+        actor_id = bytes.fromhex(actor[0])
+        ok, payload = client.request(
+            lambda req: (A.ACTOR_REQUEST, req, "get_by_id", actor_id))
+        if not ok:
+            raise RuntimeError(f"get_runtime_context().current_actor: {payload}")
+        client.conn(actor_id, subscribed=True)
+        return ActorHandle(payload[0], payload[1])
 
     @property
     def was_current_actor_reconstructed(self) -> bool:

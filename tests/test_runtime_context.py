@@ -36,6 +36,12 @@ class Probe:
     def init_ids(self) -> dict[str, Any]:
         return self.at_init
 
+    def whoami(self) -> str:
+        return "probe"
+
+    def self_handle(self) -> Any:
+        return jray.get_runtime_context().current_actor
+
 
 @jray.remote
 class AsyncProbe:
@@ -102,3 +108,13 @@ def test_async_actor_calls_each_see_their_own_task_id(cluster: dict[str, object]
     assert len({before for before, _ in results}) == 3
     jray.kill(p)
 
+
+
+def test_current_actor_is_a_handle_to_itself(cluster: dict[str, object]) -> None:
+    p = Probe.remote()
+    me = jray.get(p.self_handle.remote(), timeout=30)
+    assert me == p
+    assert jray.get(me.whoami.remote(), timeout=30) == "probe"
+    with pytest.raises(RuntimeError, match="only available inside an actor"):
+        _ = jray.get_runtime_context().current_actor
+    jray.kill(p)
