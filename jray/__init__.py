@@ -26,6 +26,7 @@ from jray._private.api import (
 from jray._private.object_ref import ObjectRef
 from jray.actor import ActorClass, get_actor, kill, method
 from jray.remote_function import RemoteFunction
+from jray.runtime_context import get_runtime_context
 
 __version__ = "0.1.0"
 
@@ -91,6 +92,7 @@ __all__ = [
     "get",
     "get_actor",
     "get_gpu_ids",
+    "get_runtime_context",
     "init",
     "is_initialized",
     "kill",

@@ -72,7 +72,7 @@ from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import ArgumentError, SerializationError
-from jray.remote_function import demand_of, validate_options
+from jray.remote_function import check_int, demand_of, validate_options
 
 ACTOR_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
@@ -119,9 +119,7 @@ def exit_actor() -> None:
 
 
 def _int_opt(where: str, opts: dict[str, Any], key: str, lowest: int) -> None:
-    v = opts.get(key)
-    if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lowest):
-        raise ValueError(f"{where}: {key} must be an int >= {lowest}, got {v!r}")
+    check_int(where, opts, key, lowest)
 
 
 def _validate(where: str, opts: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from jray._private import serialization as S
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
 from jray._private.signature import ArgCheck, check_of
+from jray.exceptions import ArgumentError
 
 TASK_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
@@ -30,9 +31,13 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
         )
     for key in ("num_cpus", "num_gpus", "memory"):
         v = opts.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                              or not math.isfinite(v) or v < 0):
-            raise ValueError(f"{where}: {key} must be a number >= 0 (not inf or nan), got {v!r}")
+        if v is None:
+            continue
+        msg = f"{where}: {key} must be a number >= 0 (not inf or nan), got {v!r}"
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ArgumentError(msg)  # a wrong type: Ray raises TypeError, jray did ValueError
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(msg)
     res = opts.get("resources")
     if res is not None:
         if not isinstance(res, dict):
@@ -42,12 +47,8 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
                 raise ValueError(f"{where}: use num_{reserved.lower()}s= instead of resources="
                                  f"{{'{reserved}': ...}}")
         validate_demand(res, where)
-    nr = opts.get("num_returns")
-    if nr is not None and (isinstance(nr, bool) or not isinstance(nr, int) or nr < 1):
-        raise ValueError(f"{where}: num_returns must be an int >= 1, got {nr!r}")
-    mr = opts.get("max_retries")
-    if mr is not None and (isinstance(mr, bool) or not isinstance(mr, int) or mr < -1):
-        raise ValueError(f"{where}: max_retries must be an int >= -1 (-1: forever), got {mr!r}")
+    check_int(where, opts, "num_returns", 1)
+    check_int(where, opts, "max_retries", -1, " (-1: forever)")
     re = opts.get("retry_exceptions")
     if re is not None and not isinstance(re, bool):
         if not (isinstance(re, (list, tuple)) and all(
@@ -60,6 +61,19 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
     name = opts.get("name")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"{where}: name must be a str, got {type(name).__name__}")
+
+
+def check_int(where: str, opts: dict[str, Any], key: str, lowest: int, note: str = "") -> None:
+    """``opts[key]`` is None or an int >= ``lowest``: ``ArgumentError`` for another type
+    (a ``TypeError`` as in Ray, and the ``ValueError`` jray raised), ``ValueError`` below."""
+    v = opts.get(key)
+    if v is None:
+        return
+    msg = f"{where}: {key} must be an int >= {lowest}{note}, got {v!r}"
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ArgumentError(msg)
+    if v < lowest:
+        raise ValueError(msg)
 
 
 def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:

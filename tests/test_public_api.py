@@ -18,6 +18,7 @@ EXPECTED = [
     "get",
     "get_actor",
     "get_gpu_ids",
+    "get_runtime_context",
     "init",
     "is_initialized",
     "kill",

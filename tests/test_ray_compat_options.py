@@ -56,3 +56,25 @@ def test_bad_checkpoint_interval_is_refused(amount: float) -> None:
 
     with pytest.raises(ValueError, match="checkpoint_interval_s must be a finite number"):
         ray.remote(checkpoint_interval_s=amount)(C)
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("max_retries", 0.5), ("num_returns", 1.5), ("num_cpus", "2"), ("max_retries", True)])
+def test_a_wrong_type_is_a_type_error_as_in_ray(option: str, value: object) -> None:
+    def f() -> None:
+        pass
+
+    with pytest.raises(TypeError, match=option) as info:
+        ray.remote(**{option: value})(f)
+    assert isinstance(info.value, ValueError)  # what jray raised before
+
+
+@pytest.mark.parametrize("option", ["max_restarts", "max_task_retries", "max_concurrency"])
+def test_a_wrong_type_of_actor_option_is_a_type_error(option: str) -> None:
+    class C:
+        pass
+
+    with pytest.raises(TypeError, match=option):
+        ray.remote(**{option: 0.5})(C)
+    with pytest.raises(ValueError, match=f"{option} must be an int"):
+        ray.remote(**{option: -5})(C)

@@ -30,6 +30,7 @@ asyncio task is cancelled. Plain methods of an async actor are not interrupted.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import functools
 import inspect
@@ -47,6 +48,9 @@ from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledError
 
+#: the key of the actor call running in this thread or asyncio task (the runtime context)
+CURRENT_CALL: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
+    "jray_current_call", default=None)
 #: (oid, loc, refs contained in the value)
 Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
@@ -139,6 +143,7 @@ class CallRunner:
 
     def _invoke(self, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
                 main: bool) -> Any:
+        token = CURRENT_CALL.set(key)
         if main:
             self.current = key
             try:
@@ -147,6 +152,7 @@ class CallRunner:
                 return fn(*args, **kwargs)
             finally:
                 self.current = None
+                CURRENT_CALL.reset(token)
         ident = threading.get_ident()
         with self.lock:
             self.threads[key] = ident
@@ -155,6 +161,7 @@ class CallRunner:
                 raise TaskCancelledError
             return fn(*args, **kwargs)
         finally:
+            CURRENT_CALL.reset(token)
             self._thread_done(key, ident)
 
     def _thread_done(self, key: bytes, ident: int) -> None:
@@ -428,6 +435,7 @@ class AsyncMode:
         runner = self.runner
         if key in runner.requested:
             return runner.cancelled(msg)
+        CURRENT_CALL.set(key)  # this asyncio task's own context
         try:
             fn, args, kwargs = runner.prepare(msg)
             result = fn(*args, **kwargs)

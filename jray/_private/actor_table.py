@@ -351,6 +351,14 @@ class ActorTable:
             rec.subscribers.add(sender)
             self._reply(sender, req, True, (rec.actor_id, rec.spec["meta"]))
             self.sched._send(sender, self._state_msg(rec))
+        elif kind == "get_by_id":  # an actor's handle to itself (runtime context)
+            rec = self.actors.get(arg)
+            if rec is None or rec.state == A.DEAD:
+                self._reply(sender, req, False, f"actor {arg.hex()[:12]} is not alive")
+                return
+            rec.subscribers.add(sender)
+            self._reply(sender, req, True, (rec.actor_id, rec.spec["meta"]))
+            self.sched._send(sender, self._state_msg(rec))
         elif kind == "list":
             self._reply(sender, req, True, [self.row(r) for r in self.actors.values()])
         else:
