@@ -138,6 +138,14 @@ SPEED_CELL = (
     "done = len(jray.get(held))\nheld = None\nprint('submitted in', time.monotonic() - t0)")
 
 
+def test_the_panel_ships_prebuilt_and_enabled() -> None:
+    out = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"],
+                         capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in (out.stdout + out.stderr).splitlines()
+                 if "jray-labextension" in ln), "")
+    assert "enabled" in line and "OK" in line, out.stdout + out.stderr
+
+
 def _p95(xs: list[float]) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(0.95 * len(xs)))]
