@@ -129,44 +129,100 @@ def _wait_for_kernel(page: Any, timeout: float = 60) -> None:
         page.wait_for_timeout(200)
 
 
-@pytest.mark.timeout(300)
-def test_inline_view_draws_the_dag_states_edges_and_traceback(lab: dict[str, Any]) -> None:
+SPEED_CELL = (
+    "import asyncio, time\n@jray.remote\ndef tiny(i):\n    return i\n\n"
+    "t0 = time.monotonic()\nheld = []\n"
+    "for _ in range(100):  # 10,000 small tasks over about 10 s, the event loop free between\n"
+    "    held.extend(tiny.remote(i) for i in range(100))\n"
+    "    await asyncio.sleep(0.1)\n"
+    "done = len(jray.get(held))\nheld = None\nprint('submitted in', time.monotonic() - t0)")
+
+
+def test_the_panel_ships_prebuilt_and_enabled() -> None:
+    out = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"],
+                         capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in (out.stdout + out.stderr).splitlines()
+                 if "jray-labextension" in ln), "")
+    assert "enabled" in line and "OK" in line, out.stdout + out.stderr
+
+
+def _p95(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.95 * len(xs)))]
+
+
+@pytest.mark.timeout(400)
+def test_panel_and_inline_view_show_the_dag_states_edges_and_tracebacks(
+        lab: dict[str, Any]) -> None:
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM,
                                      args=["--no-sandbox", "--disable-gpu"])
         try:
-            page = browser.new_page(viewport={"width": 1300, "height": 1000})
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(40_000)
             page.goto(f"{lab['base']}/lab/tree/views.ipynb?reset&token={lab['token']}")
             page.wait_for_function("window.jupyterapp && window.jupyterapp.commands")
             _wait_for_kernel(page)
+            # the panel: a side-bar tab titled "jray"; the kernel has no cluster yet
+            page.locator(".jp-SideBar [title='jray']").first.click()
+            panel = page.locator("#jray-views-panel")
+            panel.wait_for()
+            page.wait_for_function("document.querySelector('#jray-views-panel .jray-panel-status')"
+                                   ".textContent.includes('no jray cluster')")
             page.evaluate("void window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            view = page.locator(".jray-views")
-            view.wait_for()
-            page.wait_for_function(
-                "document.querySelectorAll('.jray-views circle[data-state=finished]').length >= 5"
-                " && document.querySelectorAll('.jray-views circle[data-state=failed]').length"
-                " >= 1")
-            edges = page.locator(".jray-views path.jv-e")
-            assert edges.count() == 4  # square_i -> total
-            rows = page.locator(".jray-views table[data-jv=tasks] tbody tr")
-            assert rows.count() == 6
-            labels = rows.all_inner_texts()
-            assert any("total" in t and "finished" in t for t in labels)
-            page.locator(".jray-views circle[data-state=failed]").click()
-            detail = page.locator(".jray-views [data-jv=detail]")
-            page.wait_for_function("document.querySelector('.jray-views [data-jv=detail]')"
-                                   ".textContent.includes('ValueError: broken on purpose')")
-            assert "cell: In [" in detail.inner_text()
-            page.wait_for_function("[...document.querySelectorAll('.jray-views "
-                                   "[data-jv=objects] td')].some(td => td.textContent === 'big')")
+            for scope in (".jray-views:not(#jray-views-panel *)", "#jray-views-panel"):
+                page.wait_for_function(
+                    f"document.querySelectorAll(`{scope} circle[data-state=finished]`).length"
+                    f" >= 5 && document.querySelectorAll(`{scope} circle[data-state=failed]`)"
+                    f".length >= 1")
+                assert page.locator(f"{scope} path.jv-e").count() == 4  # square_i -> total
+                rows = page.locator(f"{scope} table[data-jv=tasks] tbody tr")
+                assert rows.count() == 6
+                assert any("total" in t and "finished" in t for t in rows.all_inner_texts())
+                page.locator(f"{scope} circle[data-state=failed]").click()
+                page.wait_for_function(
+                    f"document.querySelector(`{scope} [data-jv=detail]`).textContent"
+                    f".includes('ValueError: broken on purpose')")
+                assert "cell: In [" in page.locator(f"{scope} [data-jv=detail]").inner_text()
+                page.wait_for_function(
+                    f"[...document.querySelectorAll(`{scope} [data-jv=objects] td`)]"
+                    f".some(td => td.textContent === 'big')")
+            inline = page.locator(".jray-views:not(#jray-views-panel *)").first
             IMAGES.mkdir(parents=True, exist_ok=True)
-            view.screenshot(path=str(IMAGES / "inline-view.png"))
-            times = page.evaluate("globalThis.__jrayViews[0].renderTimes")
-            assert times and max(times) < 1000
+            inline.screenshot(path=str(IMAGES / "inline-view.png"))
+            panel.screenshot(path=str(IMAGES / "panel.png"))
+            # clicking a task in the panel selects and scrolls to the cell that made it
+            page.locator("#jray-views-panel circle[data-state=finished]").first.click()
+            page.wait_for_function(
+                "document.querySelector('.jp-Notebook .jp-Cell.jp-mod-active')"
+                ".textContent.includes('square.remote(i)')")
+            speed = _speed(page)
+            (lab["log"].parent / "speed.json").write_text(json.dumps(speed))
+            print("view speed:", json.dumps(speed))
         except Exception:
             page.screenshot(path=str(lab["log"].parent / "failure.png"))
             print(lab["log"].read_text()[-4000:])
             raise
         finally:
             browser.close()
+
+
+def _speed(page: Any) -> dict[str, Any]:
+    """Run 10,000 small tasks over about 10 s; the render time of each update, per view."""
+    page.evaluate("globalThis.__jrayViews[0].renderTimes.length = 0;"
+                  "window.__jrayPanelViews.renderTimes.length = 0")
+    page.evaluate("(code) => { const nb = window.jupyterapp.shell.currentWidget;"
+                  " return nb.sessionContext.session.kernel.requestExecute({code}).done; }",
+                  SPEED_CELL)
+    page.wait_for_function(
+        "document.querySelectorAll('#jray-views-panel [data-count=finished]').length &&"
+        " document.querySelector('#jray-views-panel [data-count=finished]').textContent"
+        " === 'finished 10005'", timeout=120_000)
+    inline = page.evaluate("globalThis.__jrayViews[0].renderTimes")
+    panel = page.evaluate("window.__jrayPanelViews.renderTimes")
+    heap = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize : null")
+    drawn = page.locator("#jray-views-panel circle[data-task-id]").count()
+    return {"inline_updates": len(inline), "inline_p95_ms": round(_p95(inline), 1),
+            "panel_updates": len(panel), "panel_p95_ms": round(_p95(panel), 1),
+            "panel_max_ms": round(max(panel), 1), "heap_mb": round(heap / 2**20, 1)
+            if heap else None, "panel_nodes_drawn": drawn}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from typing import Any
+from typing import Any, Protocol
 
 import anywidget
 import traitlets
@@ -36,6 +36,29 @@ INTERVAL_S = 0.2
 TRACEBACKS_PER_TICK = 20
 
 
+class Sink(Protocol):
+    """Where the pump sends messages: a widget, or the JupyterLab panel's comm."""
+
+    joined: bool
+
+    def send(self, content: dict[str, Any]) -> None: ...
+
+    def alive(self) -> bool: ...
+
+
+def on_front_msg(sink: Sink, content: Any) -> None:
+    """A message from a renderer: ``hello`` (send everything), ``traceback`` (of a task)."""
+    if not isinstance(content, dict):
+        return
+    kind = content.get("type")
+    if kind == "hello":
+        sink.joined = True
+        PUMP.send_full(sink)
+    elif kind == "traceback" and isinstance(content.get("id"), str):
+        sink.send({"type": "traceback", "id": content["id"],
+                   "text": PUMP.traceback(content["id"])})
+
+
 class Dashboard(anywidget.AnyWidget):
     """A live view of the cluster (tasks, edges, store, workers); see the module doc."""
 
@@ -45,21 +68,10 @@ class Dashboard(anywidget.AnyWidget):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.joined = False
-        self.selected: str | None = None
-        self.on_msg(self._on_front_msg)
+        self.on_msg(lambda _w, content, _b: on_front_msg(self, content))
 
-    def _on_front_msg(self, widget: Any, content: Any, buffers: Any) -> None:
-        if not isinstance(content, dict):
-            return
-        kind = content.get("type")
-        if kind == "hello":
-            self.joined = True
-            PUMP.send_full(self)
-        elif kind == "traceback" and isinstance(content.get("id"), str):
-            self.send({"type": "traceback", "id": content["id"],
-                       "text": PUMP.traceback(content["id"])})
-        elif kind == "selected" and isinstance(content.get("id"), str):
-            self.selected = content["id"]
+    def alive(self) -> bool:
+        return self.comm is not None
 
 
 def _holders(ns: dict[str, Any]) -> dict[str, list[str]]:
@@ -84,12 +96,12 @@ class Pump:
     """Steps the live model and sends each patch to every joined widget."""
 
     def __init__(self) -> None:
-        self.widgets: list[Dashboard] = []
+        self.widgets: list[Sink] = []
         self.errors: dict[str, str] = {}
         self.handle: asyncio.TimerHandle | None = None
         self.render_ms: list[float] = []
 
-    def add(self, w: Dashboard) -> None:
+    def add(self, w: Sink) -> None:
         self.widgets.append(w)
         if self.handle is None:
             try:
@@ -103,7 +115,7 @@ class Pump:
         try:
             self.tick()
         finally:
-            if self.widgets and api.is_initialized():
+            if self.widgets:
                 self.handle = asyncio.get_running_loop().call_later(INTERVAL_S, self._scheduled)
 
     def _extras(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +159,14 @@ class Pump:
         return text
 
     def tick(self) -> None:
-        self.widgets = [w for w in self.widgets if w.comm is not None]
-        if not self.widgets or not api.is_initialized():
+        self.widgets = [w for w in self.widgets if w.alive()]
+        if not self.widgets:
+            return
+        if not api.is_initialized():
+            for w in self.widgets:
+                if w.joined and not getattr(w, "told_no_cluster", False):
+                    w.send({"type": "no_cluster"})
+                    w.told_no_cluster = True  # type: ignore[attr-defined]
             return
         patch = live().step()
         if patch is None:
@@ -156,11 +174,18 @@ class Pump:
         self._extras(patch)
         for w in self.widgets:
             if w.joined:
-                w.send(patch)
+                if getattr(w, "told_no_cluster", False):
+                    w.told_no_cluster = False  # type: ignore[attr-defined]
+                    self.send_full(w)
+                else:
+                    w.send(patch)
 
-    def send_full(self, w: Dashboard) -> None:
+    def send_full(self, w: Sink) -> None:
         if api.is_initialized():
             w.send(self._extras(live().model.full()))
+        else:
+            w.send({"type": "no_cluster"})
+            w.told_no_cluster = True  # type: ignore[attr-defined]
 
 
 PUMP = Pump()

@@ -60,7 +60,7 @@ class ViewModel:
         self.left_out = 0
         self._occupied: set[tuple[int, int]] = set()
         self._next_row = 0
-        self._new: list[str] = []
+        self._new: dict[str, None] = {}  # ordered set: tasks added since the last patch
         self._changed: set[str] = set()
         self._removed: list[str] = []
         self._full_reset = True
@@ -185,7 +185,7 @@ class ViewModel:
             "end": None,
         }
         self.tasks[hid] = rec
-        self._new.append(hid)
+        self._new[hid] = None
         return rec
 
     def _place(self, inputs: list[str]) -> tuple[int, int]:
@@ -241,7 +241,7 @@ class ViewModel:
             g["failed"] += rec["state"] != "finished"
             self._changed.discard(hid)
             if hid in self._new:
-                self._new.remove(hid)
+                del self._new[hid]
             else:
                 self._removed.append(hid)
             excess -= 1
@@ -272,11 +272,11 @@ class ViewModel:
         after a snapshot (the renderer redraws)."""
         if self._full_reset:
             self._full_reset = False
-            self._new, self._changed, self._removed = [], set(), []
+            self._new, self._changed, self._removed = {}, set(), []
             return self.full()
         if not (self._new or self._changed or self._removed):
             return None
-        new = set(self._new)
+        new = self._new
         out = {
             "type": "patch",
             "new": [self._public(self.tasks[h]) for h in self._new if h in self.tasks],
@@ -286,5 +286,5 @@ class ViewModel:
             "removed": self._removed,
             **self.summary(),
         }
-        self._new, self._changed, self._removed = [], set(), []
+        self._new, self._changed, self._removed = {}, set(), []
         return out

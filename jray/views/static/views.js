@@ -99,6 +99,7 @@ export function createViews(root, opts = {}) {
   const rows = new Map();       // id -> <tr>
   const groups = new Map();     // group -> {rect, label, x0, y0, x1, y1}
   const tracebacks = new Map();
+  const edgesOf = new Map();    // id -> the edge paths that touch it (removal without a query)
   let selected = null, maxX = 0, maxY = 0;
   const renderTimes = [];
 
@@ -136,6 +137,10 @@ export function createViews(root, opts = {}) {
       const line = svg("path", { class: "jv-e", "data-from": src, "data-to": t.id,
         d: `M${px(s.x) + R},${py(s.y)} C${px(s.x) + COL / 2},${py(s.y)} ${px(t.x) - COL / 2},${py(t.y)} ${px(t.x) - R},${py(t.y)}` });
       edgeLayer.appendChild(line);
+      for (const end of [src, t.id]) {
+        const list = edgesOf.get(end);
+        if (list) list.push(line); else edgesOf.set(end, [line]);
+      }
     }
     const c = svg("circle", { class: `jv-t st-${t.state}`, cx: px(t.x), cy: py(t.y), r: R,
       "data-task-id": t.id, "data-state": t.state, tabindex: 0 });
@@ -174,7 +179,8 @@ export function createViews(root, opts = {}) {
     tasks.delete(id);
     nodes.get(id)?.remove(); nodes.delete(id);
     rows.get(id)?.remove(); rows.delete(id);
-    for (const e of edgeLayer.querySelectorAll(`[data-to="${id}"],[data-from="${id}"]`)) e.remove();
+    for (const e of edgesOf.get(id) || []) e.remove();
+    edgesOf.delete(id);
   }
 
   function applyFilter(tr, t) {
@@ -277,7 +283,7 @@ export function createViews(root, opts = {}) {
   }
 
   function clear() {
-    tasks.clear(); nodes.clear(); rows.clear(); groups.clear();
+    tasks.clear(); nodes.clear(); rows.clear(); groups.clear(); edgesOf.clear();
     groupLayer.replaceChildren(); edgeLayer.replaceChildren(); nodeLayer.replaceChildren();
     taskBody.replaceChildren(); maxX = 0; maxY = 0;
   }
