@@ -113,7 +113,8 @@ def test_dashboard_pushes_the_dag_store_and_tracebacks(kernel: Kernel) -> None:
 
     k.execute("_ = sq.remote(9)")  # one more change, so another patch goes out
     last = _widget_msgs(k, comm_id, 30, holds_big)[-1]
-    assert any(o["size"] >= 3_000_000 and o["vars"] == ["big"] for o in last["objects"])
+    assert any(o["size"] >= 3_000_000 and o["vars"] == ["big"] and o["where"] == "shared_memory"
+               and o["node"] for o in last["objects"])
     assert last["store"] and all("capacity" in s for s in last["store"].values())
 
 

@@ -49,7 +49,7 @@ DETAILS: dict[str, str] = {
     "task_cancelled": "None", "task_retried": "None", "task_requeued": "None",
     "task_reconstructing": "None",
     "task_infeasible": "why (text)",
-    "object_created": "size in bytes",
+    "object_created": "(size in bytes, location kind (protocol LOC_*), node_id or None)",
     "object_spilled": "size in bytes",
     "object_restored": "count of objects read back on that node",
     "object_freed": "size in bytes",

@@ -128,7 +128,8 @@ class ObjectTable:
         obj.loc = loc
         obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]
         self.store.added(obj)
-        self.events.add("object_created", obj.oid, obj.size)
+        self.events.add("object_created", obj.oid,
+                        (obj.size, loc[0], loc[-1] if loc[0] == P.LOC_SHM else None))
         if notify_owner:
             self._send(obj.owner, (P.OBJECT_READY, obj.oid, loc))
         if obj.subscribers:

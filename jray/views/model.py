@@ -30,6 +30,8 @@ from jray._private.events import TERMINAL_TASK_KINDS
 FOLD_AT = 5000
 TIMELINE_PER_WORKER = 20
 _TERMINAL = {"finished", "failed", "cancelled"}
+_WHERE = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
+          P.LOC_SPILLED: "spilled"}
 
 
 class EventSource(Protocol):
@@ -157,7 +159,9 @@ class ViewModel:
         hid = ident.hex()
         if kind == "object_created":
             tid = P.task_of(ident)
-            self.objects[hid] = {"id": hid, "size": detail, "where": "stored", "node": None,
+            size, loc_kind, node = detail
+            self.objects[hid] = {"id": hid, "size": size, "where": _WHERE.get(loc_kind, "?"),
+                                 "node": node.hex() if node else None,
                                  "task": tid.hex() if tid else None, "pins": 0, "created": t}
         elif kind == "object_freed":
             self.objects.pop(hid, None)
