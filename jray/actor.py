@@ -71,7 +71,7 @@ from jray._private import serialization as S
 from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
-from jray.exceptions import ArgumentError, SerializationError
+from jray.exceptions import ActorClassInheritanceException, ArgumentError, SerializationError
 from jray.remote_function import check_int, demand_of, validate_options
 
 ACTOR_OPTIONS = frozenset({
@@ -217,6 +217,12 @@ class ActorClass:
         if cls is None or name.startswith("__"):
             raise AttributeError(name)
         return getattr(cls, name)
+
+    def __mro_entries__(self, bases: tuple[Any, ...]) -> tuple[type, ...]:
+        raise ActorClassInheritanceException(
+            f"Inheriting from actor classes is not currently supported. {self._name} is an "
+            f"actor class (@jray.remote): derive from the plain class and decorate the subclass"
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -450,5 +456,5 @@ def list_actors() -> list[dict[str, Any]]:
     return result
 
 
-__all__ = ["ActorClass", "ActorHandle", "ActorMethod", "exit_actor", "get_actor", "kill",
-           "list_actors", "method"]
+__all__ = ["ActorClass", "ActorClassInheritanceException", "ActorHandle", "ActorMethod",
+           "exit_actor", "get_actor", "kill", "list_actors", "method"]

@@ -16,6 +16,7 @@
     │       ├── ObjectReconstructionFailedMaxAttemptsExceededError
     │       └── ObjectReconstructionFailedLineageEvictedError
     ├── ObjectStoreFullError      the store cannot make room for an object
+    ├── ActorClassInheritanceException  a class derived from an actor class (TypeError)
     ├── ActorError                (Ray: RayActorError)
     │   ├── ActorDiedError        the actor's process died or its constructor failed
     │   └── ActorUnavailableError
@@ -206,6 +207,10 @@ class ArgumentError(JrayError, TypeError, ValueError):
     """
 
 
+class ActorClassInheritanceException(JrayError, TypeError):
+    """A class statement derived a class from an actor class (as in Ray, not supported)."""
+
+
 class ActorUnavailableError(ActorError):
     """The actor cannot take calls for now but may later (e.g. it is restarting)."""
 
@@ -298,6 +303,7 @@ RaySystemError = ClusterError
 
 
 __all__ = [
+    "ActorClassInheritanceException",
     "ActorDiedError",
     "ActorError",
     "ActorPlacementGroupRemoved",

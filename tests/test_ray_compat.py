@@ -595,3 +595,11 @@ def test_remote_with_empty_parentheses_is_refused() -> None:
         @ray.remote()
         class A:
             pass
+
+
+def test_deriving_from_an_actor_class_is_refused() -> None:
+    with pytest.raises(ray.actor.ActorClassInheritanceException,
+                       match="Inheriting from actor classes is not currently supported"):
+        class Derived(WithAttributes):  # type: ignore[misc,valid-type]
+            pass
+    assert issubclass(ray.actor.ActorClassInheritanceException, TypeError)
