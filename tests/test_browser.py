@@ -3,8 +3,10 @@
 Opens a notebook, runs ``jray.dashboard()`` and ``--no-block``-style cells with
 dependencies and a failing task, and checks what the inline view draws: the
 tasks as nodes with their final states, the edges, the failed task's remote
-traceback on click, the store table. It saves a screenshot (``docs/images``)
-and measures each update's render time in the page.
+traceback on click, the store table. It saves screenshots of the inline view
+and the panel (next to JupyterLab's log in the test's temporary folder; with
+``UPDATE_SCREENSHOTS=1``, into ``docs/images`` for README) and measures each
+update's render time in the page.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-IMAGES = ROOT / "docs" / "images"
+DOC_IMAGES = ROOT / "docs" / "images"
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"no browser: {CHROMIUM} is missing (apt-get install -y chromium)",
@@ -188,9 +190,10 @@ def test_panel_and_inline_view_show_the_dag_states_edges_and_tracebacks(
                     f"[...document.querySelectorAll(`{scope} [data-jv=objects] td`)]"
                     f".some(td => td.textContent === 'big')")
             inline = page.locator(".jray-views:not(#jray-views-panel *)").first
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            inline.screenshot(path=str(IMAGES / "inline-view.png"))
-            panel.screenshot(path=str(IMAGES / "panel.png"))
+            images = DOC_IMAGES if os.environ.get("UPDATE_SCREENSHOTS") else lab["log"].parent
+            images.mkdir(parents=True, exist_ok=True)
+            inline.screenshot(path=str(images / "inline-view.png"))
+            panel.screenshot(path=str(images / "panel.png"))
             # clicking a task in the panel selects and scrolls to the cell that made it
             page.locator("#jray-views-panel circle[data-state=finished]").first.click()
             page.wait_for_function(
