@@ -51,6 +51,8 @@ REMEDIES = {
     "and where its log is. `jray.shutdown()` then `jray.init()` starts afresh.",
     "InitError": "`init` called twice (use `ignore_reinit_error=True`), the API used in a "
     "forked child, or a bad `init` option (named in the message).",
+    "ActorClassInheritanceException": "A class cannot derive from an actor class (the result "
+    "of `@jray.remote`): derive from the plain class and decorate the subclass.",
     "ArgumentError": "A bad argument to `get`, `wait`, `kill`, ...: the message names it.",
 }
 

@@ -58,28 +58,68 @@ def users() -> Iterator[dict[str, pwd.struct_passwd]]:
     finally:
         for entry in made.values():
             subprocess.run(["userdel", entry.pw_name], capture_output=True, timeout=30)
+        while _MIRROR:
+            shutil.rmtree(_MIRROR.pop(), ignore_errors=True)
+
+
+#: A copy of what ``import jray`` needs, readable by everyone, made when this checkout
+#: and venv are not (a checkout under root's 0700 home); removed with the users.
+_MIRROR: list[str] = []
+_MIRRORED = ("jray", "zmq", "pyzmq.libs", "cloudpickle", "numpy", "numpy.libs", "psutil")
 
 
 def _env() -> dict[str, str]:
     """What a second user's Python needs to import jray: this venv's packages and the repo."""
     site = [p for p in sys.path if p.endswith("site-packages")]
-    return {"PATH": "/usr/bin:/bin", "HOME": "/tmp",
-            "PYTHONPATH": os.pathsep.join([os.getcwd(), *site])}
+    path = _MIRROR or [os.getcwd(), *site]
+    return {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "PYTHONPATH": os.pathsep.join(path)}
+
+
+def _make_mirror() -> None:
+    """Copy jray and its compiled dependencies where any user can read them."""
+    base = tempfile.mkdtemp(prefix="jray-test-site-")
+    os.chmod(base, 0o755)
+    roots = [str(Path(jray.__file__).parent.parent)]
+    roots += [p for p in sys.path if p.endswith("site-packages")]
+    for name in _MIRRORED:
+        src = next((os.path.join(r, name) for r in roots if os.path.isdir(os.path.join(r, name))),
+                   None)
+        if src is not None:
+            shutil.copytree(src, os.path.join(base, name), ignore=shutil.ignore_patterns(
+                "__pycache__", "tests"))
+    for dirpath, dirnames, filenames in os.walk(base):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o755)
+        for f in filenames:
+            os.chmod(os.path.join(dirpath, f), 0o644 if not f.endswith(".so") else 0o755)
+    _MIRROR.append(base)
 
 
 def _python_for(user: pwd.struct_passwd, imports: str) -> str:
-    """An interpreter ``user`` can run that imports ``imports``, or skip the test."""
-    for exe in (sys.executable, os.path.realpath(sys.executable), "/usr/bin/python3"):
-        try:
-            ok = subprocess.run([exe, "-c", f"import {imports}"], user=user.pw_uid,
-                                group=user.pw_gid, extra_groups=[], capture_output=True,
-                                timeout=60, env=_env(), cwd="/").returncode == 0
-        except OSError:
-            ok = False
-        if ok:
-            return exe
+    """An interpreter ``user`` can run that imports ``imports``, or skip the test.
+
+    Tried as is first; then, for a checkout other users cannot read, with a
+    readable copy of the packages and the system's Python of the same version.
+    """
+    system = "/usr/bin/python3"
+    same_version = os.path.exists(system) and subprocess.run(
+        [system, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+        text=True, timeout=30).stdout.strip() == str(tuple(sys.version_info[:2]))
+    for attempt in range(2):
+        for exe in (sys.executable, os.path.realpath(sys.executable), system):
+            try:
+                ok = subprocess.run([exe, "-c", f"import {imports}"], user=user.pw_uid,
+                                    group=user.pw_gid, extra_groups=[], capture_output=True,
+                                    timeout=60, env=_env(), cwd="/").returncode == 0
+            except OSError:
+                ok = False
+            if ok:
+                return exe
+        if attempt == 0 and not _MIRROR and same_version:
+            _make_mirror()
     pytest.skip(f"no Python interpreter that user {user.pw_name} may run imports {imports} "
-                f"({sys.executable} is not readable by other users)")
+                f"({sys.executable} is not readable by other users, and {system} is missing "
+                f"or another Python version)")
 
 
 def _run_as(user: pwd.struct_passwd, code: str, *args: str) -> dict[str, object]:
