@@ -41,7 +41,7 @@ class Node:
 
 class Worker:
     __slots__ = ("ident", "node", "pid", "addr", "assigned", "held", "holding", "gpu_ids",
-                 "blocked", "funcs")
+                 "blocked", "funcs", "lease")
 
     def __init__(self, ident: bytes, node: Node, pid: int, addr: str) -> None:
         self.ident = ident
@@ -54,6 +54,8 @@ class Worker:
         self.gpu_ids: list[int] = []
         self.blocked = False
         self.funcs: set[bytes] = set()
+        #: the lease it serves (its resources are held for that owner), or None
+        self.lease: bytes | None = None
 
 
 class Task:
