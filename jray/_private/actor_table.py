@@ -86,6 +86,7 @@ class ActorTable:
         self.named: dict[tuple[str, str], bytes] = {}
         self.pending: deque[ActorRecord] = deque()
         self.per_node: dict[bytes, int] = {}
+        sched.holders.append(self._held)
         for op, fn in (
             (A.ACTOR_CREATE, self._on_create),
             (A.ACTOR_LOOKUP, self._on_lookup),
@@ -204,6 +205,10 @@ class ActorTable:
                                       rec.spec["meta"]["class_name"]))
         self._event(rec, "actor_spawning", rec.incarnation)
         return True
+
+    def _held(self) -> list[tuple[bytes, dict[str, float]]]:
+        return [(rec.node.node_id, rec.spec["demand"]) for rec in self.actors.values()
+                if rec.holding and rec.node is not None]
 
     def _release(self, rec: ActorRecord) -> None:
         node = rec.node

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from jray._private import lineage
+from jray._private import invariants, lineage
 from jray._private import protocol as P
 from jray._private.event_feed import EventFeed
 from jray._private.events import EventLog
@@ -72,6 +72,9 @@ class Scheduler(ObjectTable):
         #: extensions (actors) that place work of their own when resources free up
         self.schedule_hooks: list[Callable[[], None]] = []
         self.store: StorePolicy  # set below, once handlers exist
+        #: extensions that hold node resources themselves (actors): each yields
+        #: (node_id, demand) per holding; ``validate`` counts them
+        self.holders: list[Callable[[], Any]] = []
         #: extensions' parts of an event snapshot (actors): name -> rows
         self.snapshot_parts: dict[str, Callable[[], Any]] = {}
         self._handlers: dict[int, Any] = {
@@ -580,16 +583,16 @@ class Scheduler(ObjectTable):
         return describe(self, kind, arg)
 
     def on_state(self, sender: bytes, msg: P.Msg) -> None:
-        _, req_id, kind, arg = msg
         try:
-            payload: Any = ("ok", self.query(kind, arg))
+            payload: Any = ("ok", self.query(msg[2], msg[3]))
         except Exception as exc:  # a bad query must not take the head down
             payload = ("error", f"{type(exc).__name__}: {exc}")
-        self._send(sender, (P.STATE_REPLY, req_id, payload))
+        self._send(sender, (P.STATE_REPLY, msg[1], payload))
+
+    def validate(self) -> None:
+        """Check the invariants (``invariants``); AssertionError names what broke."""
+        invariants.validate(self)
 
     # the narrow interface that extensions (leases) use
-    send = _send
-    fail = _fail
-    requeue = _requeue
-    on_task_done = _on_task_done
-    on_return_tasks = _on_return_tasks
+    send, fail, requeue = _send, _fail, _requeue
+    on_task_done, on_return_tasks = _on_task_done, _on_return_tasks
