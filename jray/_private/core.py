@@ -165,7 +165,7 @@ class CoreClient:
             self.awaiting.discard(oid)
             if oid in self.local_only:
                 self.local_only.discard(oid)
-            elif loc is not None and loc[0] == P.LOC_SHM:
+            elif loc is not None and (loc[0] == P.LOC_SHM or loc[0] == P.LOC_VIEW):
                 self.to_head.append((P.FREE, [oid]))  # big: free it now, not in a batch
             else:
                 self.pending_free.append(oid)

@@ -133,8 +133,8 @@ def _object_tuple(o: Obj) -> tuple[Any, ...]:
     if o.loc is not None:
         kind = o.loc[0]
         where = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
-                 P.LOC_SPILLED: "spilled"}.get(kind, "unknown")
-        if kind in (P.LOC_SHM, P.LOC_SPILLED):
+                 P.LOC_SPILLED: "spilled", P.LOC_VIEW: "shared_memory"}.get(kind, "unknown")
+        if kind in (P.LOC_SHM, P.LOC_SPILLED, P.LOC_VIEW):
             node = o.loc[-1]
     return (o.oid, o.size, where, node, o.task, o.owner, o.pins, o.holders, o.created)
 

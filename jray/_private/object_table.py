@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 class ObjectTable:
     objects: dict[bytes, Obj]
+    #: objects other objects are views of (``LOC_VIEW``), with how many: never spilled
+    view_bases: dict[bytes, int]
     nodes: dict[bytes, Node]
     events: EventLog
     store: StorePolicy
@@ -113,7 +115,14 @@ class ObjectTable:
 
     def _delete_data(self, obj: Obj) -> None:
         loc = obj.loc
-        if loc is None or loc[0] in (P.LOC_INLINE, P.LOC_ERROR):
+        if loc is not None and loc[0] == P.LOC_VIEW:
+            for base in loc[3]:
+                left = self.view_bases.get(base, 0) - 1
+                if left > 0:
+                    self.view_bases[base] = left
+                else:
+                    self.view_bases.pop(base, None)
+        if loc is None or loc[0] in (P.LOC_INLINE, P.LOC_ERROR, P.LOC_VIEW):
             return
         node = self.nodes.get(loc[-1])
         for msg in self.store.removed(obj):
@@ -127,6 +136,9 @@ class ObjectTable:
             return
         obj.loc = loc
         obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]
+        if loc[0] == P.LOC_VIEW:
+            for base in loc[3]:
+                self.view_bases[base] = self.view_bases.get(base, 0) + 1
         self.store.added(obj)
         self.events.add("object_created", obj.oid, obj.size)
         if notify_owner:

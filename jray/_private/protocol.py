@@ -12,7 +12,10 @@ Object locations (``Loc``) say where an object's bytes are:
 - ``(LOC_INLINE, data: bytes)``  the pickled value itself, small objects;
 - ``(LOC_SHM, name: str, size: int, node_id: bytes)``  a shared-memory segment;
 - ``(LOC_ERROR, data: bytes)``  a pickled exception that ``get`` raises;
-- ``(LOC_SPILLED, path: str, offset: int, size: int, node_id: bytes)``  spilled to disk.
+- ``(LOC_SPILLED, path: str, offset: int, size: int, node_id: bytes)``  spilled to disk;
+- ``(LOC_VIEW, data: bytes, [(segment, buffer index, start, nbytes), ...], [base oid, ...],
+  node_id)``  a pickle stream whose buffers are slices of other objects' segments (a task
+  result that is a view of an argument); the object holds its bases while it lives.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ LOC_SHM = 1
 LOC_ERROR = 2
 #: (LOC_SPILLED, path, offset, size, node_id)  the segment's bytes in a spill file
 LOC_SPILLED = 3
+#: (LOC_VIEW, data, [(segment, buffer index, start, nbytes), ...], [base oid, ...], node_id)
+LOC_VIEW = 4
 
 Loc = tuple[Any, ...]
 Msg = tuple[Any, ...]

@@ -58,6 +58,7 @@ class Scheduler(ObjectTable):
         self.workers: dict[bytes, Worker] = {}
         self.tasks: dict[bytes, Task] = {}
         self.objects: dict[bytes, Obj] = {}
+        self.view_bases: dict[bytes, int] = {}
         self.functions: dict[bytes, bytes] = {}
         self.func_runtime: dict[bytes, float] = {}
         self.ready: dict[Shape, deque[Task]] = {}
@@ -384,11 +385,11 @@ class Scheduler(ObjectTable):
             task.retries_left -= 1
             self._requeue(task, "retried")
             return
-        self._finish(task, "finished" if status == P.DONE_OK else "failed")
-        for oid, inner in nested:
+        for oid, inner in nested:  # first: a result may hold the task's own inputs
             obj = self.objects.get(oid)
             if obj is not None:
                 self._contain(obj, inner)
+        self._finish(task, "finished" if status == P.DONE_OK else "failed")
         for oid, loc in results:
             obj = self.objects.get(oid)
             if obj is None:

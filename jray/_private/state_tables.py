@@ -138,8 +138,8 @@ def _object_row(o: Obj, sched: Scheduler) -> dict[str, Any]:
     if o.loc is not None:
         kind = o.loc[0]
         where = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
-                 P.LOC_SPILLED: "spilled"}[kind]
-        if kind in (P.LOC_SHM, P.LOC_SPILLED):
+                 P.LOC_SPILLED: "spilled", P.LOC_VIEW: "shared_memory"}[kind]
+        if kind in (P.LOC_SHM, P.LOC_SPILLED, P.LOC_VIEW):
             node = o.loc[-1].hex()
     return {
         "object_id": o.oid.hex(),

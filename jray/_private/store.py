@@ -271,8 +271,8 @@ class StorePolicy:
             # reads one has it mapped (the node refuses those); one that has not
             # yet will find the new location through LOST.
             obj = objects.get(oid)
-            if obj is None or oid in st.spilling:
-                continue
+            if obj is None or oid in st.spilling or oid in self.sched.view_bases:
+                continue  # (a view's base: the view reads the base's segment)
             if now - self.mapped_at.get(oid, -1e9) < MAPPED_RETRY_S:
                 continue
             victims.append((oid, obj.loc[1], size))  # type: ignore[index]

@@ -219,6 +219,7 @@ class Executor:
             fn = self._function(fid, blob, name)
             try:
                 deps = [core.decode(oid, loc) for oid, loc in dep_locs]
+                bases = [(oid, loc) for oid, loc in dep_locs if loc[0] == P.LOC_SHM]
                 if args_blob is None:
                     args, kwargs = deps[0]
                     deps = deps[1:]
@@ -236,7 +237,7 @@ class Executor:
                 result = fn(*args, **kwargs)
             finally:
                 _Running.tid = None
-            locs = self._encode_results(name, result, returns, nested)
+            locs = self._encode_results(name, result, returns, nested, bases)
         except TaskCancelledError as exc:
             locs = [S.error_loc(exc)] * len(returns)
             status = P.DONE_ERROR
@@ -286,7 +287,8 @@ class Executor:
             core.flush()
 
     def _encode_results(self, name: str, result: Any, returns: list[bytes],
-                        nested: list[tuple[bytes, list[bytes]]]) -> list[P.Loc]:
+                        nested: list[tuple[bytes, list[bytes]]],
+                        bases: list[tuple[bytes, P.Loc]]) -> list[P.Loc]:
         core = self.core
         values = S.split_returns(name, result, len(returns))
         locs = []
@@ -294,8 +296,11 @@ class Executor:
             contained: list[bytes] = []
             core.rt.capture = contained
             try:
-                locs.append(S.encode(value, core.shm_prefix + oid.hex(), core.node_id,
-                                     functools.partial(core.reserve, oid)))
+                loc = S.encode(value, core.shm_prefix + oid.hex(), core.node_id,
+                               functools.partial(core.reserve, oid), bases)
+                if loc[0] == P.LOC_VIEW:  # it holds the arguments it is a view of
+                    contained.extend(loc[3])
+                locs.append(loc)
                 if contained:
                     nested.append((oid, contained))
             except JrayError:
