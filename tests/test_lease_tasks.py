@@ -113,12 +113,38 @@ def test_task_with_pending_argument_waits_for_it(cluster: dict[str, object],
                                                  tmp_path: Path) -> None:
     _leased()
     slow = pid_then_sleep.remote(str(tmp_path / "p"), 0.5)
-    after = echo.remote(slow)  # its argument does not exist yet: through the head
+    assert slow.id in _ledger().by_result
+    # made by a task in flight on the lease: it goes after it there, and waits for it
+    chained = echo.remote(slow)
+    assert chained.id in _ledger().by_result
+    # made through the head (another shape, no lease for it yet): through the head too
+    other = pid_then_sleep.options(num_cpus=0.5).remote(str(tmp_path / "q"), 0.5)
+    assert other.id not in _ledger().by_result
+    after = echo.remote(other)
     assert after.id not in _ledger().by_result
-    assert jray.get(after, timeout=30) == jray.get(slow, timeout=30)
-    ready = echo.remote(slow)  # now it does: on the lease, with the value carried along
+    assert jray.get(chained, timeout=30) == jray.get(slow, timeout=30)
+    assert jray.get(after, timeout=30) == jray.get(other, timeout=30)
+    ready = echo.remote(slow)  # it exists now: on the lease, with its value carried along
     assert ready.id in _ledger().by_result
     assert jray.get(ready, timeout=30) == jray.get(slow, timeout=30)
+
+
+@jray.remote
+def fails() -> None:
+    raise ValueError("boom")
+
+
+def test_chain_on_a_lease_and_an_error_in_it(cluster: dict[str, object]) -> None:
+    _leased()
+    x = echo.remote(0)
+    for _ in range(50):
+        x = echo.remote(x)  # each waits for the one before, on the same worker
+        assert x.id in _ledger().by_result
+    assert jray.get(x, timeout=30) == 0
+    bad = fails.remote()
+    after = echo.remote(bad)  # its input fails: the head fails it with that error
+    with pytest.raises(ValueError, match="boom"):
+        jray.get(after, timeout=30)
 
 
 def test_worker_killed_while_holding_a_lease_is_retried(cluster: dict[str, object],

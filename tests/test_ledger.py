@@ -140,3 +140,19 @@ def test_release_all_returns_every_lease() -> None:
 def test_depth_must_be_positive() -> None:
     with pytest.raises(ValueError, match="depth"):
         LeaseLedger(depth=0)
+
+
+def test_a_task_waiting_on_a_lease_goes_after_it_there_whatever_the_depth() -> None:
+    ledger = LeaseLedger(depth=1)
+    _granted(ledger, CPU, 0.0, b"L1")
+    lease = ledger.route(shape_of(CPU), CPU, 0.0)
+    assert lease is not None
+    tid = P.IdGen().task_id()
+    ledger.sent(lease, P.return_id(tid, 0), FID, 0.0)
+    assert ledger.lease_making(P.return_id(tid, 1)) is lease  # any of that task's results
+    assert ledger.lease_making(b"x" * 14 + b"\xff\xff") is None  # a put object
+    assert ledger.route(shape_of(CPU), CPU, 0.0) is None  # at depth: a free task goes to the head
+    assert ledger.route(shape_of(CPU), CPU, 0.0, after=lease) is lease  # a chained one follows
+    assert ledger.route(shape_of(GPU), GPU, 0.0, after=lease) is None  # not of another shape
+    ledger.result(P.return_id(tid, 0), 0.0)
+    assert ledger.lease_making(P.return_id(tid, 0)) is None

@@ -534,6 +534,8 @@ class CoreClient:
 
     def query(self, kind: str, arg: Any = None, timeout: float = 30.0) -> Any:
         with self.lock:
+            if self.leasing is not None and kind in ("available_resources", "nodes"):
+                self.leasing.return_idle()  # (on this socket: the head sees it first)
             ok, reply = self._ask(lambda req: (P.STATE, req, kind, arg), timeout)
         if not ok:
             raise GetTimeoutError(f"the head did not answer a {kind!r} query in {timeout} s")

@@ -2,7 +2,9 @@
 
 ``send(spec)`` puts a submitted task on a lease when the ledger has
 one for its shape and every top-level argument is already here (their
-locations travel with the task, so the worker needs no head); the task's
+locations travel with the task, so the worker needs no head) or is made by a
+task in flight on that same lease (its location is None: the worker takes it
+from the result it made itself, as it runs the lease's tasks in order); the task's
 record (``SUBMIT_LEASED``) goes to the head lazily (``CoreClient.lazy``), in
 order with everything else this process tells the head. Anything else returns
 False and goes through the head as before. Call with the client's lock held.
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from jray._private.core import CoreClient
 
 _now = time.perf_counter
+#: how long a task that asks for a lease waits for the head's answer (then it goes
+#: through the head; a later task takes the lease)
+GRANT_WAIT_S = 0.003
 
 
 class LeaseClient:
@@ -36,16 +41,29 @@ class LeaseClient:
         core = self.core
         cache = core.cache
         deps = spec[P.T_DEPS]
+        ledger = self.ledger
+        after = None
         for oid in deps:
             loc = cache.get(oid)
-            if loc is None or loc[0] == P.LOC_ERROR:  # not here yet (or an error): the head
+            if loc is None:  # made by a task in flight on a lease (then go after it there)?
+                maker = ledger.lease_making(oid)
+                if maker is None or (after is not None and maker is not after):
+                    return False  # the head waits for it
+                after = maker
+            elif loc[0] == P.LOC_ERROR:  # the head fails the task with it
                 return False
-        ledger = self.ledger
         demand = spec[P.T_RESOURCES]
         now = _now()
-        lease = ledger.route(shape_of(demand), demand, now)
-        if ledger.out:
-            core.to_head.extend(ledger.take())
+        shape = shape_of(demand)
+        lease = ledger.route(shape, demand, now, after)
+        if ledger.out and not core.awaiting:  # an idle owner asks for a lease: wait a
+            core.to_head.extend(ledger.take())  # moment for the answer (not in a burst)
+            core.flush()
+            deadline = now + GRANT_WAIT_S
+            while shape in ledger.asked and _now() < deadline:
+                core.poll(1)
+            lease = ledger.route(shape, demand, _now(), after)
+            self._emit()
         if lease is None:
             return False
         returns = spec[P.T_RETURNS]
@@ -53,7 +71,7 @@ class LeaseClient:
         blob = core.functions_sent[fid] if ledger.sent(lease, returns[0], fid, now) else None
         core.send_owner(lease.addr, (P.EXECUTE, (
             spec[P.T_ID], fid, blob, spec[P.T_NAME], spec[P.T_ARGS],
-            [(oid, cache[oid]) for oid in deps], returns, spec[P.T_OWNER], lease.gpu_ids,
+            [(oid, cache.get(oid)) for oid in deps], returns, spec[P.T_OWNER], lease.gpu_ids,
             spec[P.T_MAX_RETRIES], spec[P.T_RETRY_EXC], spec[P.T_OUTPUT], lease.lease_id,
         )))
         core.lazy((P.SUBMIT_LEASED, spec, lease.lease_id))
@@ -68,6 +86,18 @@ class LeaseClient:
         if self.ledger.in_flight():
             core.poll(0)
         self.ledger.tick(_now())
+        self._emit()
+
+    def return_idle(self) -> None:
+        """Give back every lease with nothing in flight now (before a resource query:
+        what the driver does not use shows as free)."""
+        core = self.core
+        deadline = _now() + GRANT_WAIT_S * 10
+        while self.ledger.pending and _now() < deadline:  # answers on their way: take them
+            core.poll(1)
+        if self.ledger.in_flight():
+            core.poll(0)
+        self.ledger.tick(_now(), idle_s=0.0)
         self._emit()
 
     def _emit(self) -> None:

@@ -114,6 +114,11 @@ class LeaseTable:
         w = self.sched.workers.get(lease.worker)
         if w is not None and w.lease == lease.lease_id:
             w.lease = None
+            if not lease.revoking:
+                # the owner returns a lease once it has every result of it: nothing of
+                # it runs any more, though the worker's reports may still be on their way
+                # (the worker idles when they arrive; if it dies first, they are rerun)
+                self.sched.release(w)
             self.sched.worker_free(w)
 
     def _on_submit_leased(self, sender: bytes, msg: P.Msg) -> None:

@@ -8,8 +8,12 @@ decides, for each task, whether it goes on a lease or through the head, and
 says which messages the owner must send; the client (``lease_client``) does
 the I/O. Events go in as method calls, instructions come out of ``take()``:
 
-- ``route(shape, demand, now)``: a lease to send the task on, or None (then
-  the task goes to the head; the first one of a shape also asks for a lease);
+- ``route(shape, demand, now, after)``: a lease to send the task on, or None
+  (then the task goes to the head; the first one of a shape also asks for a
+  lease). ``after``: the lease whose tasks in flight make the inputs this task
+  still waits for; it goes on that lease whatever its depth (the worker runs a
+  lease's tasks in order, so a chain loses no parallelism there);
+- ``lease_making(oid)``: the lease of the task in flight that makes ``oid``;
 - ``sent(lease, result_id, func_id, now)``: the task left on the lease; says
   whether its code must travel with it (once per function and lease);
 - ``result(oid, now)``: a result arrived (ends that task's time in flight);
@@ -74,8 +78,11 @@ class LeaseLedger:
         self._req = 0
 
     # --- events -------------------------------------------------------------------
-    def route(self, shape: Shape, demand: Demand, now: float) -> Lease | None:
+    def route(self, shape: Shape, demand: Demand, now: float,
+              after: Lease | None = None) -> Lease | None:
         lease = self.by_shape.get(shape)
+        if after is not None:
+            return after if after is lease else None
         if lease is not None:
             return lease if len(lease.inflight) < self.depth else None
         if shape not in self.asked and now >= self.not_before.get(shape, 0.0):
@@ -93,6 +100,10 @@ class LeaseLedger:
             return False
         lease.funcs.add(func_id)
         return True
+
+    def lease_making(self, oid: bytes) -> Lease | None:
+        tid = P.task_of(oid)
+        return None if tid is None else self.by_result.get(P.return_id(tid, 0))
 
     def result(self, oid: bytes, now: float) -> None:
         lease = self.by_result.pop(oid, None)
@@ -126,9 +137,11 @@ class LeaseLedger:
         self._drop(lease)
         self.not_before[lease.shape] = now + self.retry_s
 
-    def tick(self, now: float) -> None:
+    def tick(self, now: float, idle_s: float | None = None) -> None:
+        """Return the leases unused for ``idle_s`` (default: the ledger's)."""
+        idle = self.idle_s if idle_s is None else idle_s
         for lease in list(self.by_id.values()):
-            if not lease.inflight and now - lease.last_used >= self.idle_s:
+            if not lease.inflight and now - lease.last_used >= idle:
                 del self.by_id[lease.lease_id]
                 self._drop(lease)
                 self.out.append((P.LEASE_RETURN, lease.lease_id))

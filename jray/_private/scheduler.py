@@ -317,8 +317,9 @@ class Scheduler(ObjectTable):
 
     def _requeue(self, task: Task, why: str) -> None:
         objects = self.objects
-        if any(objects[d].loc is None for d in task.spec[P.T_DEPS] if d in objects):
-            # a leased task whose inputs the head has not seen yet: wait for them again
+        if any((o := objects.get(d)) is None or o.loc is None or o.loc[0] == P.LOC_ERROR
+               for d in task.spec[P.T_DEPS]):
+            # a leased task whose inputs the head has not seen yet (or failed): admit again
             task.event(why)
             pinned, task.pinned = task.pinned, []
             for oid in pinned:
@@ -369,9 +370,7 @@ class Scheduler(ObjectTable):
                 w.assigned.popleft()
             elif task is not None and task in w.assigned:
                 w.assigned.remove(task)
-            if not w.assigned and not w.blocked and w.lease is None:
-                self._release(w)
-                w.node.idle.append(w)
+            self.worker_free(w)
         if task is None or task.state != "running":
             for oid, loc in results:  # a cancelled or forgotten task: drop its output
                 self._unlink(loc, oid)
@@ -595,5 +594,5 @@ class Scheduler(ObjectTable):
         invariants.validate(self)
 
     # the narrow interface that extensions (leases) use
-    send, fail, requeue = _send, _fail, _requeue
+    send, fail, requeue, release = _send, _fail, _requeue, _release
     on_task_done, on_return_tasks = _on_task_done, _on_return_tasks

@@ -33,6 +33,8 @@ from jray._private.flusher import LAZY_S
 from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
+#: results of leased tasks kept for the lease's later tasks that take them as inputs
+MADE_KEPT = 4096
 #: a function that ran this fast last time may start before the head hears of the
 #: leased tasks before it (their reports wait at most LAZY_S)
 FAST_S = 0.002
@@ -177,6 +179,8 @@ class Executor:
         sys.stderr = self.stderr
         self.functions: dict[bytes, Any] = {}
         self.blobs: dict[bytes, bytes] = {}
+        #: results of leased tasks run here, newest last (inputs of later ones)
+        self.made: dict[bytes, P.Loc] = {}
         #: functions whose last run took under FAST_S
         self.fast: set[bytes] = set()
         self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -206,6 +210,14 @@ class Executor:
         (tid, fid, blob, name, args_blob, dep_locs, returns, owner, gpu_ids, retries_left,
          retry_exc, output_addr) = spec[: P.E_LEASE]
         core = self.core
+        leased = len(spec) > P.E_LEASE
+        if leased and any(loc is None for _, loc in dep_locs):
+            # inputs made by this lease's earlier tasks, here: or back to the head
+            dep_locs = [(oid, self.made.get(oid) if loc is None else loc)
+                        for oid, loc in dep_locs]
+            if any(loc is None or loc[0] == P.LOC_ERROR for _, loc in dep_locs):
+                core.to_head.append((P.RETURN_TASKS, [tid]))
+                return
         core.output_addr = output_addr
         self.stdout.begin(tid, name, output_addr)
         self.stderr.begin(tid, name, output_addr)
@@ -272,11 +284,17 @@ class Executor:
         else:
             self.fast.discard(fid)
         results = list(zip(returns, locs))
+        if leased:  # a later task on the lease may take these as its inputs
+            made = self.made
+            for oid, loc in results:
+                made[oid] = loc
+            while len(made) > MADE_KEPT:
+                del made[next(iter(made))]
         for oid, loc in results:
             core.send_owner(owner, (P.OBJECT_READY, oid, loc))
         if core.rt.events:  # refs this task borrowed: the head hears before TASK_DONE
             core._settle_refs()
-        if len(spec) > P.E_LEASE:  # leased: the owner has its results; the head can wait
+        if leased:  # the owner has its results; the head can wait
             core.lazy((P.LEASED_DONE, tid, results, status, t0, t1, nested))
             core.flush_owners()
             if len(core.lazy_head) >= DONE_BATCH:
