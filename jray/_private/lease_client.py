@@ -81,9 +81,9 @@ class LeaseClient:
         self.ledger.result(oid, _now())
 
     def tick(self) -> None:
-        """Return idle leases; read results that arrived while nobody polled."""
+        """Return idle leases; read results and grants that arrived while nobody polled."""
         core = self.core
-        if self.ledger.in_flight():
+        if self.ledger.in_flight() or self.ledger.pending:
             core.poll(0)
         self.ledger.tick(_now())
         self._emit()
