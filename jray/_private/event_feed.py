@@ -108,11 +108,11 @@ class EventFeed:
             sub.last_push = now
             self.deltas_sent += 1
             self.events_sent += len(events)
-            self.sched._send(sub.ident, (P.EVENTS_DELTA, events, self.sched.store.summary()))
+            self.sched.send(sub.ident, (P.EVENTS_DELTA, events, self.sched.store.summary()))
 
     def _snapshot(self, sub: _Sub) -> None:
         seq = self.sched.events.seq
-        self.sched._send(sub.ident, (P.EVENTS_SNAPSHOT, seq, snapshot(self.sched)))
+        self.sched.send(sub.ident, (P.EVENTS_SNAPSHOT, seq, snapshot(self.sched)))
         sub.cursor = seq
         sub.credit = False
         sub.last_push = _clock()

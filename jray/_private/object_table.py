@@ -68,7 +68,11 @@ class ObjectTable:
                 self._maybe_collect(obj)
 
     def _on_subscribe(self, sender: bytes, msg: P.Msg) -> None:
-        for oid in msg[1]:
+        self.subscribe(sender, msg[1])
+
+    def subscribe(self, sender: bytes, oids: list[bytes]) -> None:
+        """Send ``sender`` OBJECT_READY for each of ``oids`` once it exists."""
+        for oid in oids:
             obj = self.objects.get(oid)
             if obj is None:
                 err = ObjectLostError(
@@ -161,3 +165,6 @@ class ObjectTable:
                     if task.waiting == 0:
                         self._make_ready(task)
         self._maybe_collect(obj)
+
+    # the narrow interface of the object table (store policy, lineage, actors, leases)
+    object_ready, unlink, contain = _object_ready, _unlink, _contain

@@ -593,6 +593,6 @@ class Scheduler(ObjectTable):
         """Check the invariants (``invariants``); AssertionError names what broke."""
         invariants.validate(self)
 
-    # the narrow interface that extensions (leases) use
-    send, fail, requeue, release = _send, _fail, _requeue, _release
+    # the narrow interface that extensions (leases, actors, store policy, lineage) use
+    send, fail, requeue, release, admit = _send, _fail, _requeue, _release, _admit
     on_task_done, on_return_tasks = _on_task_done, _on_return_tasks
