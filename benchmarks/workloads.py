@@ -309,7 +309,8 @@ WORKLOAD_NAMES: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
 # The object-store workloads live in their own module; appended here so the
 # runner sees one list.
 from benchmarks.actor_workloads import ACTOR_WORKLOADS  # noqa: E402
+from benchmarks.head_workloads import HEAD_WORKLOADS  # noqa: E402
 from benchmarks.store_workloads import STORE_WORKLOADS  # noqa: E402
 
-WORKLOADS = WORKLOADS + STORE_WORKLOADS + ACTOR_WORKLOADS
+WORKLOADS = WORKLOADS + STORE_WORKLOADS + ACTOR_WORKLOADS + HEAD_WORKLOADS
 WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)

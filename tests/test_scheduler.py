@@ -39,6 +39,7 @@ class Head:
 
     def send(self, sender: bytes, *msgs: P.Msg) -> Out:
         self.sched.handle_batch(sender, list(msgs))
+        self.sched.validate()  # the invariants hold after every step
         return self.sched.take_outbox()
 
     def worker(self) -> bytes:

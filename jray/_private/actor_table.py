@@ -86,6 +86,7 @@ class ActorTable:
         self.named: dict[tuple[str, str], bytes] = {}
         self.pending: deque[ActorRecord] = deque()
         self.per_node: dict[bytes, int] = {}
+        sched.holders.append(self._held)
         for op, fn in (
             (A.ACTOR_CREATE, self._on_create),
             (A.ACTOR_LOOKUP, self._on_lookup),
@@ -118,11 +119,11 @@ class ActorTable:
     def _notify(self, rec: ActorRecord) -> None:
         msg = self._state_msg(rec)
         for ident in rec.subscribers:
-            self.sched._send(ident, msg)
+            self.sched.send(ident, msg)
 
     def _reply(self, ident: bytes, req: int, ok: bool, payload: Any) -> None:
         if req:
-            self.sched._send(ident, (A.ACTOR_REPLY, req, ok, payload))
+            self.sched.send(ident, (A.ACTOR_REPLY, req, ok, payload))
 
     def _event(self, rec: ActorRecord, kind: EventKind, detail: Any = None) -> None:
         self.sched.events.add(kind, rec.actor_id, detail)
@@ -138,7 +139,7 @@ class ActorTable:
                 if spec["get_if_exists"]:
                     old.subscribers.add(sender)
                     self._reply(sender, req, True, (old.actor_id, old.spec["meta"]))
-                    self.sched._send(sender, self._state_msg(old))
+                    self.sched.send(sender, self._state_msg(old))
                 else:
                     where = f" in namespace {ns!r}" if ns else ""
                     self._reply(sender, req, False,
@@ -163,7 +164,7 @@ class ActorTable:
         text = (f"{rec.label} needs {demand} but no node in the cluster can ever provide "
                 f"it; it stays pending until a node with those resources joins")
         self.sched.events.add("actor_infeasible", rec.actor_id, text)
-        self.sched._send(rec.owner, (P.WARN, text))
+        self.sched.send(rec.owner, (P.WARN, text))
 
     def place_pending(self) -> None:
         """Place actors waiting for a node (called after every batch the head handles)."""
@@ -200,10 +201,14 @@ class ActorTable:
         rec.incarnation += 1
         rec.spawned = True
         self.per_node[best.node_id] = self.per_node.get(best.node_id, 0) + 1
-        self.sched._send(best.ident, (A.ACTOR_SPAWN, rec.actor_id, rec.incarnation, rec.gpu_ids,
+        self.sched.send(best.ident, (A.ACTOR_SPAWN, rec.actor_id, rec.incarnation, rec.gpu_ids,
                                       rec.spec["meta"]["class_name"]))
         self._event(rec, "actor_spawning", rec.incarnation)
         return True
+
+    def _held(self) -> list[tuple[bytes, dict[str, float]]]:
+        return [(rec.node.node_id, rec.spec["demand"]) for rec in self.actors.values()
+                if rec.holding and rec.node is not None]
 
     def _release(self, rec: ActorRecord) -> None:
         node = rec.node
@@ -222,10 +227,10 @@ class ActorTable:
         _, actor_id, inc = msg
         rec = self._current(actor_id, inc)
         if rec is None:
-            self.sched._send(sender, (A.ACTOR_INIT, None, None))
+            self.sched.send(sender, (A.ACTOR_INIT, None, None))
             return
         rec.proc = sender
-        self.sched._send(sender, (A.ACTOR_INIT, rec.spec, rec.checkpoint))
+        self.sched.send(sender, (A.ACTOR_INIT, rec.spec, rec.checkpoint))
 
     def _on_alive(self, sender: bytes, msg: P.Msg) -> None:
         _, actor_id, inc, addr, pid = msg
@@ -257,12 +262,12 @@ class ActorTable:
         _, actor_id, inc, loc = msg
         rec = self._current(actor_id, inc)
         if rec is None:
-            self.sched._unlink(loc)
+            self.sched.unlink(loc)
             return
         old, rec.checkpoint = rec.checkpoint, loc
         rec.checkpoints += 1
         if old is not None:
-            self.sched._unlink(old)
+            self.sched.unlink(old)
 
     def _on_proc_died(self, sender: bytes, msg: P.Msg) -> None:
         _, actor_id, inc, exitcode = msg
@@ -306,7 +311,7 @@ class ActorTable:
         if name is not None and self.named.get(key) == rec.actor_id:
             del self.named[key]
         if rec.checkpoint is not None:
-            self.sched._unlink(rec.checkpoint)
+            self.sched.unlink(rec.checkpoint)
             rec.checkpoint = None
         self._event(rec, "actor_dead")
         self._notify(rec)
@@ -321,7 +326,7 @@ class ActorTable:
         if no_restart:
             rec.no_restart = True
         if rec.spawned and rec.node is not None:
-            self.sched._send(rec.node.ident,
+            self.sched.send(rec.node.ident,
                              (A.ACTOR_SIGNAL, actor_id, rec.incarnation, SIGKILL))
         elif no_restart:
             err = ActorDiedError(f"{rec.label} was killed by jray.kill() before it started")
@@ -333,10 +338,10 @@ class ActorTable:
             err = ActorDiedError(
                 f"actor {msg[1].hex()[:12]} is unknown to this cluster (its handle comes from "
                 f"another session, or the head was restarted)")
-            self.sched._send(sender, (A.ACTOR_STATE, msg[1], A.DEAD, 1 << 30, "", error_loc(err)))
+            self.sched.send(sender, (A.ACTOR_STATE, msg[1], A.DEAD, 1 << 30, "", error_loc(err)))
             return
         rec.subscribers.add(sender)
-        self.sched._send(sender, self._state_msg(rec))
+        self.sched.send(sender, self._state_msg(rec))
 
     def _on_request(self, sender: bytes, msg: P.Msg) -> None:
         _, req, kind, arg = msg
@@ -350,7 +355,7 @@ class ActorTable:
                 return
             rec.subscribers.add(sender)
             self._reply(sender, req, True, (rec.actor_id, rec.spec["meta"]))
-            self.sched._send(sender, self._state_msg(rec))
+            self.sched.send(sender, self._state_msg(rec))
         elif kind == "get_by_id":  # an actor's handle to itself (runtime context)
             rec = self.actors.get(arg)
             if rec is None or rec.state == A.DEAD:
@@ -358,7 +363,7 @@ class ActorTable:
                 return
             rec.subscribers.add(sender)
             self._reply(sender, req, True, (rec.actor_id, rec.spec["meta"]))
-            self.sched._send(sender, self._state_msg(rec))
+            self.sched.send(sender, self._state_msg(rec))
         elif kind == "list":
             self._reply(sender, req, True, [self.row(r) for r in self.actors.values()])
         else:
@@ -394,12 +399,12 @@ class ActorTable:
             if obj is None:
                 obj = objects[oid] = Obj(oid, owner, None)
             if contained:
-                sched._contain(obj, contained)
-            sched._object_ready(obj, loc, notify_owner=False)
+                sched.contain(obj, contained)
+            sched.object_ready(obj, loc, notify_owner=False)
 
     def _on_calls_failed(self, sender: bytes, msg: P.Msg) -> None:
         objects = self.sched.objects
         for oid, loc in msg[1]:
             obj = objects.get(oid)
             if obj is not None:
-                self.sched._object_ready(obj, loc, notify_owner=False)
+                self.sched.object_ready(obj, loc, notify_owner=False)

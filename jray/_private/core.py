@@ -21,17 +21,18 @@ import os
 import threading
 import time
 import warnings
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
 
 from jray import exceptions as E
+from jray._private import flusher, shm, task_output, transport
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import shm, task_output, transport
 from jray._private.debug import HIDE
+from jray._private.flusher import LAZY_S
+from jray._private.lease_client import LeaseClient
 from jray._private.object_ref import ObjectRef, set_ref_counter
 from jray._private.refcount import RefTable
 from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, SerializationError
@@ -39,9 +40,7 @@ from jray.exceptions import GetTimeoutError, JrayError, ObjectLostError, Seriali
 NOBLOCK = int(zmq.NOBLOCK)
 FREE_BATCH = 256
 COALESCE_GAP_S = 50e-6
-COALESCE_DELAY_S = 0.0003
 COALESCE_MAX = 128
-SETTLE_INTERVAL_S = 0.1
 SUBSCRIBE_OWNED_AFTER_S = 0.5
 #: The longest a writer waits for the head to grant room in the store (it may spill).
 RESERVE_TIMEOUT_S = 120.0
@@ -91,12 +90,16 @@ class CoreClient:
         self.to_head: list[P.Msg] = []
         self.to_owner: dict[str, list[P.Msg]] = {}
         self.pushers: dict[str, zmq.Socket[bytes]] = {}
-        self.functions_sent: set[bytes] = set()
-        # worker side
-        self.task_queue: deque[P.ExecSpec] = deque()
-        self.cancelled: set[bytes] = set()
-        self.exit_requested = False
+        #: code sent to the head, by function id (a lease's worker gets it from here)
+        self.functions_sent: dict[bytes, bytes] = {}
+        #: a worker blocked in ``get`` (its queue lives in ``worker.TaskQueue``, which
+        #: sets ``on_block``: it gives back the ids of the tasks it had queued)
         self.blocked = False
+        self.on_block: Callable[[], list[bytes]] | None = None
+        #: messages for the head that may wait up to LAZY_S (leased tasks' records),
+        #: sent before anything sent to the head after them
+        self.lazy_head: list[P.Msg] = []
+        self.lazy_since = 0.0
         self.state_replies: dict[int, Any] = {}
         self._req = 0
         self.closed = False
@@ -116,7 +119,9 @@ class CoreClient:
         self._flusher: threading.Thread | None = None
         self._kick = threading.Event()
         self._last_submit = 0.0
+        self.leasing: LeaseClient | None = None
         if not is_worker:
+            self.leasing = LeaseClient(self)
             self.output_addr = transport.ipc_addr(session_dir, ident.hex() + ".out.sock")
             out_sock = transport.pull(self.ctx, self.output_addr)
             self._output_thread = threading.Thread(
@@ -124,8 +129,8 @@ class CoreClient:
                 name="jray-output", daemon=True,
             )
             self._output_thread.start()
-            self._flusher = threading.Thread(target=self._flush_loop, name="jray-flush",
-                                             daemon=True)
+            self._flusher = threading.Thread(target=flusher.flush_loop, args=(self,),
+                                             name="jray-flush", daemon=True)
             self._flusher.start()
         set_ref_counter(self)
 
@@ -160,7 +165,7 @@ class CoreClient:
             self.awaiting.discard(oid)
             if oid in self.local_only:
                 self.local_only.discard(oid)
-            elif loc is not None and loc[0] == P.LOC_SHM:
+            elif loc is not None and (loc[0] == P.LOC_SHM or loc[0] == P.LOC_VIEW):
                 self.to_head.append((P.FREE, [oid]))  # big: free it now, not in a batch
             else:
                 self.pending_free.append(oid)
@@ -190,34 +195,30 @@ class CoreClient:
         elif not self._kick.is_set():
             self._kick.set()
 
-    def _flush_loop(self) -> None:
-        # Also settles dropped refs every SETTLE_INTERVAL_S, so that ``del ref``
-        # frees memory promptly even when the driver makes no further call.
-        while True:
-            kicked = self._kick.wait(SETTLE_INTERVAL_S)
-            if self.closed:
-                return
-            if kicked:
-                time.sleep(COALESCE_DELAY_S)
-            elif not self.rt.events and not self.pending_free:
-                continue
-            with self.lock:
-                self._kick.clear()
-                if self.closed:
-                    return
-                if self.rt.events:
-                    self._settle_refs()
-                if not kicked:
-                    self.release_pending()
-                self.flush()
-
-    def flush(self) -> None:
-        if self.to_head:
-            if self.deferred_head:  # they ride along with the next batch, first
-                self.to_head[:0] = self.deferred_head
+    def flush(self, lazy: bool = False) -> None:
+        """Send what is queued; the lazy messages for the head only with others, or
+        when ``lazy`` (the flusher, LAZY_S after the first of them)."""
+        if self.to_head or (lazy and self.lazy_head
+                            and time.perf_counter() - self.lazy_since >= LAZY_S):
+            if self.deferred_head or self.lazy_head:  # they ride along, first
+                self.to_head[:0] = self.deferred_head + self.lazy_head
                 self.deferred_head = []
+                self.lazy_head = []
             batch, self.to_head = self.to_head, []
             transport.send_batch(self.head, batch)
+        if self.to_owner:
+            self.flush_owners()
+
+    def lazy(self, msg: P.Msg) -> None:
+        """Queue ``msg`` for the head; it may wait up to LAZY_S for company."""
+        if self.to_head:  # something goes soon anyway: keep the order, go with it
+            self.to_head.append(msg)
+            return
+        if not self.lazy_head:
+            self.lazy_since = time.perf_counter()
+        self.lazy_head.append(msg)
+
+    def flush_owners(self) -> None:
         if self.to_owner:
             boxes, self.to_owner = self.to_owner, {}
             for addr, batch in boxes.items():
@@ -239,6 +240,8 @@ class CoreClient:
     # --- receiving ----------------------------------------------------------------
     def _on_object(self, oid: bytes, loc: P.Loc) -> None:
         self.awaiting.discard(oid)
+        if self.leasing is not None and self.leasing.ledger.by_result:
+            self.leasing.result(oid)
         if oid not in self.cache and (self.rt.holds(oid) or oid in self.wanted):
             self.cache[oid] = loc
 
@@ -247,19 +250,10 @@ class CoreClient:
             op = msg[0]
             if op == P.OBJECT_READY:
                 self._on_object(msg[1], msg[2])
-            elif op == P.EXECUTE:
-                if self.blocked:
-                    self.to_head.append((P.RETURN_TASKS, [msg[1][P.E_ID]]))
-                else:
-                    self.task_queue.append(msg[1])
-            elif op == P.CANCEL_QUEUED:
-                self.cancelled.add(msg[1])
             elif op == P.STATE_REPLY or op == P.RESERVED:
                 self.state_replies[msg[1]] = msg[2]
             elif op == P.WARN:
                 warnings.warn(msg[1], stacklevel=3)
-            elif op == P.EXIT:
-                self.exit_requested = True
             else:
                 handler = self.handlers.get(op)
                 if handler is not None:
@@ -321,16 +315,21 @@ class CoreClient:
             returns = [P.return_id(tid, i) for i in range(num_returns)]
             blob = None
             if func_id not in self.functions_sent:
-                self.functions_sent.add(func_id)
+                self.functions_sent[func_id] = func_blob
                 blob = func_blob
             spec = (tid, func_id, blob, name, args_blob, deps, returns, resources,
                     max_retries, retry_exceptions, self.addr, self.output_addr, nested,
                     task_tag)
-            self.to_head.append((P.SUBMIT, spec))
             self.owned.update(returns)
             self.awaiting.update(returns)
             refs = [ObjectRef(oid, self.addr) for oid in returns]
-            self._flush_soon()
+            if self.leasing is not None and returns and self.leasing.send(spec):
+                if self.to_head:
+                    self._flush_soon()
+                self.flush_owners()
+            else:
+                self.to_head.append((P.SUBMIT, spec))
+                self._flush_soon()
             del hold
             return refs
 
@@ -497,7 +496,7 @@ class CoreClient:
         start = time.monotonic()
         try:
             while True:
-                self.flush()
+                self.flush(lazy=True)
                 left = [oid for oid in missing if oid not in self.cache]
                 need -= len(missing) - len(left)
                 if need <= 0:
@@ -505,8 +504,7 @@ class CoreClient:
                 missing = left
                 if self.is_worker and not self.blocked:
                     self.blocked = True
-                    queued = [spec[P.E_ID] for spec in self.task_queue]
-                    self.task_queue.clear()
+                    queued = self.on_block() if self.on_block is not None else []
                     self.to_head.append((P.BLOCKED, queued))
                     self.flush()
                 now = time.monotonic()
@@ -514,7 +512,7 @@ class CoreClient:
                     subscribed_owned = True
                     self.to_head.append((P.SUBSCRIBE, missing))
                     self.flush()
-                wait_ms = 100
+                wait_ms = 100 if not self.lazy_head else 1 + int(LAZY_S * 1000)
                 if deadline is not None:
                     if now >= deadline:
                         first = missing[0].hex()
@@ -538,6 +536,8 @@ class CoreClient:
 
     def query(self, kind: str, arg: Any = None, timeout: float = 30.0) -> Any:
         with self.lock:
+            if self.leasing is not None and kind in ("available_resources", "nodes"):
+                self.leasing.return_idle()  # (on this socket: the head sees it first)
             ok, reply = self._ask(lambda req: (P.STATE, req, kind, arg), timeout)
         if not ok:
             raise GetTimeoutError(f"the head did not answer a {kind!r} query in {timeout} s")
@@ -559,6 +559,10 @@ class CoreClient:
         if self._flusher is not None:
             self._kick.set()
             self._flusher.join(5)
+        if self.lazy_head:
+            with self.lock:
+                self.lazy_since = 0.0
+                self.flush(lazy=True)
         for sock in self.pushers.values():
             sock.close(0)
         self.head.close(linger_ms)

@@ -108,11 +108,11 @@ class EventFeed:
             sub.last_push = now
             self.deltas_sent += 1
             self.events_sent += len(events)
-            self.sched._send(sub.ident, (P.EVENTS_DELTA, events, self.sched.store.summary()))
+            self.sched.send(sub.ident, (P.EVENTS_DELTA, events, self.sched.store.summary()))
 
     def _snapshot(self, sub: _Sub) -> None:
         seq = self.sched.events.seq
-        self.sched._send(sub.ident, (P.EVENTS_SNAPSHOT, seq, snapshot(self.sched)))
+        self.sched.send(sub.ident, (P.EVENTS_SNAPSHOT, seq, snapshot(self.sched)))
         sub.cursor = seq
         sub.credit = False
         sub.last_push = _clock()
@@ -133,8 +133,8 @@ def _object_tuple(o: Obj) -> tuple[Any, ...]:
     if o.loc is not None:
         kind = o.loc[0]
         where = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
-                 P.LOC_SPILLED: "spilled"}.get(kind, "unknown")
-        if kind in (P.LOC_SHM, P.LOC_SPILLED):
+                 P.LOC_SPILLED: "spilled", P.LOC_VIEW: "shared_memory"}.get(kind, "unknown")
+        if kind in (P.LOC_SHM, P.LOC_SPILLED, P.LOC_VIEW):
             node = o.loc[-1]
     return (o.oid, o.size, where, node, o.task, o.owner, o.pins, o.holders, o.created)
 

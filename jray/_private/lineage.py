@@ -53,20 +53,20 @@ def rerun(sched: Scheduler, task: Task) -> None:
             sched.store.forget(obj)
             obj.loc = None
     task.event("reconstructing")
-    sched._admit(task)
+    sched.admit(task)
 
 
 def reconstruct(sched: Scheduler, obj: Obj, requester: bytes) -> None:
     """``obj``'s bytes are gone: re-run the task that made it, or fail it."""
     if obj.loc is None or obj.loc[0] == P.LOC_ERROR:  # being rebuilt, or failed
-        sched._on_subscribe(requester, (P.SUBSCRIBE, [obj.oid]))
+        sched.subscribe(requester, [obj.oid])
         return
     task = sched.tasks.get(obj.task) if obj.task is not None else None
     why = ("it was made by put(), and put objects cannot be rebuilt" if obj.task is None
            else why_not(task))
     if why is None and task is not None and task.state == "finished":
         rerun(sched, task)
-        sched._on_subscribe(requester, (P.SUBSCRIBE, [obj.oid]))
+        sched.subscribe(requester, [obj.oid])
         return
     err = ObjectLostError(
         f"object {obj.oid.hex()} was lost (its shared memory or spill file is gone) "
@@ -74,5 +74,5 @@ def reconstruct(sched: Scheduler, obj: Obj, requester: bytes) -> None:
     )
     sched.store.forget(obj)
     obj.loc = None
-    sched._object_ready(obj, error_loc(err), notify_owner=False)
-    sched._send(requester, (P.OBJECT_READY, obj.oid, obj.loc))
+    sched.object_ready(obj, error_loc(err), notify_owner=False)
+    sched.send(requester, (P.OBJECT_READY, obj.oid, obj.loc))

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 class ObjectTable:
     objects: dict[bytes, Obj]
+    #: objects other objects are views of (``LOC_VIEW``), with how many: never spilled
+    view_bases: dict[bytes, int]
     nodes: dict[bytes, Node]
     events: EventLog
     store: StorePolicy
@@ -66,7 +68,11 @@ class ObjectTable:
                 self._maybe_collect(obj)
 
     def _on_subscribe(self, sender: bytes, msg: P.Msg) -> None:
-        for oid in msg[1]:
+        self.subscribe(sender, msg[1])
+
+    def subscribe(self, sender: bytes, oids: list[bytes]) -> None:
+        """Send ``sender`` OBJECT_READY for each of ``oids`` once it exists."""
+        for oid in oids:
             obj = self.objects.get(oid)
             if obj is None:
                 err = ObjectLostError(
@@ -113,7 +119,14 @@ class ObjectTable:
 
     def _delete_data(self, obj: Obj) -> None:
         loc = obj.loc
-        if loc is None or loc[0] in (P.LOC_INLINE, P.LOC_ERROR):
+        if loc is not None and loc[0] == P.LOC_VIEW:
+            for base in loc[3]:
+                left = self.view_bases.get(base, 0) - 1
+                if left > 0:
+                    self.view_bases[base] = left
+                else:
+                    self.view_bases.pop(base, None)
+        if loc is None or loc[0] in (P.LOC_INLINE, P.LOC_ERROR, P.LOC_VIEW):
             return
         node = self.nodes.get(loc[-1])
         for msg in self.store.removed(obj):
@@ -127,6 +140,9 @@ class ObjectTable:
             return
         obj.loc = loc
         obj.size = len(loc[1]) if loc[0] != P.LOC_SHM else loc[2]
+        if loc[0] == P.LOC_VIEW:
+            for base in loc[3]:
+                self.view_bases[base] = self.view_bases.get(base, 0) + 1
         self.store.added(obj)
         self.events.add("object_created", obj.oid,
                         (obj.size, loc[0], loc[-1] if loc[0] == P.LOC_SHM else None))
@@ -150,3 +166,6 @@ class ObjectTable:
                     if task.waiting == 0:
                         self._make_ready(task)
         self._maybe_collect(obj)
+
+    # the narrow interface of the object table (store policy, lineage, actors, leases)
+    object_ready, unlink, contain = _object_ready, _unlink, _contain

@@ -12,7 +12,10 @@ Object locations (``Loc``) say where an object's bytes are:
 - ``(LOC_INLINE, data: bytes)``  the pickled value itself, small objects;
 - ``(LOC_SHM, name: str, size: int, node_id: bytes)``  a shared-memory segment;
 - ``(LOC_ERROR, data: bytes)``  a pickled exception that ``get`` raises;
-- ``(LOC_SPILLED, path: str, offset: int, size: int, node_id: bytes)``  spilled to disk.
+- ``(LOC_SPILLED, path: str, offset: int, size: int, node_id: bytes)``  spilled to disk;
+- ``(LOC_VIEW, data: bytes, [(segment, buffer index, start, nbytes), ...], [base oid, ...],
+  node_id)``  a pickle stream whose buffers are slices of other objects' segments (a task
+  result that is a view of an argument); the object holds its bases while it lives.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ LOC_SHM = 1
 LOC_ERROR = 2
 #: (LOC_SPILLED, path, offset, size, node_id)  the segment's bytes in a spill file
 LOC_SPILLED = 3
+#: (LOC_VIEW, data, [(segment, buffer index, start, nbytes), ...], [base oid, ...], node_id)
+LOC_VIEW = 4
 
 Loc = tuple[Any, ...]
 Msg = tuple[Any, ...]
@@ -146,6 +151,31 @@ EVENTS_SNAPSHOT = 65
 #: and every node's store summary now
 EVENTS_DELTA = 66
 
+# --- leases: direct task submission (owner -> leased worker) -------------------
+# An owner leases a worker for one resource shape from the head and sends it
+# tasks itself (EXECUTE with the lease id as the exec spec's last field); the
+# head still records each task (SUBMIT_LEASED, batched) and owns the lease.
+#: (LEASE_REQUEST, request_id, demand)  owner -> head
+LEASE_REQUEST = 70
+#: (LEASE_GRANT, request_id, lease_id | None, worker_addr, gpu_ids)  head -> owner;
+#: lease_id None: no worker is free for that shape now
+LEASE_GRANT = 71
+#: (LEASE_RETURN, lease_id)  owner -> head: no more tasks on it (also the owner's
+#: acknowledgement of a LEASE_REVOKED)
+LEASE_RETURN = 72
+#: (LEASE_REVOKED, lease_id)  head -> owner: send nothing more on it (its worker died,
+#: blocked in ``get`` or is needed for queued work); tasks already sent are the head's
+LEASE_REVOKED = 73
+#: (SUBMIT_LEASED, TaskSpec, lease_id)  owner -> head: this task went to the lease's worker
+SUBMIT_LEASED = 74
+#: (REVOKE_LEASE, lease_id)  head -> worker: return its queued tasks, run no more of them
+REVOKE_LEASE = 75
+#: (LEASE_RELEASED, lease_id)  worker -> head: done with that lease (after REVOKE_LEASE)
+LEASE_RELEASED = 76
+#: (LEASED_DONE, ...)  worker -> head: TASK_DONE's fields, for a task that came on a lease
+#: (it may arrive before the owner's SUBMIT_LEASED; the head then holds it until then)
+LEASED_DONE = 77
+
 # Ops 100-199 are reserved for actors (see ``actor_protocol``); extensions register
 # their handlers with ``Scheduler.register`` and ``CoreClient.handlers``.
 
@@ -160,9 +190,9 @@ TaskSpec = tuple[Any, ...]
 
 # ExecSpec = (tid, func_id, func_blob | None, name, args_blob, dep_locs,
 #             return_ids, owner_addr, gpu_ids, retries_left, retry_exceptions,
-#             output_addr)
+#             output_addr[, lease_id])   lease_id: only on tasks sent on a lease
 E_ID, E_FUNC_ID, E_FUNC_BLOB, E_NAME, E_ARGS, E_DEP_LOCS = range(6)
-E_RETURNS, E_OWNER, E_GPU_IDS, E_RETRIES_LEFT, E_RETRY_EXC, E_OUTPUT = range(6, 12)
+E_RETURNS, E_OWNER, E_GPU_IDS, E_RETRIES_LEFT, E_RETRY_EXC, E_OUTPUT, E_LEASE = range(6, 13)
 ExecSpec = tuple[Any, ...]
 
 _PROTO = pickle.HIGHEST_PROTOCOL

@@ -27,10 +27,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from jray._private import lineage
+from jray._private import invariants, lineage
 from jray._private import protocol as P
 from jray._private.event_feed import EventFeed
 from jray._private.events import EventLog
+from jray._private.leases import LeaseTable
 from jray._private.object_table import ObjectTable
 from jray._private.resources import Demand, NodeResources, Shape, shape_of
 from jray._private.serialization import error_loc
@@ -57,6 +58,7 @@ class Scheduler(ObjectTable):
         self.workers: dict[bytes, Worker] = {}
         self.tasks: dict[bytes, Task] = {}
         self.objects: dict[bytes, Obj] = {}
+        self.view_bases: dict[bytes, int] = {}
         self.functions: dict[bytes, bytes] = {}
         self.func_runtime: dict[bytes, float] = {}
         self.ready: dict[Shape, deque[Task]] = {}
@@ -71,6 +73,9 @@ class Scheduler(ObjectTable):
         #: extensions (actors) that place work of their own when resources free up
         self.schedule_hooks: list[Callable[[], None]] = []
         self.store: StorePolicy  # set below, once handlers exist
+        #: extensions that hold node resources themselves (actors): each yields
+        #: (node_id, demand) per holding; ``validate`` counts them
+        self.holders: list[Callable[[], Any]] = []
         #: extensions' parts of an event snapshot (actors): name -> rows
         self.snapshot_parts: dict[str, Callable[[], Any]] = {}
         self._handlers: dict[int, Any] = {
@@ -94,6 +99,7 @@ class Scheduler(ObjectTable):
         }
         self.store = StorePolicy(self)
         self.feed = EventFeed(self)
+        self.leases = LeaseTable(self)
 
     # --- entry points -------------------------------------------------------------
     def register(self, op: int, handler: Any) -> None:
@@ -190,6 +196,8 @@ class Scheduler(ObjectTable):
         if w in node.idle:
             node.idle.remove(w)
         self._release(w)
+        if w.lease is not None:
+            self.leases.revoke(w, tell_worker=False)
         how = f"killed by signal {-exitcode}" if exitcode < 0 else f"exited with code {exitcode}"
         self.events.add("worker_died", wid, how)
         for i, task in enumerate(w.assigned):
@@ -213,7 +221,10 @@ class Scheduler(ObjectTable):
 
     # --- tasks --------------------------------------------------------------------
     def _on_submit(self, sender: bytes, msg: P.Msg) -> None:
-        spec = msg[1]
+        self._admit(self.accept_task(sender, msg[1]))
+
+    def accept_task(self, sender: bytes, spec: P.TaskSpec) -> Task:
+        """Record a submitted task, its code and its return objects."""
         tid = spec[P.T_ID]
         if spec[P.T_FUNC_BLOB] is not None:
             self.functions[spec[P.T_FUNC_ID]] = spec[P.T_FUNC_BLOB]
@@ -229,7 +240,15 @@ class Scheduler(ObjectTable):
             self.objects[oid] = Obj(oid, sender, tid)
         task.event("submitted", (spec[P.T_NAME], spec[P.T_DEPS], spec[P.T_RETURNS], sender,
                                  spec[P.T_TAG] if len(spec) > P.T_TAG else None))
-        self._admit(task)
+        return task
+
+    def pin_inputs(self, task: Task) -> None:
+        """Pin the inputs of a task whose owner sent it with them (a leased task)."""
+        for oid in (*task.spec[P.T_NESTED], *task.spec[P.T_DEPS]):
+            obj = self.objects.get(oid)
+            if obj is not None:
+                obj.pins += 1
+                task.pinned.append(oid)
 
     def _admit(self, task: Task) -> None:
         """Pin a task's inputs and queue it once they exist (submit, or lineage rebuild)."""
@@ -297,6 +316,17 @@ class Scheduler(ObjectTable):
         q.append(task)
 
     def _requeue(self, task: Task, why: str) -> None:
+        objects = self.objects
+        if any((o := objects.get(d)) is None or o.loc is None or o.loc[0] == P.LOC_ERROR
+               for d in task.spec[P.T_DEPS]):
+            # a leased task whose inputs the head has not seen yet (or failed): admit again
+            task.event(why)
+            pinned, task.pinned = task.pinned, []
+            for oid in pinned:
+                objects[oid].pins -= 1
+            task.worker = None
+            self._admit(task)
+            return
         task.state = "ready"
         task.worker = None
         task.event(why)
@@ -340,9 +370,7 @@ class Scheduler(ObjectTable):
                 w.assigned.popleft()
             elif task is not None and task in w.assigned:
                 w.assigned.remove(task)
-            if not w.assigned and not w.blocked:
-                self._release(w)
-                w.node.idle.append(w)
+            self.worker_free(w)
         if task is None or task.state != "running":
             for oid, loc in results:  # a cancelled or forgotten task: drop its output
                 self._unlink(loc, oid)
@@ -356,11 +384,11 @@ class Scheduler(ObjectTable):
             task.retries_left -= 1
             self._requeue(task, "retried")
             return
-        self._finish(task, "finished" if status == P.DONE_OK else "failed")
-        for oid, inner in nested:
+        for oid, inner in nested:  # first: a result may hold the task's own inputs
             obj = self.objects.get(oid)
             if obj is not None:
                 self._contain(obj, inner)
+        self._finish(task, "finished" if status == P.DONE_OK else "failed")
         for oid, loc in results:
             obj = self.objects.get(oid)
             if obj is None:
@@ -385,6 +413,8 @@ class Scheduler(ObjectTable):
         err = TaskCancelledError(f"task {task.name} was cancelled")
         w = self.workers.get(task.worker) if task.worker is not None else None
         if w is not None:
+            if w.lease is not None:  # its owner must not send more there before it hears
+                self.leases.revoke(w, tell_worker=True)
             if w.assigned and w.assigned[0] is task:
                 node = w.node
                 self._send(node.ident, (P.SIGNAL_WORKER, w.ident, SIGKILL if force else SIGINT))
@@ -400,7 +430,10 @@ class Scheduler(ObjectTable):
             return
         w.blocked = True
         self._release(w)
+        if w.lease is not None:  # the worker stopped taking the lease's tasks itself
+            self.leases.revoke(w, tell_worker=False)
         returned = set(msg[1])
+        self.leases.note_returned(sender, msg[1])
         keep: deque[Task] = deque()
         for task in w.assigned:
             if task.spec[P.T_ID] in returned:
@@ -428,16 +461,21 @@ class Scheduler(ObjectTable):
     def _on_return_tasks(self, sender: bytes, msg: P.Msg) -> None:
         w = self.workers.get(sender)
         returned = set(msg[1])
+        self.leases.note_returned(sender, msg[1])
         for tid in msg[1]:
             task = self.tasks.get(tid)
             if task is not None and task.state == "running":
                 self._requeue(task, "requeued")
         if w is not None:
             w.assigned = deque(t for t in w.assigned if t.spec[P.T_ID] not in returned)
-            if not w.assigned and not w.blocked:
-                self._release(w)
-                if w not in w.node.idle:
-                    w.node.idle.append(w)
+            self.worker_free(w)
+
+    def worker_free(self, w: Worker) -> None:
+        """An unleased worker with nothing to do gives its resources back and idles."""
+        if not w.assigned and not w.blocked and w.lease is None:
+            self._release(w)
+            if w not in w.node.idle:
+                w.node.idle.append(w)
 
     # --- placement ----------------------------------------------------------------
     def _release(self, w: Worker) -> None:
@@ -466,6 +504,18 @@ class Scheduler(ObjectTable):
                 self._dispatch(w, task)
             if not q:
                 del self.ready[shape]
+        if self.ready and self.leases.leases and self.has_placeable_work():
+            self.leases.reclaim()
+
+    def has_placeable_work(self) -> bool:
+        """Some ready task could run on a cluster node (is not infeasible)."""
+        return any(q and not q[0].infeasible for q in self.ready.values())
+
+    def spawn_for(self, node: Node) -> None:
+        """Ask ``node`` for one more worker, unless enough are on their way."""
+        if node.pending_spawns < max(1, int(node.res.available.get("CPU", 0))):
+            node.pending_spawns += 1
+            self._send(node.ident, (P.SPAWN_WORKERS, 1))
 
     def _place(self, task: Task) -> Worker | None:
         demand = task.demand
@@ -477,9 +527,7 @@ class Scheduler(ObjectTable):
                 w.gpu_ids = node.res.acquire(demand)
                 w.held, w.holding = demand, True
                 return w
-            if node.pending_spawns < max(1, int(node.res.available.get("CPU", 0))):
-                node.pending_spawns += 1
-                self._send(node.ident, (P.SPAWN_WORKERS, 1))
+            self.spawn_for(node)
         runtime = self.func_runtime.get(task.spec[P.T_FUNC_ID])
         if runtime is None or runtime > PIPELINE_MAX_S:
             return None
@@ -490,6 +538,7 @@ class Scheduler(ObjectTable):
                 w = self.workers[wid]
                 if (
                     w.holding
+                    and w.lease is None
                     and not w.blocked
                     and len(w.assigned) < PIPELINE_DEPTH
                     and w.held is not None
@@ -534,9 +583,16 @@ class Scheduler(ObjectTable):
         return describe(self, kind, arg)
 
     def on_state(self, sender: bytes, msg: P.Msg) -> None:
-        _, req_id, kind, arg = msg
         try:
-            payload: Any = ("ok", self.query(kind, arg))
+            payload: Any = ("ok", self.query(msg[2], msg[3]))
         except Exception as exc:  # a bad query must not take the head down
             payload = ("error", f"{type(exc).__name__}: {exc}")
-        self._send(sender, (P.STATE_REPLY, req_id, payload))
+        self._send(sender, (P.STATE_REPLY, msg[1], payload))
+
+    def validate(self) -> None:
+        """Check the invariants (``invariants``); AssertionError names what broke."""
+        invariants.validate(self)
+
+    # the narrow interface that extensions (leases, actors, store policy, lineage) use
+    send, fail, requeue, release, admit = _send, _fail, _requeue, _release, _admit
+    on_task_done, on_return_tasks = _on_task_done, _on_return_tasks

@@ -239,11 +239,14 @@ def encode(
     segment_name: str,
     node_id: bytes,
     reserve: Callable[[int], None] | None = None,
+    bases: list[tuple[bytes, P.Loc]] | None = None,
 ) -> P.Loc:
     """Serialize ``value``: inline if small, else into segment ``segment_name``.
 
     ``reserve(size)`` is called before a large segment is written; it blocks
-    until the store has room, or raises ``ObjectStoreFullError``.
+    until the store has room, or raises ``ObjectStoreFullError``. ``bases``:
+    objects in segments this process has mapped (a task's arguments); a value
+    whose large buffers all lie in them becomes a ``LOC_VIEW`` of them, no copy.
     """
     data, buffers = dumps_oob(value)
     total = len(data) + sum(b.nbytes for b in buffers)
@@ -251,7 +254,65 @@ def encode(
         if buffers:  # small out-of-band buffers: fold them back in-band
             data = cloud_dumps(value)
         return (P.LOC_INLINE, data)
+    if bases and buffers and len(data) < INLINE_MAX:
+        view = _view_of(data, buffers, bases, node_id)
+        if view is not None:
+            return view
     return write_parts(data, buffers, segment_name, node_id, reserve)
+
+
+def _address(buf: memoryview) -> int:
+    import numpy as np
+
+    return int(np.frombuffer(buf, np.uint8).ctypes.data)
+
+
+def _view_of(data: bytes, buffers: list[memoryview], bases: list[tuple[bytes, P.Loc]],
+             node_id: bytes) -> P.Loc | None:
+    """A ``LOC_VIEW`` if every buffer lies inside a buffer of a base segment, else None."""
+    spans: list[tuple[int, int, str, int, bytes]] = []
+    for oid, loc in bases:
+        if loc[0] != P.LOC_SHM or loc[3] != node_id:
+            continue
+        try:
+            _, seg_bufs = shm.read_segment(loc[1])  # mapped already: the cached mapping
+        except (OSError, shm.Untrusted):
+            continue
+        for i, b in enumerate(seg_bufs):
+            if b.nbytes:
+                start = _address(b)
+                spans.append((start, start + b.nbytes, loc[1], i, oid))
+    refs: list[tuple[str, int, int, int]] = []
+    used: list[bytes] = []
+    for buf in buffers:
+        if buf.nbytes == 0 or not buf.contiguous:
+            return None
+        at = _address(buf)
+        for start, end, name, i, oid in spans:
+            if start <= at and at + buf.nbytes <= end:
+                refs.append((name, i, at - start, buf.nbytes))
+                if oid not in used:
+                    used.append(oid)
+                break
+        else:
+            return None
+    return (P.LOC_VIEW, data, refs, used, node_id)
+
+
+def _read_view(loc: P.Loc) -> Any:
+    segments: dict[str, list[memoryview]] = {}
+    bufs = []
+    for name, i, start, nbytes in loc[2]:
+        seg = segments.get(name)
+        if seg is None:
+            try:
+                seg = segments[name] = shm.read_segment(name)[1]
+            except FileNotFoundError:
+                raise SegmentMissing(name) from None
+        if i >= len(seg) or start + nbytes > seg[i].nbytes:
+            raise shm.Untrusted(f"a view of segment {name} reaches past its buffer {i}")
+        bufs.append(seg[i][start : start + nbytes])
+    return pickle.loads(loc[1], buffers=bufs)
 
 
 def write_parts(
@@ -290,6 +351,8 @@ def decode(loc: P.Loc) -> Any:
         except FileNotFoundError:
             raise SegmentMissing(loc[1]) from None
         return pickle.loads(data, buffers=bufs)
+    if kind == P.LOC_VIEW:
+        return _read_view(loc)
     err = pickle.loads(loc[1])
     if isinstance(err, TaskError):
         err = err.as_instanceof_cause()

@@ -41,7 +41,7 @@ class Node:
 
 class Worker:
     __slots__ = ("ident", "node", "pid", "addr", "assigned", "held", "holding", "gpu_ids",
-                 "blocked", "funcs")
+                 "blocked", "funcs", "lease")
 
     def __init__(self, ident: bytes, node: Node, pid: int, addr: str) -> None:
         self.ident = ident
@@ -54,6 +54,8 @@ class Worker:
         self.gpu_ids: list[int] = []
         self.blocked = False
         self.funcs: set[bytes] = set()
+        #: the lease it serves (its resources are held for that owner), or None
+        self.lease: bytes | None = None
 
 
 class Task:
@@ -136,8 +138,8 @@ def _object_row(o: Obj, sched: Scheduler) -> dict[str, Any]:
     if o.loc is not None:
         kind = o.loc[0]
         where = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
-                 P.LOC_SPILLED: "spilled"}[kind]
-        if kind in (P.LOC_SHM, P.LOC_SPILLED):
+                 P.LOC_SPILLED: "spilled", P.LOC_VIEW: "shared_memory"}[kind]
+        if kind in (P.LOC_SHM, P.LOC_SPILLED, P.LOC_VIEW):
             node = o.loc[-1].hex()
     return {
         "object_id": o.oid.hex(),
@@ -185,6 +187,18 @@ def _task_error(sched: Scheduler, tid: bytes) -> P.Loc | None:
     return None
 
 
+def _available(sched: Scheduler, node: Node) -> dict[str, float]:
+    """What no running task holds: a leased worker that runs nothing counts as free
+    (the head takes its lease back as soon as queued work needs it)."""
+    avail = dict(node.res.available)
+    for wid in node.workers:
+        w = sched.workers.get(wid)
+        if w is not None and w.lease is not None and w.holding and not w.assigned and w.held:
+            for k, v in w.held.items():
+                avail[k] = avail.get(k, 0.0) + v
+    return avail
+
+
 def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
     """Plain-data answers to state queries (they cross the wire as pickles)."""
     if kind == "tasks":
@@ -204,7 +218,7 @@ def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
                 "Alive": n.alive,
                 "NodeManagerHostname": n.hostname,
                 "Resources": dict(n.res.total),
-                "Available": dict(n.res.available),
+                "Available": _available(sched, n),
                 "Workers": len(n.workers),
                 "pid": n.pid,
             }
@@ -213,7 +227,7 @@ def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
     if kind in ("cluster_resources", "available_resources"):
         total: dict[str, float] = {}
         for n in sched.nodes.values():
-            src = n.res.total if kind == "cluster_resources" else n.res.available
+            src = n.res.total if kind == "cluster_resources" else _available(sched, n)
             for k, v in src.items():
                 total[k] = total.get(k, 0.0) + max(v, 0.0)
         return total

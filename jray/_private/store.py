@@ -209,7 +209,7 @@ class StorePolicy:
                 f"an object of {size:,} bytes is larger than the whole object store "
                 f"({st.capacity:,} bytes, set by object_store_memory); it cannot be stored"
             )
-            self.sched._send(sender, (P.RESERVED, req, error_loc(err)))
+            self.sched.send(sender, (P.RESERVED, req, error_loc(err)))
             return
         st.pending.append((sender, req, oid, size))
         self._grant(node_id)
@@ -227,7 +227,7 @@ class StorePolicy:
             if st.used + st.reserved + st.pooled - reuse + size > st.capacity:
                 if st.pooled:
                     st.trimming = True
-                    self.sched._send(self.sched.nodes[node_id].ident, (P.POOL_TRIM,))
+                    self.sched.send(self.sched.nodes[node_id].ident, (P.POOL_TRIM,))
                     return
                 break
             if i >= 0:
@@ -236,7 +236,7 @@ class StorePolicy:
             st.pending.pop(0)
             st.reserved += size
             st.reservations.setdefault(oid, []).append(size)
-            self.sched._send(sender, (P.RESERVED, req, None))
+            self.sched.send(sender, (P.RESERVED, req, None))
         if st.pending:
             self._make_room(node_id, st)
 
@@ -271,8 +271,8 @@ class StorePolicy:
             # reads one has it mapped (the node refuses those); one that has not
             # yet will find the new location through LOST.
             obj = objects.get(oid)
-            if obj is None or oid in st.spilling:
-                continue
+            if obj is None or oid in st.spilling or oid in self.sched.view_bases:
+                continue  # (a view's base: the view reads the base's segment)
             if now - self.mapped_at.get(oid, -1e9) < MAPPED_RETRY_S:
                 continue
             victims.append((oid, obj.loc[1], size))  # type: ignore[index]
@@ -280,7 +280,7 @@ class StorePolicy:
             need -= size
         if victims:
             node = self.sched.nodes[node_id]
-            self.sched._send(node.ident, (P.SPILL, victims))
+            self.sched.send(node.ident, (P.SPILL, victims))
         elif not st.spilling:
             self._fail_pending(st, "every object in it is in use (mapped by a live array "
                                    "or a running task)")
@@ -291,7 +291,7 @@ class StorePolicy:
                 f"the object store is full: {size:,} bytes requested, capacity "
                 f"{st.capacity:,} bytes, {st.used:,} bytes used, and {why}"
             )
-            self.sched._send(sender, (P.RESERVED, req, error_loc(err)))
+            self.sched.send(sender, (P.RESERVED, req, error_loc(err)))
         st.pending.clear()
 
     def on_spilled(self, sender: bytes, msg: P.Msg) -> None:
@@ -311,7 +311,7 @@ class StorePolicy:
             st.spilled_bytes += loc[3]
             if obj is None:  # collected meanwhile: the spilled copy is garbage
                 st.spilled_bytes -= loc[3]
-                self.sched._send(sender, (P.SPILL_FREE, [(loc[1], loc[3])]))
+                self.sched.send(sender, (P.SPILL_FREE, [(loc[1], loc[3])]))
                 continue
             obj.loc = loc
             self.sched.events.add("object_spilled", oid, loc[3])
@@ -346,10 +346,10 @@ class StorePolicy:
         _, oid, seen = msg
         obj = self.sched.objects.get(oid)
         if obj is None:
-            self.sched._on_subscribe(sender, (P.SUBSCRIBE, [oid]))
+            self.sched.subscribe(sender, [oid])
             return
         if obj.loc is not None and obj.loc != seen:  # it moved (spilled): here it is now
-            self.sched._send(sender, (P.OBJECT_READY, oid, obj.loc))
+            self.sched.send(sender, (P.OBJECT_READY, oid, obj.loc))
             return
         lineage.reconstruct(self.sched, obj, sender)
 

@@ -22,15 +22,22 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import transport
 from jray._private.core import CoreClient
+from jray._private.flusher import LAZY_S
 from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
+#: results of leased tasks kept for the lease's later tasks that take them as inputs
+MADE_KEPT = 4096
+#: a function that ran this fast last time may start before the head hears of the
+#: leased tasks before it (their reports wait at most LAZY_S)
+FAST_S = 0.002
 OUTPUT_INTERVAL_S = 0.05
 #: an idle worker polls in slices, holding the core lock, so that other threads get it
 IDLE_POLL_MS = 100
@@ -38,6 +45,65 @@ IDLE_POLL_MS = 100
 
 class _Running:
     tid: bytes | None = None
+
+
+class TaskQueue:
+    """A worker's queue of exec specs, from the head and from the owners of leases.
+
+    A task sent on a lease that this worker no longer serves (it blocked in
+    ``get`` since, or the head revoked the lease) goes back to the head
+    (``RETURN_TASKS``), which runs it elsewhere: a lease's tasks never run
+    without the lease's resources.
+    """
+
+    def __init__(self, core: CoreClient) -> None:
+        self.core = core
+        self.specs: deque[P.ExecSpec] = deque()
+        self.cancelled: set[bytes] = set()
+        self.exit_requested = False
+        self.leases_seen: set[bytes] = set()
+        self.leases_revoked: set[bytes] = set()
+        core.handlers[P.EXECUTE] = self._on_execute
+        core.handlers[P.CANCEL_QUEUED] = lambda msg: self.cancelled.add(msg[1])
+        core.handlers[P.EXIT] = self._on_exit
+        core.handlers[P.REVOKE_LEASE] = self._on_revoke
+        core.on_block = self.block
+
+    def _on_exit(self, msg: P.Msg) -> None:
+        self.exit_requested = True
+
+    def _on_execute(self, msg: P.Msg) -> None:
+        spec = msg[1]
+        if len(spec) > P.E_LEASE:
+            lease = spec[P.E_LEASE]
+            if lease in self.leases_revoked:
+                self.core.to_head.append((P.RETURN_TASKS, [spec[P.E_ID]]))
+                return
+            self.leases_seen.add(lease)
+        if self.core.blocked:
+            self.core.to_head.append((P.RETURN_TASKS, [spec[P.E_ID]]))
+        else:
+            self.specs.append(spec)
+
+    def block(self) -> list[bytes]:
+        """The worker blocks in ``get``: it serves no lease any more; give the queue back."""
+        self.leases_revoked |= self.leases_seen
+        self.leases_seen.clear()
+        queued = [spec[P.E_ID] for spec in self.specs]
+        self.specs.clear()
+        return queued
+
+    def _on_revoke(self, msg: P.Msg) -> None:
+        lease = msg[1]
+        self.leases_revoked.add(lease)
+        self.leases_seen.discard(lease)
+        back = [s[P.E_ID] for s in self.specs if len(s) > P.E_LEASE and s[P.E_LEASE] == lease]
+        if back:
+            keep = [s for s in self.specs if s[P.E_ID] not in back]
+            self.specs.clear()
+            self.specs.extend(keep)
+            self.core.to_head.append((P.RETURN_TASKS, back))
+        self.core.to_head.append((P.LEASE_RELEASED, lease))
 
 
 class TaskOutput(io.TextIOBase):
@@ -112,11 +178,22 @@ class Executor:
         sys.stdout = self.stdout
         sys.stderr = self.stderr
         self.functions: dict[bytes, Any] = {}
+        self.blobs: dict[bytes, bytes] = {}
+        #: results of leased tasks run here, newest last (inputs of later ones)
+        self.made: dict[bytes, P.Loc] = {}
+        #: functions whose last run took under FAST_S
+        self.fast: set[bytes] = set()
         self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    def remember(self, fid: bytes, blob: bytes) -> None:
+        """Keep the code of a task that will not run (cancelled) for later ones."""
+        self.blobs.setdefault(fid, blob)
 
     def _function(self, fid: bytes, blob: bytes | None, name: str) -> Any:
         fn = self.functions.get(fid)
         if fn is None:
+            if blob is None:
+                blob = self.blobs.get(fid)
             if blob is None:
                 raise SerializationError(f"the code of function {name} never reached this worker")
             try:
@@ -129,10 +206,18 @@ class Executor:
             self.functions[fid] = fn
         return fn
 
-    def run(self, spec: P.ExecSpec) -> None:
+    def run(self, spec: P.ExecSpec, more: bool) -> None:
         (tid, fid, blob, name, args_blob, dep_locs, returns, owner, gpu_ids, retries_left,
-         retry_exc, output_addr) = spec
+         retry_exc, output_addr) = spec[: P.E_LEASE]
         core = self.core
+        leased = len(spec) > P.E_LEASE
+        if leased and any(loc is None for _, loc in dep_locs):
+            # inputs made by this lease's earlier tasks, here: or back to the head
+            dep_locs = [(oid, self.made.get(oid) if loc is None else loc)
+                        for oid, loc in dep_locs]
+            if any(loc is None or loc[0] == P.LOC_ERROR for _, loc in dep_locs):
+                core.to_head.append((P.RETURN_TASKS, [tid]))
+                return
         core.output_addr = output_addr
         self.stdout.begin(tid, name, output_addr)
         self.stderr.begin(tid, name, output_addr)
@@ -146,6 +231,7 @@ class Executor:
             fn = self._function(fid, blob, name)
             try:
                 deps = [core.decode(oid, loc) for oid, loc in dep_locs]
+                bases = [(oid, loc) for oid, loc in dep_locs if loc[0] == P.LOC_SHM]
                 if args_blob is None:
                     args, kwargs = deps[0]
                     deps = deps[1:]
@@ -163,7 +249,7 @@ class Executor:
                 result = fn(*args, **kwargs)
             finally:
                 _Running.tid = None
-            locs = self._encode_results(name, result, returns, nested)
+            locs = self._encode_results(name, result, returns, nested, bases)
         except TaskCancelledError as exc:
             locs = [S.error_loc(exc)] * len(returns)
             status = P.DONE_ERROR
@@ -192,17 +278,35 @@ class Executor:
                     os.environ.pop("CUDA_VISIBLE_DEVICES", None)
                 else:
                     os.environ["CUDA_VISIBLE_DEVICES"] = self.base_env_gpus
+        t1 = time.time()
+        if t1 - t0 < FAST_S:
+            self.fast.add(fid)
+        else:
+            self.fast.discard(fid)
         results = list(zip(returns, locs))
+        if leased:  # a later task on the lease may take these as its inputs
+            made = self.made
+            for oid, loc in results:
+                made[oid] = loc
+            while len(made) > MADE_KEPT:
+                del made[next(iter(made))]
         for oid, loc in results:
             core.send_owner(owner, (P.OBJECT_READY, oid, loc))
         if core.rt.events:  # refs this task borrowed: the head hears before TASK_DONE
             core._settle_refs()
-        core.to_head.append((P.TASK_DONE, tid, results, status, t0, time.time(), nested))
-        if not core.task_queue or len(core.to_head) >= DONE_BATCH:
+        if leased:  # the owner has its results; the head can wait
+            core.lazy((P.LEASED_DONE, tid, results, status, t0, t1, nested))
+            core.flush_owners()
+            if len(core.lazy_head) >= DONE_BATCH:
+                core.flush(lazy=True)
+            return
+        core.to_head.append((P.TASK_DONE, tid, results, status, t0, t1, nested))
+        if not more or len(core.to_head) >= DONE_BATCH:
             core.flush()
 
     def _encode_results(self, name: str, result: Any, returns: list[bytes],
-                        nested: list[tuple[bytes, list[bytes]]]) -> list[P.Loc]:
+                        nested: list[tuple[bytes, list[bytes]]],
+                        bases: list[tuple[bytes, P.Loc]]) -> list[P.Loc]:
         core = self.core
         values = S.split_returns(name, result, len(returns))
         locs = []
@@ -210,8 +314,11 @@ class Executor:
             contained: list[bytes] = []
             core.rt.capture = contained
             try:
-                locs.append(S.encode(value, core.shm_prefix + oid.hex(), core.node_id,
-                                     functools.partial(core.reserve, oid)))
+                loc = S.encode(value, core.shm_prefix + oid.hex(), core.node_id,
+                               functools.partial(core.reserve, oid), bases)
+                if loc[0] == P.LOC_VIEW:  # it holds the arguments it is a view of
+                    contained.extend(loc[3])
+                locs.append(loc)
                 if contained:
                     nested.append((oid, contained))
             except JrayError:
@@ -244,17 +351,21 @@ def main(argv: list[str] | None = None) -> None:
 
     api._attach_worker(core)
     executor = Executor(core)
+    tasks = TaskQueue(core)
     core.to_head.append((P.WORKER_READY, node_id, os.getpid(), core.addr))
     core.flush()
     parent = os.getppid()
-    queue = core.task_queue
-    while not core.exit_requested:
+    queue = tasks.specs
+    while not tasks.exit_requested:
         if not queue:
             core.release_pending()
-            core.flush()
+            core.flush(lazy=True)
+            wait_ms = IDLE_POLL_MS
+            if core.lazy_head:  # leased tasks' reports go to the head within LAZY_S
+                wait_ms = 1 + int(1000 * max(0.0, LAZY_S - (time.perf_counter() - core.lazy_since)))
             with core.lock:  # other threads (the actor client's flusher) poll too
-                got = core.poll(IDLE_POLL_MS)
-            if not got and os.getppid() != parent:
+                got = core.poll(wait_ms)
+            if not got and not core.lazy_head and os.getppid() != parent:
                 break
             continue
         with core.lock:
@@ -262,13 +373,20 @@ def main(argv: list[str] | None = None) -> None:
         if not queue:
             continue
         spec = queue.popleft()
-        if spec[P.E_ID] in core.cancelled:
-            core.cancelled.discard(spec[P.E_ID])
+        if spec[P.E_ID] in tasks.cancelled:
+            tasks.cancelled.discard(spec[P.E_ID])
+            if spec[P.E_FUNC_BLOB] is not None:  # its code may not travel again
+                executor.remember(spec[P.E_FUNC_ID], spec[P.E_FUNC_BLOB])
             continue
-        executor.run(spec)
+        if core.lazy_head and (spec[P.E_FUNC_ID] not in executor.fast
+                               or time.perf_counter() - core.lazy_since >= LAZY_S):
+            core.lazy_since = 0.0  # this one may run long: the head hears of the last ones now
+            core.flush(lazy=True)
+        executor.run(spec, bool(queue))
         if core.rt.events:
             core._settle_refs()
-    core.flush()
+    core.lazy_since = 0.0
+    core.flush(lazy=True)
     sys.stdout.flush()
     os._exit(0)
 
