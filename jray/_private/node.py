@@ -396,6 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         filename=ns.log, level=logging.INFO, format="%(asctime)s node %(levelname)s %(message)s"
     )
+    shm.use_session(ns.session_dir)  # its key is the secret the head connection proves
     daemon = NodeDaemon(ns)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break (see shm.to_pool)

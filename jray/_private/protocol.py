@@ -101,6 +101,8 @@ SPILLED = 33
 RESTORED = 34
 #: (POOL_STATE, node_id, [size, ...], POOL messages handled)  the node's pool now
 POOL_STATE = 35
+#: (HEARTBEAT, node_id)  the node is alive (every ``HEARTBEAT_S``)
+HEARTBEAT = 36
 
 # --- head -> worker ----------------------------------------------------------
 #: (EXECUTE, ExecSpec)

@@ -8,7 +8,9 @@ Topology (ipc:// on one machine, tcp:// across machines, same messages)::
     worker  PUSH ───┴──▶ PULL  owner (driver or worker): task results, direct
 
 Every frame holds a batch of messages (see ``protocol``); senders collect
-what they have and send one frame per peer.
+what they have and send one frame per peer. A DEALER to the head sends the
+handshake (``net.auth``) as its first frame, before any message; a ``tcp://``
+socket is a CurveZMQ client or server (``net.curve``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from collections.abc import Callable
 import zmq
 
 from jray._private import protocol as P
+from jray._private.net import auth, curve, roles
+from jray._private.net.endpoints import IpcEndpoints
 
 
 def new_context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -36,17 +40,38 @@ def _common(sock: zmq.Socket[bytes]) -> None:
     sock.setsockopt(zmq.RCVHWM, 0)
 
 
-def dealer(ctx: zmq.Context[zmq.Socket[bytes]], addr: str, ident: bytes) -> zmq.Socket[bytes]:
+def _secret() -> bytes:
+    secret = auth.current_secret()
+    if secret is None:
+        raise RuntimeError("jray: no cluster secret is loaded in this process "
+                           "(shm.use_session or auth.use_secret first)")
+    return secret
+
+
+def dealer(ctx: zmq.Context[zmq.Socket[bytes]], addr: str, ident: bytes,
+           flags: int = 0) -> zmq.Socket[bytes]:
+    """A DEALER to the head at ``addr``; its first frame is the handshake of the role
+    its identity implies (``net.roles``), proving this process's secret."""
+    secret = _secret()
     sock = ctx.socket(zmq.DEALER)
     _common(sock)
     sock.setsockopt(zmq.IDENTITY, ident)
+    if addr.startswith("tcp://"):
+        curve.make_client(sock, secret)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
     sock.connect(addr)
+    sock.send(auth.handshake(secret, roles.for_identity(ident), ident, flags))
     return sock
 
 
 def router(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.ROUTER)
     _common(sock)
+    if addr.startswith("tcp://"):
+        curve.make_server(ctx, sock, _secret())
+        sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
     sock.bind(addr)
     return sock
 
@@ -74,7 +99,7 @@ def send_to(sock: zmq.Socket[bytes], ident: bytes, batch: list[P.Msg]) -> None:
 
 
 def ipc_addr(directory: str, name: str) -> str:
-    return f"ipc://{os.path.join(directory, name)}"
+    return IpcEndpoints(directory).address(name)
 
 
 _PR_SET_PDEATHSIG = 1
