@@ -27,7 +27,7 @@ import zmq
 
 from jray._private import protocol as P
 from jray._private.net import auth, curve, roles
-from jray._private.net.endpoints import IpcEndpoints
+from jray._private.net.endpoints import IpcEndpoints, TcpEndpoints
 
 
 def new_context() -> zmq.Context[zmq.Socket[bytes]]:
@@ -40,8 +40,8 @@ def _common(sock: zmq.Socket[bytes]) -> None:
     sock.setsockopt(zmq.RCVHWM, 0)
 
 
-def _secret() -> bytes:
-    secret = auth.current_secret()
+def _secret(given: bytes | None = None) -> bytes:
+    secret = given or auth.current_secret()
     if secret is None:
         raise RuntimeError("jray: no cluster secret is loaded in this process "
                            "(shm.use_session or auth.use_secret first)")
@@ -49,10 +49,13 @@ def _secret() -> bytes:
 
 
 def dealer(ctx: zmq.Context[zmq.Socket[bytes]], addr: str, ident: bytes,
-           flags: int = 0) -> zmq.Socket[bytes]:
+           flags: int = 0, secret: bytes | None = None,
+           before_connect: Callable[[zmq.Socket[bytes]], None] | None = None
+           ) -> zmq.Socket[bytes]:
     """A DEALER to the head at ``addr``; its first frame is the handshake of the role
-    its identity implies (``net.roles``), proving this process's secret."""
-    secret = _secret()
+    its identity implies (``net.roles``), proving this process's secret (or
+    ``secret``). ``before_connect(sock)`` runs just before it connects (a monitor)."""
+    secret = _secret(secret)
     sock = ctx.socket(zmq.DEALER)
     _common(sock)
     sock.setsockopt(zmq.IDENTITY, ident)
@@ -60,6 +63,8 @@ def dealer(ctx: zmq.Context[zmq.Socket[bytes]], addr: str, ident: bytes,
         curve.make_client(sock, secret)
         sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+    if before_connect is not None:
+        before_connect(sock)
     sock.connect(addr)
     sock.send(auth.handshake(secret, roles.for_identity(ident), ident, flags))
     return sock
@@ -83,11 +88,33 @@ def pull(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
     return sock
 
 
+def bound_pull(ctx: zmq.Context[zmq.Socket[bytes]], session_dir: str,
+               name: str) -> tuple[zmq.Socket[bytes], str]:
+    """A PULL socket peers send to, and its address: a socket file in the session
+    directory, or, in a process of a TCP cluster (``JRAY_NODE_IP`` set by
+    ``jray start``), a CurveZMQ port on that interface that other machines reach."""
+    sock = ctx.socket(zmq.PULL)
+    _common(sock)
+    node_ip = os.environ.get("JRAY_NODE_IP")
+    if node_ip:
+        curve.make_server(ctx, sock, _secret())
+        return sock, TcpEndpoints(node_ip).bind(sock)
+    return sock, IpcEndpoints(session_dir).bind(sock, name)
+
+
 def push(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.PUSH)
     _common(sock)
+    if addr.startswith("tcp://"):
+        curve.make_client(sock, _secret())
     sock.connect(addr)
     return sock
+
+
+def term(ctx: zmq.Context[zmq.Socket[bytes]]) -> None:
+    """End a context (its ZAP handler first, which would keep ``term`` waiting)."""
+    curve.stop_zap(ctx)
+    ctx.term()
 
 
 def send_batch(sock: zmq.Socket[bytes], batch: list[P.Msg]) -> None:
