@@ -67,6 +67,11 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
     poller.register(sock, zmq.POLLIN)
     transport.exit_watchdog(parent_pid, lambda: stop or sched.shutdown_requested)
     allowed = gate.allowed
+    # a TCP head watches its nodes' heartbeats (an ipc cluster's node is a child of
+    # the driver, whose death the head sees anyway)
+    watch_nodes = address.startswith("tcp://")
+    node_seen: dict[bytes, float] = {}
+    sched.register(P.HEARTBEAT, lambda sender, msg: _heartbeat(sched, sender))
     handle_many = sched.handle_many
     recv = sock.recv_multipart
     send = sock.send
@@ -100,6 +105,8 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
                     if type(msg) is not tuple or not msg or msg[0] not in ops:
                         batch = _permitted(gate, ident, batch, ops)
                         break
+                if watch_nodes and ident[:1] == b"n":
+                    node_seen[ident] = time.monotonic()
                 try:
                     handle_many(ident, batch)
                 except Exception:  # one bad message must not take the cluster down
@@ -121,14 +128,45 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
             break
         if now - last_check > 0.5:
             last_check = now
+            if watch_nodes:
+                _check_nodes(sched, node_seen, now)
+                for dest, batch in sched.take_outbox().items():
+                    send(dest, SNDMORE)
+                    send(pack(batch))
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("parent %d died; head exits", parent_pid)
                 break
+    if not sched.shutdown_requested and sched.nodes:  # SIGTERM (jray stop): nodes go too
+        for node in sched.nodes.values():
+            send(node.ident, SNDMORE)
+            send(pack([(P.NODE_EXIT,)]))
+        time.sleep(0.1)
     if gate.dropped:
         log.info("dropped messages by reason: %s", gate.dropped)
-    sock.close(0)
+    sock.close(300)  # the NODE_EXITs above still go out
     curve.stop_zap(ctx)
     ctx.term()
+
+
+def _heartbeat(sched: Scheduler, sender: bytes) -> None:
+    node = sched.nodes.get(sender[1:])
+    if node is not None and node.alive and node.ident == sender:
+        sched._send(sender, (P.HEARTBEAT,))
+    else:  # declared lost while it was cut off (or unknown): it must start over
+        sched._send(sender, (P.NODE_REJOIN,))
+
+
+def _check_nodes(sched: Scheduler, seen: dict[bytes, float], now: float) -> None:
+    """Declare lost the nodes not heard from for ``NODE_TIMEOUT_S``."""
+    for ident, t in list(seen.items()):
+        if now - t > P.NODE_TIMEOUT_S:
+            del seen[ident]
+            node = sched.nodes.get(ident[1:])
+            if node is not None and node.alive:
+                log.warning("node %s (%s) silent for %.1f s: lost", ident[1:].hex(),
+                            node.hostname, now - t)
+                sched.node_lost(node.node_id, f"no heartbeat for {now - t:.1f} s")
+                sched.schedule()
 
 
 def _drop(gate: auth.Gate, ident: bytes, why: str) -> None:
