@@ -104,6 +104,8 @@ def add_commands(sub: Any) -> None:
                         help="HOST:PORT of the head (default: the one started here)")
     status.add_argument("--secret-file", default=None)
     status.add_argument("--json", action="store_true", help="print one JSON document")
+    status.add_argument("--timeout", type=_count, default=10.0,
+                        help="seconds to wait for the head (default 10)")
     status.set_defaults(fn=lambda ns, extra: _status(ns))
     stop = sub.add_parser("stop", help="stop what jray start started on this machine")
     stop.set_defaults(fn=lambda ns, extra: _stop())
@@ -191,11 +193,11 @@ def _status(ns: argparse.Namespace) -> int:
     except (launch.LaunchError, ValueError) as exc:
         return _fail(str(exc))
     addr = endpoints.tcp_address(host, port)
-    why = probe.handshake(addr, secret, 10.0)
+    why = probe.handshake(addr, secret, ns.timeout)
     if why:
         return _fail(f"the head at {address} {why}")
     try:
-        doc = {kind: probe.query(addr, secret, kind, None, 10.0) for kind in (
+        doc = {kind: probe.query(addr, secret, kind, None, max(ns.timeout, 1.0)) for kind in (
             "nodes", "cluster_resources", "available_resources", "summary", "store")}
     except probe.QueryError as exc:
         return _fail(str(exc))

@@ -9,9 +9,13 @@ import time
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from jray._private import protocol as P
 from jray._private.net import auth
+
+#: a TCP connection whose CurveZMQ handshake has not completed this long was refused
+CURVE_WAIT_S = 3.0
 
 
 class QueryError(Exception):
@@ -26,8 +30,9 @@ def _connect(ctx: zmq.Context[zmq.Socket[bytes]], addr: str, secret: bytes,
 
     def watch(sock: zmq.Socket[bytes]) -> None:
         if addr.startswith("tcp://"):
-            monitors.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
+            monitors.append(sock.get_monitor_socket(
+                zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
 
     sock = transport.dealer(ctx, addr, b"s" + os.urandom(7), flags, secret=secret,
                             before_connect=watch)
@@ -44,12 +49,23 @@ def handshake(addr: str, secret: bytes, timeout: float) -> str:
         if monitor is not None:
             poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout
+        connected_at: float | None = None
+        secured = False
+        refused = ("refused our proof of the cluster secret (wrong secret file, "
+                   "or not a jray head)")
         while (left := deadline - time.monotonic()) > 0:
-            ready = dict(poller.poll(int(left * 1000) + 1))
+            if connected_at is not None and not secured and \
+                    time.monotonic() - connected_at > CURVE_WAIT_S:
+                return refused  # the server took the TCP connection, not our keys
+            ready = dict(poller.poll(int(min(left, 0.25) * 1000) + 1))
             if monitor is not None and monitor in ready:
-                monitor.recv_multipart()
-                return ("refused our proof of the cluster secret (wrong secret file, "
-                        "or not a jray head)")
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_CONNECTED:
+                    connected_at = connected_at or time.monotonic()
+                elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    secured = True
+                else:
+                    return refused
             if sock in ready:
                 reply = sock.recv()
                 if reply == auth.OK:
@@ -57,6 +73,8 @@ def handshake(addr: str, secret: bytes, timeout: float) -> str:
                 if reply.startswith(auth.NO):
                     return "refused the handshake: " + reply[5:].decode(errors="replace")
                 return "answered with something that is not a jray handshake reply"
+        if connected_at is not None and not secured:
+            return refused
         return f"did not answer within {timeout:.0f} s (is it running and reachable?)"
     finally:
         ctx.destroy(0)
