@@ -106,7 +106,7 @@ HEARTBEAT = 36
 #: seconds between a node's heartbeats; a TCP head declares a node lost after
 #: ``NODE_TIMEOUT_S`` without a frame from it
 HEARTBEAT_S = 0.5
-NODE_TIMEOUT_S = 3.0
+NODE_TIMEOUT_S = 4.0
 
 # --- head -> worker ----------------------------------------------------------
 #: (EXECUTE, ExecSpec)

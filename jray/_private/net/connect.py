@@ -36,9 +36,13 @@ class Connection:
     node_id: bytes
     shm_prefix: str
     watch: HeadWatch
+    #: whether ``connect`` set ``JRAY_NODE_IP`` (taken back on close)
+    set_node_ip: bool = False
 
     def close(self) -> None:
         self.watch.close()
+        if self.set_node_ip:
+            os.environ.pop("JRAY_NODE_IP", None)
         shutil.rmtree(self.session_dir, ignore_errors=True)
 
 
@@ -72,14 +76,16 @@ def connect(address: str, secret_file: str | None) -> tuple[Connection, dict[str
                         f"start one first: jray start --address {address} --secret-file "
                         f"{path}")
     session_dir = tempfile.mkdtemp(prefix="jray-driver-")
+    set_node_ip = not os.environ.get("JRAY_NODE_IP")
     try:
         shm.new_session_key(session_dir, secret)
-        os.environ["JRAY_NODE_IP"] = launch.local_ip_for(host, port)
+        if set_node_ip:
+            os.environ["JRAY_NODE_IP"] = launch.local_ip_for(host, port)
     except BaseException:
         shutil.rmtree(session_dir, ignore_errors=True)
         raise
     conn = Connection(address, head_addr, session_dir, bytes.fromhex(rec.node_id),
-                      rec.shm_prefix, HeadWatch(head_addr, address, secret))
+                      rec.shm_prefix, HeadWatch(head_addr, address, secret), set_node_ip)
     info = {"address": address, "session_dir": session_dir, "node_id": rec.node_id,
             "secret_file": os.path.abspath(path), "connected": True}
     return conn, info

@@ -123,6 +123,13 @@ def _launch(name: str, args: list[str], session_dir: str, env: dict[str, str],
         start_new_session=True, preexec_fn=transport.die_with_parent if block else None)
 
 
+def _host_ip() -> str:
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
+
+
 def local_ip_for(host: str, port: int) -> str:
     """The address of this machine's interface that reaches ``host``."""
     if host in ("127.0.0.1", "localhost", "::1"):
@@ -148,10 +155,12 @@ def start(*, head: bool, address: str | None, port: int, bind: str,
         if os.path.exists(secret_file):
             os.unlink(secret_file)  # a new cluster gets a new secret
         auth.new_secret_file(secret_file)
-        connect_host = "127.0.0.1" if bind in ("0.0.0.0", "") else (
-            "::1" if bind == "::" else bind)
-        head_address = f"{connect_host}:{port}" if ":" not in connect_host else \
-            f"[{connect_host}]:{port}"
+        every = bind in ("0.0.0.0", "", "::")
+        connect_host = ("::1" if bind == "::" else "127.0.0.1") if every else bind
+        # the address others join at: for a head on every interface, this machine's
+        # (JRAY_NODE_IP, else what its hostname resolves to)
+        shown = (os.environ.get("JRAY_NODE_IP") or _host_ip()) if every else connect_host
+        head_address = f"{shown}:{port}" if ":" not in shown else f"[{shown}]:{port}"
         host, hport = connect_host, port
     else:
         if not address:
@@ -167,7 +176,9 @@ def start(*, head: bool, address: str | None, port: int, bind: str,
         secret = auth.read_secret_file(secret_file)
     except auth.AuthError as exc:
         raise LaunchError(f"{exc} (give --secret-file PATH, the head's secret)") from None
-    node_ip = local_ip_for(host, hport)
+    # the address other machines reach this one's sockets at (JRAY_NODE_IP overrides:
+    # a head bound to every interface, hosts that reach this one by another route)
+    node_ip = os.environ.get("JRAY_NODE_IP") or local_ip_for(host, hport)
     session_dir = tempfile.mkdtemp(prefix=f"jray-{session}-")
     shm.new_session_key(session_dir, secret)
     spill = make_spill_dir(os.environ.get("JRAY_SPILL_DIR") or tempfile.gettempdir(), session)
