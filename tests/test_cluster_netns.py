@@ -138,11 +138,20 @@ DRIVER = textwrap.dedent("""
         time.sleep(0.3)
         return x * x, os.environ["JRAY_NODE_IP"]
 
+    @jray.remote(num_cpus=1)
+    class Where:
+        def ip(self):
+            return os.environ["JRAY_NODE_IP"]
+
+    actors = [Where.remote() for _ in range(5)]  # spread over the hosts' CPUs
+    where = sorted(set(jray.get([a.ip.remote() for a in actors], timeout=60)))
+    for a in actors:
+        jray.kill(a)
     refs = [work.remote(i) for i in range(40)]
     print("SUBMITTED", flush=True)
     out = jray.get(refs, timeout=120)
     nodes = jray.nodes()
-    print(json.dumps({"results": out, "alive": sum(n["Alive"] for n in nodes),
+    print(json.dumps({"results": out, "actors_on": where, "alive": sum(n["Alive"] for n in nodes),
                       "dead": sum(not n["Alive"] for n in nodes)}), flush=True)
 """)
 
@@ -182,6 +191,7 @@ def test_a_job_survives_a_killed_node_and_a_cut_link(hosts: Hosts, tmp_path: Pat
         assert [r[0] for r in doc["results"]] == [i * i for i in range(40)]
         assert {r[1] for r in doc["results"]} >= {HOSTS["h"]}
         assert doc["dead"] == 2 and doc["alive"] == 1
+        assert doc["actors_on"] == sorted(HOSTS.values())  # called across the veths
     finally:
         if driver.poll() is None:
             driver.kill()

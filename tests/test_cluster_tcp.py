@@ -149,6 +149,18 @@ def test_start_join_status_and_a_joined_driver(tcp: Cluster) -> None:
     results = jray.get([_slow_double.remote(i) for i in range(9)], timeout=60)
     assert [r[0] for r in results] == [2 * i for i in range(9)]
     assert {r[1] for r in results} == {"127.0.0.1"}  # workers of TCP nodes
+    @jray.remote
+    class Counter:  # defined here: pickled by value (the nodes cannot import tests/)
+        def __init__(self) -> None:
+            self.n = 0
+
+        def add(self, k: int) -> int:
+            self.n += k
+            return self.n
+
+    counters = [Counter.remote() for _ in range(3)]  # their call sockets are TCP too
+    assert [jray.get(c.add.remote(5), timeout=30) for c in counters] == [5, 5, 5]
+    assert [jray.get(c.add.remote(1), timeout=30) for c in counters] == [6, 6, 6]
     text = tcp.run("status")
     assert "finished 9" in text and text.count("alive") == 3
     jray.shutdown()  # a joined driver leaves; the cluster stays

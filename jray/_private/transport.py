@@ -102,6 +102,27 @@ def bound_pull(ctx: zmq.Context[zmq.Socket[bytes]], session_dir: str,
     return sock, IpcEndpoints(session_dir).bind(sock, name)
 
 
+def bound_pull_pair(ctx: zmq.Context[zmq.Socket[bytes]], session_dir: str, name: str,
+                    partner: Callable[[str], str]) -> tuple[zmq.Socket[bytes],
+                                                            zmq.Socket[bytes], str]:
+    """Two PULL sockets, the second at ``partner(first's address)`` (an actor's call
+    and control sockets); on TCP, ports are tried until both are free."""
+    for _ in range(50):
+        first, addr = bound_pull(ctx, session_dir, name)
+        second = ctx.socket(zmq.PULL)
+        _common(second)
+        if addr.startswith("tcp://"):
+            curve.make_server(ctx, second, _secret())
+        try:
+            second.bind(partner(addr))
+        except zmq.ZMQError:
+            first.close(0)
+            second.close(0)
+            continue
+        return first, second, addr
+    raise RuntimeError(f"jray: no two free ports for {name}")
+
+
 def push(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.PUSH)
     _common(sock)
