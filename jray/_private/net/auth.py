@@ -87,8 +87,8 @@ def read_secret_file(path: str) -> bytes:
     return key
 
 
-def use_secret(secret: bytes) -> None:
-    """The secret this process's connections prove (instead of the session key)."""
+def use_secret(secret: bytes | None) -> None:
+    """The secret this process's connections prove (None: the session key again)."""
     global _secret
     _secret = secret
 
