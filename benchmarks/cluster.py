@@ -122,12 +122,12 @@ def transfer(mib: int = 100) -> dict[str, Any]:
             pull.recv()
             got = 0
 
-            def reader() -> None:
+            def reader(sock: zmq.Socket[bytes]) -> None:
                 nonlocal got
                 for _ in range(mib):
-                    got += len(pull.recv(copy=False))
+                    got += len(sock.recv(copy=False))
 
-            th = threading.Thread(target=reader)
+            th = threading.Thread(target=reader, args=(pull,))
             t = time.perf_counter()
             th.start()
             for _ in range(mib):
@@ -186,16 +186,21 @@ def node_loss() -> dict[str, Any]:
             "job_30x0.2s_after_node_loss_s": round(job, 2)}
 
 
+def _loadavg() -> list[str]:
+    with open("/proc/loadavg") as f:
+        return f.read().split()[:3]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.cluster")
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--json", default=None)
     ns = ap.parse_args(argv)
-    doc: dict[str, Any] = {"loadavg_start": open("/proc/loadavg").read().split()[:3]}
+    doc: dict[str, Any] = {"loadavg_start": _loadavg()}
     for part in (lambda: three_node(ns.tasks), transfer, node_loss):
         doc.update(part())
         print(json.dumps(doc), flush=True)
-    doc["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+    doc["loadavg_end"] = _loadavg()
     for k, v in doc.items():
         print(f"{k:36} {v}")
     if ns.json:
