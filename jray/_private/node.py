@@ -98,6 +98,8 @@ class NodeDaemon:
         if proc is None:
             return
         code = proc.wait()
+        if code:
+            log.info("worker %s (pid %d) exited with %d", wid.hex(), proc.pid, code)
         if not self.stopping:
             transport.send_batch(self.sock, [(P.WORKER_DIED, wid, code)])
             if len(self.procs) < self.min_workers:

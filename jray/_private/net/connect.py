@@ -15,7 +15,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from jray._private import shm
@@ -38,8 +39,12 @@ class Connection:
     watch: HeadWatch
     #: whether ``connect`` set ``JRAY_NODE_IP`` (taken back on close)
     set_node_ip: bool = False
+    #: called on close (nodes this driver started over SSH)
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
+        for fn in self.on_close:
+            fn()
         self.watch.close()
         if self.set_node_ip:
             os.environ.pop("JRAY_NODE_IP", None)
