@@ -1,5 +1,6 @@
-"""The ``jray`` command line: ``jray lab`` (JupyterLab on a folder of notebooks) and
-``jray demo`` (a task DAG in a terminal, for machines without Jupyter)."""
+"""The ``jray`` command line: ``jray lab`` (JupyterLab on a folder of notebooks),
+``jray demo`` (a task DAG in a terminal, for machines without Jupyter) and the
+cluster commands ``jray start`` / ``jray status`` / ``jray stop`` (``cli_cluster``)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(other options go to JupyterLab)")
     lab.add_argument("directory", nargs="?", default=".")
     lab.set_defaults(fn=_lab)
+    from jray import cli_cluster
+
+    cli_cluster.add_commands(sub)
     ns, extra = ap.parse_known_args(argv)
     if extra and ns.cmd != "lab":
         ap.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -147,7 +147,7 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
             range(1, 21))
         arr = np.arange(1 << 18, dtype=np.int64)  # 2 MiB: reserves room in the store
         assert np.array_equal(jray.get(jray.put(arr), timeout=30), arr)
-        assert eventually(lambda: "2 malformed so far" in _head_log(), 10), _head_log()
+        assert eventually(lambda: "3 parts, not 2 (1 so far)" in _head_log(), 10), _head_log()
         sock.close(0)
     finally:
         ctx.term()

@@ -138,7 +138,11 @@ def call_key(oid: bytes) -> bytes:
 
 
 def control_addr(call_addr: str) -> str:
-    """The address of an actor's control socket (cancels), next to its call socket."""
+    """The address of an actor's control socket (cancels), next to its call socket
+    (``tcp://``: the next port)."""
+    if call_addr.startswith("tcp://"):
+        host, _, port = call_addr.rpartition(":")
+        return f"{host}:{int(port) + 1}"
     return call_addr[: -len(".call.sock")] + ".ctl.sock" if call_addr.endswith(
         ".call.sock") else call_addr + ".ctl"
 

@@ -104,6 +104,7 @@ class ActorTable:
         ):
             sched.register(op, fn)
         sched.schedule_hooks.append(self.place_pending)
+        sched.node_lost_hooks.append(self._on_node_lost)
         sched.snapshot_parts["actors"] = lambda: [self.row(r) for r in self.actors.values()]
 
     # --- helpers ------------------------------------------------------------------
@@ -268,6 +269,13 @@ class ActorTable:
         rec.checkpoints += 1
         if old is not None:
             self.sched.unlink(old)
+
+    def _on_node_lost(self, node: Node) -> None:
+        """The actors of a lost node died with it (restarted elsewhere if they may)."""
+        for rec in list(self.actors.values()):
+            if rec.node is node and rec.state != A.DEAD:
+                self._on_proc_died(node.ident, (A.ACTOR_PROC_DIED, rec.actor_id,
+                                                rec.incarnation, -9))
 
     def _on_proc_died(self, sender: bytes, msg: P.Msg) -> None:
         _, actor_id, inc, exitcode = msg

@@ -100,7 +100,8 @@ class ActorRuntime:
         # before any wait for objects here, the head gets this actor's pending reports:
         # the object waited for may be one of them
         self.core.before_wait.append(lambda: self.flush(force=True))
-        self.call_addr = transport.ipc_addr(ns.session_dir, ident.hex() + ".call.sock")
+        self.call_name = ident.hex() + ".call.sock"
+        self.call_addr = ""
         self.calls: zmq.Socket[bytes] | None = None
         self.control: threading.Thread | None = None
         self.stopping = False
@@ -169,10 +170,10 @@ class ActorRuntime:
             self.mode = ThreadMode(self.runner, self._done_and_send, n)
         else:
             self.mode = SyncMode(self.runner, self._done)
-        self.calls = transport.pull(self.ctx, self.call_addr)
+        self.calls, ctl, self.call_addr = transport.bound_pull_pair(
+            self.ctx, self.ns.session_dir, self.call_name, A.control_addr)
         runner = self.runner
         signal.signal(CANCEL_SIGNAL, lambda *_: runner.on_signal())
-        ctl = transport.pull(self.ctx, A.control_addr(self.call_addr))
         self.control = threading.Thread(target=self._control_loop, args=(ctl,),
                                         name="jray-actor-control", daemon=True)
         self.control.start()
@@ -421,10 +422,10 @@ class ActorRuntime:
             sock.close()
         if self.calls is not None:
             self.calls.close(0)
-        self.ctx.term()
+        transport.term(self.ctx)
         for addr in (self.call_addr, A.control_addr(self.call_addr)):
             path = addr[len("ipc://"):]
-            if os.path.exists(path):
+            if addr.startswith("ipc://") and os.path.exists(path):
                 os.unlink(path)
 
 

@@ -43,6 +43,8 @@ wait_observer: Callable[[Sequence[ObjectRef], float | None], None] | None = None
 class _Session:
     client: CoreClient | None = None
     cluster: LocalCluster | None = None
+    #: a driver that joined a cluster (``init(address=)``) holds this instead
+    connection: Any = None
     is_worker = False
     info: dict[str, Any] = {}
     lock = threading.Lock()
@@ -63,6 +65,7 @@ def _forget_inherited() -> None:
         _Session.gone.add(os.path.dirname(_Session.client.addr[len("ipc://"):]))
     _Session.client = None
     _Session.cluster = None
+    _Session.connection = None
     _Session.is_worker = False
     _Session.info = {}
 
@@ -134,13 +137,17 @@ def init(
     include_dashboard: bool | None = None,
     log_to_driver: bool = True,
     namespace: str | None = None,
+    _secret_file: str | None = None,
     **unsupported: Any,
 ) -> dict[str, Any]:
     """Start an embedded local cluster (or attach to one) and connect to it.
 
     Parameters
     ----------
-    address: None starts a local cluster (head, node daemon, workers).
+    address: None starts a local cluster (head, node daemon, workers); ``"HOST:PORT"``
+        joins the cluster of a head started with ``jray start --head`` (``"auto"``:
+        the one started on this machine), proving the secret in ``_secret_file``
+        (default ``$JRAY_SECRET_FILE``); leaving it never stops that cluster.
     num_cpus: CPUs of the local node; one worker process per CPU. Default: all.
     num_gpus: GPUs of the local node (may be declared without hardware, for tests).
     resources: custom resources of the local node, e.g. ``{"accelerator": 2}``.
@@ -166,10 +173,7 @@ def init(
                 "or pass ignore_reinit_error=True"
             )
         if address is not None:
-            raise InitError(
-                f"jray.init(address={address!r}): joining an existing cluster is not "
-                f"supported yet; call jray.init() without an address for a local cluster"
-            )
+            return _join(address, _secret_file)
         for name, val in (("num_cpus", num_cpus), ("num_gpus", num_gpus),
                           ("object_store_memory", object_store_memory)):
             _check_count(name, val)
@@ -209,6 +213,23 @@ def init(
         return _Session.info
 
 
+def _join(address: str, secret_file: str | None) -> dict[str, Any]:
+    from jray._private.net.connect import connect
+
+    conn, info = connect(address, secret_file)
+    try:
+        client = CoreClient(conn.head_addr, conn.session_dir, conn.node_id, conn.shm_prefix,
+                            b"d" + os.urandom(7), check_alive=conn.watch.check)
+    except BaseException:
+        conn.close()
+        raise
+    _Session.client = client
+    _Session.connection = conn
+    _Session.pid = os.getpid()
+    _Session.info = info
+    return info
+
+
 def _attach_worker(client: CoreClient) -> None:
     _Session.client = client
     _Session.is_worker = True
@@ -227,8 +248,14 @@ def shutdown() -> None:
             return
         _Session.client = None
         _Session.cluster = None
+        conn, _Session.connection = _Session.connection, None
         if cluster is not None:
             _Session.gone.add(cluster.session_dir)
+        if conn is not None:  # a driver that joined leaves the cluster running
+            client.flush()
+            client.close(linger_ms=500)
+            conn.close()
+            return
         try:
             from jray._private import protocol as P
 

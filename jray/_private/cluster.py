@@ -86,7 +86,8 @@ class LocalCluster:
                 preexec_fn=transport.die_with_parent,
             )
 
-        launch("head", ["--address", head_addr, "--parent-pid", me, "--session", session])
+        launch("head", ["--address", head_addr, "--parent-pid", me, "--session", session,
+                        "--secret-file", os.path.join(session_dir, shm.KEY_FILE)])
         launch("node", [
             "--head", head_addr, "--node-id", node_id.hex(), "--session-dir", session_dir,
             "--shm-prefix", cl.shm_prefix,

@@ -66,8 +66,7 @@ class CoreClient:
         self.ctx = transport.new_context()
         self.ident = ident
         self.head = transport.dealer(self.ctx, head_addr, ident)
-        self.addr = transport.ipc_addr(session_dir, ident.hex() + ".sock")
-        self.pull = transport.pull(self.ctx, self.addr)
+        self.pull, self.addr = transport.bound_pull(self.ctx, session_dir, ident.hex() + ".sock")
         self.node_id = node_id
         self.shm_prefix = shm_prefix
         self.is_worker = is_worker
@@ -122,8 +121,8 @@ class CoreClient:
         self.leasing: LeaseClient | None = None
         if not is_worker:
             self.leasing = LeaseClient(self)
-            self.output_addr = transport.ipc_addr(session_dir, ident.hex() + ".out.sock")
-            out_sock = transport.pull(self.ctx, self.output_addr)
+            out_sock, self.output_addr = transport.bound_pull(self.ctx, session_dir,
+                                                              ident.hex() + ".out.sock")
             self._output_thread = threading.Thread(
                 target=task_output.output_loop, args=(out_sock, self._output_stop),
                 name="jray-output", daemon=True,
@@ -567,7 +566,7 @@ class CoreClient:
             sock.close(0)
         self.head.close(linger_ms)
         self.pull.close(0)
-        self.ctx.term()
+        transport.term(self.ctx)
         for addr in (self.addr, self.output_addr):
             path = addr[len("ipc://") :]
             if addr and os.path.exists(path):

@@ -38,7 +38,7 @@ EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 DETAILS: dict[str, str] = {
     "driver_connected": "the driver's pid",
     "node_added": "(resources dict, hostname, pid)",
-    "node_lost": "None",
+    "node_lost": "why it was declared lost (str)",
     "worker_started": "(pid, node_id)",
     "worker_died": "how it ended (text)",
     "task_submitted": "(label, argument ids, return ids, owner id, tag); tag: a cell's "

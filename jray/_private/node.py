@@ -41,6 +41,9 @@ log = logging.getLogger("jray.node")
 
 #: Pooled segments unused this long are unlinked (the memory goes back to the OS).
 POOL_IDLE_S = 2.0
+#: A node of a TCP cluster exits when its head has been silent this long (heartbeats
+#: are answered every ``HEARTBEAT_S``); a shorter cut-off ends in a rejoin.
+HEAD_SILENCE_S = 60.0
 
 
 class NodeDaemon:
@@ -95,6 +98,8 @@ class NodeDaemon:
         if proc is None:
             return
         code = proc.wait()
+        if code:
+            log.info("worker %s (pid %d) exited with %d", wid.hex(), proc.pid, code)
         if not self.stopping:
             transport.send_batch(self.sock, [(P.WORKER_DIED, wid, code)])
             if len(self.procs) < self.min_workers:
@@ -155,6 +160,8 @@ class NodeDaemon:
                     os.kill(entry[1].pid, msg[3])
             elif op == P.NODE_EXIT:
                 self.stopping = True
+            elif op == P.NODE_REJOIN:
+                self.rejoin()
 
     # --- pool of free segments --------------------------------------------------------
     def to_pool(self, names: list[str]) -> None:
@@ -291,19 +298,51 @@ class NodeDaemon:
         except OSError:
             pass
 
-    def run(self) -> None:
+    def register(self) -> None:
         resources = dict(json.loads(self.ns.resources))
         resources["_initial_workers"] = self.min_workers
         transport.send_batch(self.sock, [(P.NODE_REGISTER, self.node_id, resources,
                                           socket.gethostname(), os.getpid())])
         for _ in range(self.min_workers):
             self.spawn()
+
+    def rejoin(self) -> None:
+        """The head declared this node lost (it was cut off): its tasks went elsewhere,
+        so end every worker and actor, drop its segments and register as a new node."""
+        log.warning("the head declared node %s lost; rejoining as a new node",
+                    self.node_id.hex())
+        self.stopping = True  # reap() reports nothing while the old processes go
+        self._end_children()
+        for fd in [*self.pidfds, *self.actor_fds]:
+            self.poller.unregister(fd)
+            os.close(fd)
+        self.pidfds.clear()
+        self.actor_fds.clear()
+        self.procs.clear()
+        self.actors.clear()
+        shm.cleanup(self.ns.shm_prefix)
+        self.stopping = False
+        self.poller.unregister(self.sock)
+        self.sock.close(0)
+        self.node_id = os.urandom(8)
+        self.ns.node_id = self.node_id.hex()
+        self.pool = shm.pool_prefix(self.ns.shm_prefix, self.node_id)
+        self.sock = transport.dealer(self.ctx, self.ns.head, b"n" + self.node_id)
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.register()
+
+    def run(self) -> None:
+        self.register()
         parent = self.ns.parent_pid
         transport.exit_watchdog(parent, lambda: self.stopping, grace_s=10.0)
         head_fd = self._watch(self.ns.head_pid)
-        last = time.monotonic()
+        last = last_beat = heard = time.monotonic()
         while not self.stopping:
-            for item, _ in self.poller.poll(500):
+            now = time.monotonic()
+            if now - last_beat >= P.HEARTBEAT_S:
+                last_beat = now
+                transport.send_batch(self.sock, [(P.HEARTBEAT, self.node_id)])
+            for item, _ in self.poller.poll(int(P.HEARTBEAT_S * 1000)):
                 if item == head_fd and head_fd is not None:
                     log.warning("the head (pid %d) exited; node exits", self.ns.head_pid)
                     self.stopping = True
@@ -313,6 +352,7 @@ class NodeDaemon:
                             frame = self.sock.recv(zmq.NOBLOCK)
                         except zmq.Again:
                             break
+                        heard = time.monotonic()
                         self.handle(P.unpack(frame))
                 elif isinstance(item, int) and item in self.actor_fds:
                     actor_id = self.actor_fds.pop(item)
@@ -338,6 +378,10 @@ class NodeDaemon:
                 if parent is not None and os.getppid() != parent:
                     log.warning("parent %d died; node exits", parent)
                     break
+                if self.ns.head.startswith("tcp://") and now - heard > HEAD_SILENCE_S:
+                    log.warning("the head at %s has not answered for %.0f s; node exits",
+                                self.ns.head, now - heard)
+                    break
         self.stop()
 
     def _watch(self, pid: int | None) -> int | None:
@@ -353,8 +397,7 @@ class NodeDaemon:
         self.poller.register(fd, zmq.POLLIN)
         return fd
 
-    def stop(self) -> None:
-        self.stopping = True
+    def _end_children(self) -> None:
         procs = [*self.procs.values(), *(proc for _, proc in self.actors.values())]
         for proc in procs:
             if proc.poll() is None:
@@ -366,6 +409,10 @@ class NodeDaemon:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._end_children()
         shm.cleanup(self.ns.shm_prefix)
         for fd in (self.spill_fd, self.spill_dfd):
             if fd is not None:
@@ -396,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         filename=ns.log, level=logging.INFO, format="%(asctime)s node %(levelname)s %(message)s"
     )
+    shm.use_session(ns.session_dir)  # its key is the secret the head connection proves
     daemon = NodeDaemon(ns)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGIO, signal.SIG_IGN)  # a lease break (see shm.to_pool)

@@ -106,6 +106,12 @@ SPILLED = 33
 RESTORED = 34
 #: (POOL_STATE, node_id, [size, ...], POOL messages handled)  the node's pool now
 POOL_STATE = 35
+#: (HEARTBEAT, node_id)  the node is alive (every ``HEARTBEAT_S``; answered in kind)
+HEARTBEAT = 36
+#: seconds between a node's heartbeats; a TCP head declares a node lost after
+#: ``NODE_TIMEOUT_S`` without a frame from it
+HEARTBEAT_S = 0.5
+NODE_TIMEOUT_S = 4.0
 
 # --- head -> worker ----------------------------------------------------------
 #: (EXECUTE, ExecSpec)
@@ -132,6 +138,9 @@ SPILL_FREE = 55
 POOL = 56
 #: (POOL_TRIM,)  unlink every pooled segment (the store needs the room)
 POOL_TRIM = 57
+#: (NODE_REJOIN,)  the head declared this node lost: drop everything, register anew
+NODE_REJOIN = 58
+#: (HEARTBEAT,)  head -> node: the answer to a node's HEARTBEAT
 
 # --- head or worker -> client -------------------------------------------------
 #: (OBJECT_READY, oid, loc)

@@ -72,6 +72,8 @@ class Scheduler(ObjectTable):
         self.shutdown_requested = False
         #: extensions (actors) that place work of their own when resources free up
         self.schedule_hooks: list[Callable[[], None]] = []
+        #: extensions (actors) told when a node is lost, ``hook(node)``
+        self.node_lost_hooks: list[Callable[[Node], None]] = []
         self.store: StorePolicy  # set below, once handlers exist
         #: extensions that hold node resources themselves (actors): each yields
         #: (node_id, demand) per holding; ``validate`` counts them
@@ -171,6 +173,23 @@ class Scheduler(ObjectTable):
             for task in q:
                 if not task.infeasible:
                     self._check_feasible(task)
+
+    def node_lost(self, node_id: bytes, why: str) -> None:
+        """A node stopped answering (clusters: its heartbeats stopped): it gets no more
+        work, its workers count as dead (their running tasks are retried elsewhere or
+        fail), and extensions hear of it (its actors restart elsewhere). Its objects
+        are rebuilt from lineage when a reader reports them ``LOST``."""
+        node = self.nodes.get(node_id)
+        if node is None or not node.alive:
+            return
+        node.alive = False
+        self.events.add("node_lost", node_id, why)
+        for wid in list(node.workers):
+            self._on_worker_died(node.ident, (P.WORKER_DIED, wid, -9))
+        node.idle.clear()
+        for hook in self.node_lost_hooks:
+            hook(node)
+        self.feasible.clear()
 
     def _on_worker_ready(self, sender: bytes, msg: P.Msg) -> None:
         _, node_id, pid, addr = msg
@@ -292,6 +311,8 @@ class Scheduler(ObjectTable):
             return
         best: Demand | None = None
         for node in self.nodes.values():
+            if not node.alive:
+                continue
             missing = node.res.missing(task.demand)
             if not missing:
                 self.feasible.add(task.shape)
@@ -520,7 +541,7 @@ class Scheduler(ObjectTable):
     def _place(self, task: Task) -> Worker | None:
         demand = task.demand
         for node in self.nodes.values():
-            if not node.res.can_acquire(demand):
+            if not node.alive or not node.res.can_acquire(demand):
                 continue
             if node.idle:
                 w = node.idle.pop()

@@ -111,12 +111,13 @@ def create_private(path: str, dir_fd: int | None = None) -> int:
                    dir_fd=dir_fd)
 
 
-def new_session_key(session_dir: str) -> None:
-    """Write a fresh random session key into the (private) session directory."""
+def new_session_key(session_dir: str, key: bytes | None = None) -> None:
+    """Write a fresh random session key (or ``key``, a cluster's secret) into the
+    (private) session directory."""
     check_private_dir(session_dir, "session directory")
     fd = create_private(os.path.join(session_dir, KEY_FILE))
     try:
-        os.write(fd, os.urandom(32))
+        os.write(fd, os.urandom(32) if key is None else key)
     finally:
         os.close(fd)
 
@@ -137,6 +138,11 @@ def use_session(session_dir: str) -> None:
         raise Untrusted(f"session key file in {session_dir} holds {len(key)} bytes, not 32")
     _key, _key_dir = key, session_dir
     _maps.clear()
+
+
+def session_key() -> bytes:
+    """The loaded session key (empty before ``use_session``)."""
+    return _key
 
 
 def _mac(head: bytes | memoryview, entries: memoryview, data: memoryview | bytes) -> bytes:

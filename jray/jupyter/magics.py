@@ -98,6 +98,8 @@ class JrayMagics(Magics):
 
           %jray init [--num-cpus N] [--num-gpus N] [--resources JSON]
                      [--object-store-memory SIZE]   start a local cluster (or report it)
+          %jray start --ssh USER@HOST[,...] [--num-cpus N]  nodes on other machines over SSH
+                                                    (joining a jray start --head cluster)
           %jray status                              nodes, resources, tasks, object store
           %jray dashboard                           a live view of the task DAG and the store
           %jray shutdown                            stop the cluster (pending cells say so)
@@ -135,7 +137,20 @@ class JrayMagics(Magics):
         except (jray.exceptions.JrayError, TypeError, ValueError) as e:
             raise _clean(e) from None
         self.started_cluster = True
+        if info.get("connected"):
+            print(f"jray: connected to the cluster at {info['address']}")
+            return
         print(f"jray: started a local cluster ({_fmt(info['resources'])}) at {info['address']}")
+
+    def _cmd_start(self, a: argparse.Namespace) -> None:
+        from jray._private.net import ssh
+
+        hosts = [h.strip() for h in a.ssh.split(",") if h.strip()]
+        try:
+            nodes = ssh.start_nodes(hosts, num_cpus=a.num_cpus, python=a.python)
+        except (jray.exceptions.JrayError, ValueError) as e:
+            raise _clean(e) from None
+        print(f"jray: {len(nodes)} node(s) joined over SSH: {', '.join(hosts)}")
 
     def _cmd_status(self, a: argparse.Namespace) -> None:
         if not jray.is_initialized():
