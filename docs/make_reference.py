@@ -22,6 +22,11 @@ ENVIRONMENT = {
     "JRAY_SPILL_DIR": "where a node spills objects when its store is full, when `init` gets no "
     "`spill_dir` (default: the system's temporary directory); a private subdirectory is made "
     "in it.",
+    "JRAY_SECRET_FILE": "the cluster's secret file, for `jray.init(address=...)`, "
+    "`jray start --address` and `jray status` when no `--secret-file`/`_secret_file=` is given "
+    "(default: the file `jray start --head` wrote under the user's runtime directory).",
+    "JRAY_NODE_IP": "the address other machines reach this node's sockets at, when what its "
+    "hostname resolves to is wrong (several interfaces, containers).",
     "JRAY_PROFILE_HEAD": "a file path: the head process runs under cProfile and writes its "
     "profile there when it stops (developer aid).",
 }
