@@ -27,6 +27,8 @@ ENVIRONMENT = {
     "(default: the file `jray start --head` wrote under the user's runtime directory).",
     "JRAY_NODE_IP": "the address other machines reach this node's sockets at, when what its "
     "hostname resolves to is wrong (several interfaces, containers).",
+    "JRAY_TCP_PLAINTEXT": "`1` in every process of a cluster turns CurveZMQ encryption off on "
+    "its TCP sockets (to measure what it costs; the handshake still proves the secret).",
     "JRAY_PROFILE_HEAD": "a file path: the head process runs under cProfile and writes its "
     "profile there when it stops (developer aid).",
 }

@@ -32,8 +32,9 @@ from jray._private import protocol as P
 from jray._private.event_feed import EventFeed
 from jray._private.events import EventLog
 from jray._private.leases import LeaseTable
+from jray._private.membership import Membership
 from jray._private.object_table import ObjectTable
-from jray._private.resources import Demand, NodeResources, Shape, shape_of
+from jray._private.resources import Demand, Shape, shape_of
 from jray._private.serialization import error_loc
 from jray._private.state_tables import Node, Obj, Task, Worker
 from jray._private.store import StorePolicy
@@ -95,13 +96,13 @@ class Scheduler(ObjectTable):
             P.BLOCKED: self._on_blocked,
             P.UNBLOCKED: self._on_unblocked,
             P.RETURN_TASKS: self._on_return_tasks,
-            P.NODE_REGISTER: self._on_node_register,
             P.WORKER_DIED: self._on_worker_died,
             P.STATE: self.on_state,
         }
         self.store = StorePolicy(self)
         self.feed = EventFeed(self)
         self.leases = LeaseTable(self)
+        self.membership = Membership(self)
 
     # --- entry points -------------------------------------------------------------
     def register(self, op: int, handler: Any) -> None:
@@ -154,42 +155,9 @@ class Scheduler(ObjectTable):
         for node in self.nodes.values():
             self._send(node.ident, (P.NODE_EXIT,))
 
-    def _on_node_register(self, sender: bytes, msg: P.Msg) -> None:
-        _, node_id, resources, hostname, pid = msg
-        node = Node(node_id, sender, NodeResources(resources), hostname, pid)
-        node.pending_spawns = int(resources.get("_initial_workers", 0))
-        node.res.total.pop("_initial_workers", None)
-        node.res.available.pop("_initial_workers", None)
-        capacity = int(resources.get("_object_store_memory", 0))
-        for key in ("_object_store_memory",):
-            node.res.total.pop(key, None)
-            node.res.available.pop(key, None)
-        self.nodes[node_id] = node
-        if capacity:
-            self.store.add_node(node, capacity)
-        self.events.add("node_added", node_id, (dict(node.res.total), hostname, pid))
-        self.feasible.clear()
-        for q in self.ready.values():  # tasks submitted before any node could judge them
-            for task in q:
-                if not task.infeasible:
-                    self._check_feasible(task)
-
     def node_lost(self, node_id: bytes, why: str) -> None:
-        """A node stopped answering (clusters: its heartbeats stopped): it gets no more
-        work, its workers count as dead (their running tasks are retried elsewhere or
-        fail), and extensions hear of it (its actors restart elsewhere). Its objects
-        are rebuilt from lineage when a reader reports them ``LOST``."""
-        node = self.nodes.get(node_id)
-        if node is None or not node.alive:
-            return
-        node.alive = False
-        self.events.add("node_lost", node_id, why)
-        for wid in list(node.workers):
-            self._on_worker_died(node.ident, (P.WORKER_DIED, wid, -9))
-        node.idle.clear()
-        for hook in self.node_lost_hooks:
-            hook(node)
-        self.feasible.clear()
+        """A node stopped answering: see ``membership.Membership.node_lost``."""
+        self.membership.node_lost(node_id, why)
 
     def _on_worker_ready(self, sender: bytes, msg: P.Msg) -> None:
         _, node_id, pid, addr = msg
@@ -616,4 +584,5 @@ class Scheduler(ObjectTable):
 
     # the narrow interface that extensions (leases, actors, store policy, lineage) use
     send, fail, requeue, release, admit = _send, _fail, _requeue, _release, _admit
+    check_feasible, worker_died = _check_feasible, _on_worker_died
     on_task_done, on_return_tasks = _on_task_done, _on_return_tasks

@@ -1,0 +1,64 @@
+"""Cluster membership in the head: nodes joining (NODE_REGISTER) and being lost.
+
+Part of the scheduler's state machine (no I/O): it keeps the scheduler's node
+table and reaches the rest of the scheduler only through its narrow interface
+(``send``, ``check_feasible``, ``worker_died``) and ``node_lost_hooks``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from jray._private import protocol as P
+from jray._private.resources import NodeResources
+from jray._private.state_tables import Node
+
+if TYPE_CHECKING:
+    from jray._private.scheduler import Scheduler
+
+
+class Membership:
+    """Joins and losses of nodes, registered with the scheduler it serves."""
+
+    def __init__(self, sched: Scheduler) -> None:
+        self.sched = sched
+        sched.register(P.NODE_REGISTER, self.on_node_register)
+
+    def on_node_register(self, sender: bytes, msg: P.Msg) -> None:
+        """NODE_REGISTER: a node daemon joined with its resources and store capacity."""
+        _, node_id, resources, hostname, pid = msg
+        node = Node(node_id, sender, NodeResources(resources), hostname, pid)
+        node.pending_spawns = int(resources.get("_initial_workers", 0))
+        node.res.total.pop("_initial_workers", None)
+        node.res.available.pop("_initial_workers", None)
+        capacity = int(resources.get("_object_store_memory", 0))
+        for key in ("_object_store_memory",):
+            node.res.total.pop(key, None)
+            node.res.available.pop(key, None)
+        self.sched.nodes[node_id] = node
+        if capacity:
+            self.sched.store.add_node(node, capacity)
+        self.sched.events.add("node_added", node_id, (dict(node.res.total), hostname, pid))
+        self.sched.feasible.clear()
+        for q in self.sched.ready.values():  # tasks submitted before any node could judge them
+            for task in q:
+                if not task.infeasible:
+                    self.sched.check_feasible(task)
+
+    def node_lost(self, node_id: bytes, why: str) -> None:
+        """A node stopped answering (clusters: its heartbeats stopped): it gets no more
+        work, its workers count as dead (their running tasks are retried elsewhere or
+        fail), and extensions hear of it (its actors restart elsewhere). Its objects
+        are rebuilt from lineage when a reader reports them ``LOST``."""
+        node = self.sched.nodes.get(node_id)
+        if node is None or not node.alive:
+            return
+        node.alive = False
+        self.sched.events.add("node_lost", node_id, why)
+        for wid in list(node.workers):
+            self.sched.worker_died(node.ident, (P.WORKER_DIED, wid, -9))
+        node.idle.clear()
+        for hook in self.sched.node_lost_hooks:
+            hook(node)
+        self.sched.feasible.clear()
+
