@@ -169,3 +169,18 @@ def test_cancel_of_a_leased_task_interrupts_it_and_revokes_the_lease() -> None:
     assert isinstance(_error_of(out[DRIVER][ops.index(P.OBJECT_READY)][2]), TaskCancelledError)
     assert (P.REVOKE_LEASE, lid) in out[w]
     assert h.state(tid) == "cancelled"
+
+
+def test_resource_queries_count_an_idle_lease_as_free() -> None:
+    h = Head({"CPU": 2.0})
+    h.worker(), h.worker()
+    lid, w = _lease(h)
+    assert h.available()["CPU"] == 1.0  # held by the lease...
+    assert h.sched.query("available_resources", None)["CPU"] == 2.0  # ...but nothing runs
+    spec = _spec(h)
+    h.send(DRIVER, (P.SUBMIT_LEASED, spec, lid))
+    assert h.sched.query("available_resources", None)["CPU"] == 1.0
+    (node,) = h.sched.query("nodes", None)
+    assert node["Available"]["CPU"] == 1.0
+    _leased_done(h, w, spec[P.T_ID])
+    assert h.sched.query("available_resources", None)["CPU"] == 2.0

@@ -3,8 +3,8 @@
 It sends a tight loop's coalesced submissions (``CoreClient._flush_soon`` kicks
 it; it waits ``COALESCE_DELAY_S`` for more), settles dropped refs every
 ``SETTLE_INTERVAL_S`` (so ``del ref`` frees memory even when the driver makes
-no further call), and while leases are held wakes every ``LAZY_S``: leased
-tasks' records go to the head and idle leases go back (``lease_client``).
+no further call), and while leased tasks' records wait (``CoreClient.lazy``)
+wakes every ``LAZY_S`` to send them; idle leases go back (``lease_client``).
 """
 
 from __future__ import annotations
@@ -28,14 +28,16 @@ def flush_loop(core: CoreClient) -> None:
     last_settle = time.perf_counter()
     while True:
         held = leasing is not None and leasing.ledger.held()
-        kicked = core._kick.wait(LAZY_S if held else SETTLE_INTERVAL_S)
+        # wake every LAZY_S only while lazy messages wait (a thread that wakes often
+        # costs a tight loop on the main thread its GIL hand-offs)
+        kicked = core._kick.wait(LAZY_S if core.lazy_head else SETTLE_INTERVAL_S)
         if core.closed:
             return
         now = time.perf_counter()
         settle = now - last_settle >= SETTLE_INTERVAL_S
         if kicked:
             time.sleep(COALESCE_DELAY_S)
-        elif not held and not core.rt.events and not core.pending_free:
+        elif not held and not core.rt.events and not core.pending_free and not core.lazy_head:
             last_settle = now
             continue
         elif not settle and not core.lazy_head:

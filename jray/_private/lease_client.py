@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _now = time.perf_counter
 #: how long a task that asks for a lease waits for the head's answer (then it goes
 #: through the head; a later task takes the lease)
-GRANT_WAIT_S = 0.003
+GRANT_WAIT_S = 0.01
 
 
 class LeaseClient:

@@ -31,8 +31,9 @@ from __future__ import annotations
 from jray._private import protocol as P
 from jray._private.resources import Demand, Shape
 
-#: tasks in flight on one lease at most (more go through the head, which spreads them)
-LEASE_DEPTH = 8
+#: independent tasks in flight on one lease at most: more go through the head, which
+#: spreads them over every worker (the owner does not poll inside a burst of submits)
+LEASE_DEPTH = 1
 #: a lease with nothing in flight for this long goes back to the head
 LEASE_IDLE_S = 0.2
 #: after a refusal or a revocation, the next request waits this long
