@@ -101,7 +101,9 @@ def line_parser() -> _Parser:
     init.add_argument("--num-gpus", type=_int_at_least(0), metavar="N")
     init.add_argument("--resources", type=_json, metavar="JSON")
     init.add_argument("--object-store-memory", type=_size, metavar="SIZE")
-    init.add_argument("--address")
+    init.add_argument("--address", help="join the running cluster there (never stopped)")
+    init.add_argument("--backend", choices=("jray", "ray"),
+                      help="run the magics on jray's cluster (default) or on Ray")
     sub.add_parser("status", help="cluster summary")
     sub.add_parser("dashboard", help="a live view of the cluster (jray.dashboard())")
     sub.add_parser("shutdown", help="stop the cluster")
