@@ -115,6 +115,9 @@ class JrayMagics(Magics):
 
           %jray init [--num-cpus N] [--num-gpus N] [--resources JSON]
                      [--object-store-memory SIZE]   start a local cluster (or report it)
+          %jray init --backend ray [--address ADDR] run every magic on Ray: a local Ray
+                                                    instance, or join the cluster at ADDR
+                                                    (never stopped; docs/ray-backend.md)
           %jray status                              nodes, resources, tasks, object store
           %jray dashboard                           a live view of the task DAG and the store
           %jray shutdown                            stop the cluster (pending cells say so)
@@ -131,6 +134,7 @@ class JrayMagics(Magics):
         Examples::
 
           %jray init --num-cpus 4
+          %jray init --backend ray --address 10.0.0.5:6379
           %jray engines 2 --num-cpus 1
           %jray push all config
           %jray pull 0 model

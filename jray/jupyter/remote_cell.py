@@ -100,8 +100,9 @@ def execute(spec: CellSpec, ns: dict[str, Any], hub: Any,
     ns["get_ipython"] = get_ipython
     with capture(hub, spec.key, ns, spec.rt, "IPython" in spec.source):
         try:
-            exec(body, ns)
-            value = eval(tail, ns) if tail is not None else None
+            with spec.rt.cancellable():
+                exec(body, ns)
+                value = eval(tail, ns) if tail is not None else None
         except Exception as e:
             try:
                 e._jray_cell_traceback = _cell_traceback(e)  # type: ignore[attr-defined]

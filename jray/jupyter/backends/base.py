@@ -16,6 +16,7 @@ beyond the core: the layer asks it rather than the backend's name.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,11 @@ class Runtime:
 
     def ref_id(self, ref: Any) -> bytes:
         raise NotImplementedError
+
+    def cancellable(self) -> AbstractContextManager[None]:
+        """Around a running cell: what makes the runtime's cancel stop it (nothing to do
+        where cancelling interrupts the task itself)."""
+        return nullcontext()
 
 
 class Backend:

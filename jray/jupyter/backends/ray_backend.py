@@ -9,9 +9,10 @@ cell's output reaches the notebook only through the hub, under its own cell.
 
 What differs from jray's backend (see ``docs/ray-backend.md``): no hook in
 ``ray.get`` (a plain ``ray.get`` in a cell shows no bar and an interrupt there
-does not cancel its tasks); no cell tags on tasks and no live views; an engine
-cell is interrupted by a watcher thread in the engine that sees Ray's
-cancellation flag (Ray itself does not interrupt a running actor call); task
+does not cancel its tasks); no cell tags on tasks and no live views; a
+running cell (task or engine) is stopped by a timer in its worker that checks
+Ray's cancellation flag (Ray itself interrupts neither a running actor call
+nor a task inside a ``time.sleep``); task
 counts come from Ray's state API, which needs the dashboard's API server.
 """
 
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 try:
@@ -34,8 +36,8 @@ from jray.jupyter.remote_cell import CellSpec
 
 #: CPUs of a local Ray instance started without ``--num-cpus``.
 LOCAL_CPUS = 2
-#: How often an engine's watcher looks at Ray's cancellation flag.
-WATCH_PERIOD_S = 0.05
+#: How often a running cell looks at Ray's cancellation flag.
+WATCH_PERIOD_S = 0.1
 
 
 class RayRuntime(Runtime):
@@ -50,42 +52,47 @@ class RayRuntime(Runtime):
     def ref_id(self, ref: Any) -> bytes:
         return bytes(ref.binary())
 
+    @contextmanager
+    def cancellable(self) -> Iterator[None]:
+        """Make ``ray.cancel`` stop the cell run inside, even in a ``time.sleep``.
+
+        Ray flags a cancelled task (and for a plain task also trips ``SIGINT``'s
+        handler, which runs only at the next bytecode: never during a long sleep); the
+        flag can be read only from the task's own thread. So a timer signal
+        (``SIGALRM`` every ``WATCH_PERIOD_S``, which also cuts a sleep short) checks
+        it in that thread and raises ``KeyboardInterrupt`` once it is set."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals reach the main thread only
+            return
+        ctx = ray.get_runtime_context()
+
+        def check(signum: int, frame: Any) -> None:
+            if ctx.is_canceled():
+                signal.setitimer(signal.ITIMER_REAL, 0)  # once: cleanup runs in peace
+                raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGALRM, check)
+        signal.setitimer(signal.ITIMER_REAL, WATCH_PERIOD_S, WATCH_PERIOD_S)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
 
 class CellInterrupted(Exception):
     """An engine cell stopped by an interrupt of the notebook (its namespace stays)."""
 
 
 class RayEngine(Engine):
-    """An engine whose running cell an interrupt stops: Ray only flags a running actor
-    call as cancelled, so a thread watches the flag and raises ``KeyboardInterrupt``
-    in the main thread (``SIGINT``, which also ends a ``time.sleep``)."""
+    """An engine on Ray: an interrupted cell fails with ``CellInterrupted`` rather than a
+    ``KeyboardInterrupt`` escaping the actor's method, so the engine and its state stay."""
 
     def execute(self, spec: CellSpec, hub: Any) -> Bundle | None:
-        stop = threading.Event()
-        ctx = ray.get_runtime_context()
-        main = threading.main_thread()
-        watcher = None
-        if threading.current_thread() is main:
-            def watch() -> None:
-                while not stop.wait(WATCH_PERIOD_S):
-                    try:
-                        cancelled = ctx.is_canceled()
-                    except RuntimeError:
-                        return
-                    if cancelled:
-                        signal.pthread_kill(main.ident or 0, signal.SIGINT)
-                        return
-
-            watcher = threading.Thread(target=watch, name="jray-engine-cancel", daemon=True)
-            watcher.start()
         try:
             return super().execute(spec, hub)
         except KeyboardInterrupt:
             raise CellInterrupted("the cell was interrupted") from None
-        finally:
-            stop.set()
-            if watcher is not None:
-                watcher.join(1)
 
 
 class RayBackend(Backend):
@@ -106,7 +113,13 @@ class RayBackend(Backend):
             if unused:
                 raise ValueError(f"init --address: {', '.join(unused)} cannot be set when "
                                  f"joining a running Ray cluster")
-            ray.init(address=address, **kwargs)
+            try:
+                ray.init(address=address, **kwargs)
+            except ConnectionError as e:
+                raise ConnectionError(
+                    f"init --address {address}: could not connect to a Ray cluster there "
+                    f"({e}); for a cluster with token authentication set RAY_AUTH_MODE=token "
+                    f"in the kernel's environment") from None
             self.started = False
         else:
             ray.init(num_cpus=options.get("num_cpus") or LOCAL_CPUS,
