@@ -11,6 +11,8 @@ Without Ray installed the Ray run is skipped, naming what is missing.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 from jupyter_kernel import Kernel, assert_no_jray_processes
-from ray_cluster import processes, ray_head, ray_missing
+from ray_cluster import processes, ray_head, ray_missing, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -222,7 +224,10 @@ def test_shutdown_then_init_again(nb: Notebook) -> None:
 
 
 @pytest.mark.skipif(ray_missing() is not None, reason=str(ray_missing()))
-def test_ray_without_address_starts_a_local_instance_and_stops_it() -> None:
+def test_ray_without_address_starts_a_local_instance_and_stops_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    temp_dir = tempfile.mkdtemp(prefix="jrt-", dir="/tmp")  # Ray's session files go here
+    monkeypatch.setenv("RAY_TMPDIR", temp_dir)
     k = Kernel()
     try:
         k.execute("%load_ext jray")
@@ -237,8 +242,12 @@ def test_ray_without_address_starts_a_local_instance_and_stops_it() -> None:
         while time.monotonic() < deadline and any(_running(p) for p in started):
             time.sleep(0.2)
         assert not [p.pid for p in started if _running(p)], "Ray outlived %jray shutdown"
+        assert not processes(temp_dir)
     finally:
         k.shutdown()
+        left = stop(temp_dir)  # (only if the test failed before Ray was stopped)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"Ray processes outlived the kernel: {[p.pid for p in left]}"
 
 
 def _running(p: psutil.Process) -> bool:
