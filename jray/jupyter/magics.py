@@ -79,6 +79,9 @@ class JrayMagics(Magics):
             return
         old.set_get_hook(None)
         self.router.reset()
+        self.results.clear()  # refs and handles of the old runtime mean nothing here
+        self.engines.clear()
+        self.engine_need.clear()
         self.router.backend = backend
         if backend.caps.get_hook and self.get_hook is not None:
             backend.set_get_hook(self.get_hook)

@@ -10,8 +10,8 @@ cell's output reaches the notebook only through the hub, under its own cell.
 What differs from jray's backend (see ``docs/ray-backend.md``): no hook in
 ``ray.get`` (a plain ``ray.get`` in a cell shows no bar and an interrupt there
 does not cancel its tasks); no cell tags on tasks and no live views; a
-running cell (task or engine) is stopped by a timer in its worker that checks
-Ray's cancellation flag (Ray itself interrupts neither a running actor call
+running cell (task or engine) is stopped by a periodic signal in its worker whose
+handler checks Ray's cancellation flag (Ray itself interrupts neither a running actor call
 nor a task inside a ``time.sleep``); task
 counts come from Ray's state API, which needs the dashboard's API server.
 """
@@ -58,25 +58,35 @@ class RayRuntime(Runtime):
 
         Ray flags a cancelled task (and for a plain task also trips ``SIGINT``'s
         handler, which runs only at the next bytecode: never during a long sleep); the
-        flag can be read only from the task's own thread. So a timer signal
-        (``SIGALRM`` every ``WATCH_PERIOD_S``, which also cuts a sleep short) checks
-        it in that thread and raises ``KeyboardInterrupt`` once it is set."""
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signals reach the main thread only
+        flag can be read only from the task's own thread. So a ticker thread sends that
+        thread ``SIGALRM`` every ``WATCH_PERIOD_S`` (a signal aimed at the thread, which
+        cuts a sleep short there); the handler reads the flag and raises
+        ``KeyboardInterrupt`` once it is set."""
+        main = threading.main_thread()
+        if threading.current_thread() is not main or main.ident is None:
+            yield  # Python runs signal handlers in the main thread only
             return
         ctx = ray.get_runtime_context()
+        stop = threading.Event()
 
         def check(signum: int, frame: Any) -> None:
-            if ctx.is_canceled():
-                signal.setitimer(signal.ITIMER_REAL, 0)  # once: cleanup runs in peace
+            if not stop.is_set() and ctx.is_canceled():
+                stop.set()  # once: the cell's cleanup runs in peace
                 raise KeyboardInterrupt
 
+        def tick(ident: int) -> None:
+            while not stop.wait(WATCH_PERIOD_S):
+                signal.pthread_kill(ident, signal.SIGALRM)
+
         old = signal.signal(signal.SIGALRM, check)
-        signal.setitimer(signal.ITIMER_REAL, WATCH_PERIOD_S, WATCH_PERIOD_S)
+        ticker = threading.Thread(target=tick, args=(main.ident,), daemon=True,
+                                  name="jray-cancel-check")
+        ticker.start()
         try:
             yield
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            stop.set()
+            ticker.join()  # no tick may arrive once the old handler is back
             signal.signal(signal.SIGALRM, old)
 
 
