@@ -104,6 +104,31 @@ def test_options_reach_the_backend(shell: Any) -> None:
     assert isinstance(res.error_in_exec, UsageError) and "8 CPU" in str(res.error_in_exec)
 
 
+def test_an_interrupted_wait_cancels_the_cells_task_and_fails_the_cell(
+        shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = _fake(shell)
+    fake.interrupt_next_wait = True
+    res = shell.run_cell("%%remote --name slow\nnever = 1")
+    assert isinstance(res.error_in_exec, KeyboardInterrupt)
+    assert "cancelled: slow" in str(res.error_in_exec)
+    assert "never" not in shell.user_ns  # the interrupted cell binds nothing
+    (ref,) = fake.cancelled  # the cell's last-value ref: its task
+    assert "cancelled 1 task(s): slow" in capsys.readouterr().err
+
+
+def test_running_a_no_block_cell_again_cancels_its_unfinished_run(
+        shell: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    cell = "%%remote --no-block\nfirst = 1"
+    shell.run_cell(cell)
+    old = shell.user_ns["first"]
+    shell.run_cell(cell)  # no kernel timer here: the first run is still pending
+    captured = capsys.readouterr()
+    assert "cancelled the previous run of this cell (first)" in captured.err
+    fake = _fake(shell)
+    assert len(fake.cancelled) == 1 and fake.cancelled[0] is not old  # its last-value ref
+    assert shell.user_ns["first"] is not old  # the name now refers to the new run
+
+
 def test_engines_keep_state_push_and_pull(shell: Any,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     shell.run_line_magic("jray", "engines 2")

@@ -7,7 +7,8 @@ worker) and an unpicklable input fails as it would. Refs and actor handles
 pickle as their ids and come back as the same objects. Top-level ref
 arguments are resolved before the call; an error in one fails the call with
 that error, as a dependency's failure would. Nothing here waits, so there is
-nothing to interrupt: ``cancel`` only records the ref.
+nothing to interrupt: ``cancel`` only records the ref, and ``interrupt_next_wait``
+makes the next blocking wait raise ``KeyboardInterrupt`` as an interrupt would.
 """
 
 from __future__ import annotations
@@ -195,6 +196,9 @@ class FakeBackend(Backend):
         self.submitted: list[dict[str, Any]] = []  # the options of each task submitted
         self.cancelled: list[FakeRef] = []
         self.named: dict[str, FakeActor] = {}
+        #: make the next blocking ``wait`` raise ``KeyboardInterrupt``, as the kernel's
+        #: interrupt does while a cell waits (what happens next is the layer's logic)
+        self.interrupt_next_wait = False
 
     def is_initialized(self) -> bool:
         return self.running
@@ -236,6 +240,9 @@ class FakeBackend(Backend):
 
     def wait(self, refs: Sequence[Any], num_returns: int,
              timeout: float | None) -> tuple[list[Any], list[Any]]:
+        if self.interrupt_next_wait and timeout != 0:
+            self.interrupt_next_wait = False
+            raise KeyboardInterrupt
         refs = list(refs)
         return refs[:num_returns], refs[num_returns:]
 
