@@ -1,7 +1,9 @@
 """The Jupyter layer in a real kernel: ipykernel started by jupyter_client's KernelManager.
 
 One kernel (with a 2-CPU cluster) serves most tests of the module; tests that
-unload the extension or restart the kernel start their own. Leak checks: the
+unload the extension or restart the kernel start their own. The core magics
+(blocking and ``--no-block`` cells, output, errors, engines, interrupts, status)
+are tested on every backend in ``test_jupyter_kernel_backends``. Leak checks: the
 jray processes live under the kernel, so they are checked when a kernel
 shuts down, not after each test (``no_leaks`` is overridden here).
 """
@@ -41,18 +43,6 @@ def test_load_twice_and_rerun_init_cell(kernel: Kernel) -> None:
     again = kernel.execute("%jray init --num-cpus 2")
     assert "already running" in again.stream()
     assert "2 CPU" in again.stream()
-
-
-def test_blocking_cell_binds_outputs_and_shows_last_value(kernel: Kernel) -> None:
-    kernel.execute("base = 20")
-    ex = kernel.execute(
-        "%%remote\nimport os\ntotal = base + 1\ndef triple(x):\n    return 3 * x\n"
-        "class Box:\n    pass\ntriple(total)"
-    )
-    assert ex.result_text() == "63"
-    assert kernel.value("(total, triple(2), os.sep, Box.__name__)") == (21, 6, "/", "Box")
-    # the shown value is not kept in IPython's output history
-    assert kernel.value("[v for v in Out.values() if v == 63]") == []
 
 
 def test_bad_options_fail_the_cell_with_a_usage_error(kernel: Kernel) -> None:
@@ -95,123 +85,6 @@ def test_unpicklable_variable_is_named(kernel: Kernel) -> None:
     ex = kernel.execute("%%remote\nz = the_lock", allow_error=True)
     assert "the_lock" in ex.reply["content"]["evalue"]
     assert "pickle" in ex.reply["content"]["evalue"]
-
-
-def test_no_block_cells_form_a_dag_and_run_concurrently(kernel: Kernel) -> None:
-    t0 = time.monotonic()
-    a = kernel.execute("%%remote --no-block\nimport time\ntime.sleep(1.5)\nprint('a done')\n"
-                       "left = 1\nleft")
-    b = kernel.execute("%%remote --no-block\nimport time\ntime.sleep(1.5)\nright = 2")
-    assert time.monotonic() - t0 < 1.0  # both returned at once
-    c = kernel.execute("%%remote\nboth = left + right\nboth")
-    elapsed = time.monotonic() - t0
-    assert c.result_text() == "3"
-    assert elapsed < 2.5, f"independent cells did not overlap: {elapsed:.2f}s"
-    assert kernel.value("(type(left).__name__, both)") == ("ObjectRef", 3)
-    # a --no-block cell's output and value appear under that cell, after it returned
-    kernel.wait_for(a.msg_id, lambda m: m["msg_type"] == "stream"
-                    and "a done" in m["content"]["text"], 10)
-    res = kernel.wait_for(a.msg_id, lambda m: m["msg_type"] == "execute_result", 10)
-    assert res["content"]["data"]["text/plain"] == "1"
-    # Out[n] carries the number of the cell's own In[n]
-    assert res["content"]["execution_count"] == a.reply["content"]["execution_count"]
-    (c_res,) = c.of_type("execute_result")
-    assert c_res["content"]["execution_count"] == c.reply["content"]["execution_count"]
-    assert not any("a done" in m["content"].get("text", "") for m in c.msgs + b.msgs)
-
-
-def test_output_streams_while_the_task_runs(kernel: Kernel) -> None:
-    ex = kernel.execute(
-        "%%remote\nimport time\nfor i in range(3):\n    print('tick', i)\n    time.sleep(0.5)\n"
-        "class Rich:\n    def _repr_html_(self):\n        return '<b>rich</b>'\n"
-        "display(Rich())\nprint('oops', file=__import__('sys').stderr)"
-    )
-    ticks = [m for m in ex.msgs if m["msg_type"] == "stream" and "tick 0" in m["content"]["text"]]
-    assert ticks, ex.msgs
-    reply_at = ex.reply["header"]["date"]
-    assert (reply_at - ticks[0]["header"]["date"]).total_seconds() > 0.5
-    assert "tick 0\ntick 1\ntick 2\n" in ex.stream("stdout")
-    assert "oops" in ex.stream("stderr")
-    html = [m for m in ex.of_type("display_data") if "text/html" in m["content"]["data"]]
-    assert html and html[0]["content"]["data"]["text/html"] == "<b>rich</b>"
-    # a wait over a second shows a progress bar widget
-    assert any(m["content"]["data"]["state"].get("_model_name") == "IntProgressModel"
-               for m in ex.of_type("comm_open"))
-
-
-def test_remote_exception_shows_cell_traceback_and_keeps_namespace(kernel: Kernel) -> None:
-    kernel.execute("kept = 'old'")
-    ex = kernel.execute("%%remote\nkept = 'new'\nfresh = 1\n1 / 0", allow_error=True)
-    content = ex.reply["content"]
-    assert content["ename"] == "ZeroDivisionError"
-    tb = "\n".join(content["traceback"])
-    assert "<remote-cell-" in tb and "line 4" in tb and "1 / 0" in tb
-    assert kernel.value("(kept, 'fresh' in dir())") == ("old", False)
-
-
-def test_engines_keep_state_and_push_pull(kernel: Kernel) -> None:
-    assert "started 2 engine(s)" in kernel.execute("%jray engines 2").stream()
-    kernel.execute("%%remote --engine 0\ncounter = 10")
-    assert kernel.execute("%%remote --engine 0\ncounter += 1\ncounter").result_text() == "11"
-    ex = kernel.execute("%%remote --engines all\nimport os\nprint(os.getpid())")
-    out = ex.stream("stdout")
-    assert "[engine-0] " in out and "[engine-1] " in out
-    kernel.execute("payload = [1, 2]\n%jray push 1 payload")
-    assert kernel.execute("%%remote --engine 1\npayload").result_text() == "[1, 2]"
-    kernel.execute("%jray pull 0 counter")
-    assert kernel.value("counter") == 11
-    listing = kernel.execute("%jray engines").stream()
-    assert "jray-engine-0" in listing and "counter" in listing
-
-
-def test_interrupt_cancels_an_engine_cell(kernel: Kernel) -> None:
-    kernel.execute("%jray engines 1")
-    kernel.execute("%%remote --engine 0\nkept_on_engine = 'yes'")
-    msg_id = kernel.kc.execute("%%remote --engine 0\nimport time\nprint('started')\n"
-                               "time.sleep(30)\nnever_on_engine = 1")
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
-                    and "started" in m["content"]["text"], 30)
-    t0 = time.monotonic()
-    kernel.interrupt()
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
-                    and "cancelled" in m["content"]["text"], 15)
-    kernel.settle(msg_id)
-    assert time.monotonic() - t0 < 10
-    # the engine stopped the cell (it did not finish the sleep) and kept its state
-    ex = kernel.execute("%%remote --engine 0\n(kept_on_engine, 'never_on_engine' in dir())",
-                        timeout=10)
-    assert ex.result_text() == "('yes', False)"
-    assert time.monotonic() - t0 < 15
-
-
-def test_status_renders_html_and_text(kernel: Kernel) -> None:
-    ex = kernel.execute("%jray status")
-    data = ex.of_type("display_data")[0]["content"]["data"]
-    assert "<table>" in data["text/html"]
-    for word in ("node", "CPU", "tasks", "object store"):
-        assert word in data["text/plain"]
-
-
-def test_interrupt_cancels_the_cells_task(kernel: Kernel) -> None:
-    msg_id = kernel.kc.execute("%%remote\nimport time\nprint('started')\ntime.sleep(60)\n"
-                               "never = 1")
-    kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
-                    and "started" in m["content"]["text"], 30)
-    queued = kernel.kc.execute("after_interrupt = 1")
-    kernel.interrupt()
-    msg = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "stream"
-                          and "cancelled" in m["content"]["text"], 15)
-    assert "never" in msg["content"]["text"]
-    err = kernel.wait_for(msg_id, lambda m: m["msg_type"] == "error", 15)
-    assert err["content"]["ename"] == "KeyboardInterrupt"
-    kernel.settle(msg_id)
-    kernel.settle(queued)
-    assert kernel.value("'after_interrupt' in dir()") is False  # the queued cell was aborted
-    assert kernel.value("'never' in dir()") is False
-    summary = "__import__('jray').state.summary()['tasks']"
-    assert kernel.value(f"{summary}.get('cancelled', 0) >= 1") is True
-    # kernel and cluster still work
-    assert kernel.execute("%%remote\nafter = 5\nafter").result_text() == "5"
 
 
 def test_remote_before_init_starts_a_cluster() -> None:

@@ -20,10 +20,9 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-import jray
 from jray.jupyter.cell import CellInfo
 from jray.jupyter.remote_cell import ModuleValue, Unbound, Unchanged, rebind_globals, writable
 
@@ -63,11 +62,12 @@ _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), frozenset, rang
               types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type)
 
 
-def mutable(value: Any) -> bool:
-    """Whether ``value`` could change in place (a tuple: if one of its items could)."""
+def mutable(value: Any, is_ref: Callable[[Any], bool] = lambda _v: False) -> bool:
+    """Whether ``value`` could change in place (a tuple: if one of its items could);
+    ``is_ref`` tells the backend's refs, which cannot."""
     if isinstance(value, tuple):
-        return any(mutable(v) for v in value)
-    return not isinstance(value, (*_IMMUTABLE, jray.ObjectRef))
+        return any(mutable(v, is_ref) for v in value)
+    return not isinstance(value, _IMMUTABLE) and not is_ref(value)
 
 
 def apply(ns: dict[str, Any], names: Sequence[str], values: Sequence[Any], info: CellInfo,

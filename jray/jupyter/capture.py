@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import jray
+from jray.jupyter.backends.base import Runtime
 
 Item = tuple[Any, ...]
 Bundle = tuple[dict[str, Any], dict[str, Any]]
@@ -76,15 +76,15 @@ def format_value(obj: Any) -> Bundle:
 
 
 class _Sink:
-    def __init__(self, hub: Any, key: str) -> None:
-        self.hub, self.key = hub, key
+    def __init__(self, hub: Any, key: str, rt: Runtime) -> None:
+        self.hub, self.key, self.rt = hub, key, rt
         self.lock = threading.Lock()
         self.items: list[Item] = []
         self.last: Any = None
         self.stop = threading.Event()
         # A first call, waited on here: it makes this process learn where the hub lives
         # (the answer is read while a get waits), so the flusher thread's calls can leave.
-        jray.get(hub.write.remote(key, []), timeout=60)
+        rt.get(hub.write.remote(key, []), timeout=60)
         self.thread = threading.Thread(target=self._loop, name="jray-cell-output", daemon=True)
         self.thread.start()
 
@@ -111,7 +111,7 @@ class _Sink:
         self.thread.join(5)
         self.flush()
         if self.last is not None:
-            jray.get(self.last, timeout=30)  # the hub has it all before the task's result
+            self.rt.get(self.last, timeout=30)  # the hub has it all before the task's result
 
 
 class _Stream(io.TextIOBase):
@@ -173,13 +173,14 @@ def _figures(sink: _Sink) -> None:
 
 
 @contextmanager
-def capture(hub: Any, key: str, ns: dict[str, Any], ipython: bool = False) -> Iterator[_Sink]:
+def capture(hub: Any, key: str, ns: dict[str, Any], rt: Runtime,
+            ipython: bool = False) -> Iterator[_Sink]:
     """Route stdout, stderr, ``display`` and figures of the code run inside to ``hub``.
 
     ``ipython``: the cell uses IPython (its ``display`` is patched; importing IPython
     costs a worker time, so only then or when it is imported already)."""
     _use_agg()
-    sink = _Sink(hub, key)
+    sink = _Sink(hub, key, rt)
 
     def display(*objs: Any, raw: bool = False, **_: Any) -> None:
         for obj in objs:

@@ -4,7 +4,8 @@ Each engine is an ``Engine`` actor named ``jray-engine-<i>``, placed by the
 scheduler like any actor (with no resources given it needs a CPU to be placed
 but holds none, so engines do not starve tasks). ``%%remote --engine NAME``
 runs a cell in its namespace; ``%jray push``/``%jray pull`` copy variables in
-and out. The kernel keeps the handles; ``jray.shutdown()`` ends the engines.
+and out. The kernel keeps the handles; a shutdown of the cluster ends the engines.
+Everything here goes through the notebook's backend (jray's cluster or Ray's).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import socket
 from typing import Any
 
-import jray
+from jray.jupyter.backends.base import Backend
 from jray.jupyter.capture import Bundle
 from jray.jupyter.remote_cell import CellSpec, execute
 
@@ -46,9 +47,6 @@ class Engine:
                        if not n.startswith("_") and n not in ("display", "get_ipython"))
         return {"name": self.name, "pid": os.getpid(), "host": socket.gethostname(),
                 "variables": names}
-
-
-EngineActor = jray.remote(Engine)
 
 
 def engine_name(name: str) -> str:
@@ -85,7 +83,7 @@ def select(engines: dict[str, Any], spec: str) -> dict[str, Any]:
     return out
 
 
-def start(engines: dict[str, Any], n: int, options: dict[str, Any],
+def start(backend: Backend, engines: dict[str, Any], n: int, options: dict[str, Any],
           timeout: float | None = None) -> tuple[list[str], str]:
     """Start engines until ``n`` exist; the names started, and why others did not start.
 
@@ -94,43 +92,45 @@ def start(engines: dict[str, Any], n: int, options: dict[str, Any],
     """
     timeout = START_TIMEOUT_S if timeout is None else timeout
     new: dict[str, Any] = {}
+    actor = backend.remote(Engine)
     i = 0
     while len(engines) + len(new) < n:
         name = PREFIX + str(i)
         if name not in engines:
-            new[name] = EngineActor.options(name=name, get_if_exists=True,
+            new[name] = actor.options(name=name, get_if_exists=True,
                                             **options).remote(name)
         i += 1
     pings = {h.info.remote(): name for name, h in new.items()}
-    ready, late = jray.wait(list(pings), num_returns=len(pings), timeout=timeout) \
+    ready, late = backend.wait(list(pings), num_returns=len(pings), timeout=timeout) \
         if pings else ([], [])
     started: list[str] = []
     problems: list[str] = []
     for ref in ready:
         name = pings[ref]
         try:
-            jray.get(ref, timeout=timeout)
+            backend.get(ref, timeout=timeout)
         except Exception as e:
             problems.append(f"{name} failed to start ({type(e).__name__})")
-            _kill(new[name])
+            _kill(backend, new[name])
             continue
         engines[name] = new[name]
         started.append(name)
     for ref in late:
         problems.append(f"{pings[ref]} could not be placed within {timeout:g}s")
-        _kill(new[pings[ref]])
+        _kill(backend, new[pings[ref]])
     return started, "; ".join(problems)
 
 
-def _kill(handle: Any) -> None:
+def _kill(backend: Backend, handle: Any) -> None:
     try:
-        jray.kill(handle)
+        backend.kill(handle)
     except Exception:
         pass  # already gone
 
 
-def describe(engines: dict[str, Any], timeout: float = 30) -> list[dict[str, Any]]:
+def describe(backend: Backend, engines: dict[str, Any],
+             timeout: float = 30) -> list[dict[str, Any]]:
     """One row per engine (waits for engines still starting)."""
-    rows: list[dict[str, Any]] = jray.get([h.info.remote() for h in engines.values()],
+    rows: list[dict[str, Any]] = backend.get([h.info.remote() for h in engines.values()],
                                           timeout=timeout)
     return rows

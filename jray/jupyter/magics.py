@@ -6,7 +6,9 @@
 
 Nothing a magic shows is returned to IPython, so ``Out``/``_`` never hold
 remote values: a last expression is published as an ``execute_result`` by
-``Router.result`` directly.
+``Router.result`` directly. Every cluster operation goes through ``self.backend``
+(``jray.jupyter.backends``): jray's own cluster unless ``%jray init --backend``
+chose another.
 """
 
 from __future__ import annotations
@@ -21,9 +23,8 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-import jray
 from jray._private.debug import HIDE
-from jray.jupyter import bind, options, status, syntax
+from jray.jupyter import backends, bind, options, status, syntax
 from jray.jupyter import engines as E
 from jray.jupyter.cell import CellInfo, analyze, default_label, global_stores
 from jray.jupyter.output import CellRun, Router, remote_traceback
@@ -54,9 +55,9 @@ class JrayMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.sh: Any = shell  # IPython types Magics.shell as Optional
-        self.router = Router(shell)
+        self.router = Router(shell, backends.make("jray"))
+        self.get_hook: Callable[..., None] | None = None  # set by load_ipython_extension
         self.engines: dict[str, Any] = {}
-        self.started_cluster = False
         self.own_tb_handler = False  # set by load_ipython_extension
         self.engine_need: dict[str, dict[str, float]] = {}  # what each engine holds
         self.results: dict[str, Any] = {}  # label -> last-value ref of a --no-block cell
@@ -67,25 +68,44 @@ class JrayMagics(Magics):
         """The running cell's number (IPython has advanced ``execution_count`` already)."""
         return int(getattr(self.sh.displayhook, "prompt_count", self.sh.execution_count - 1))
 
+    @property
+    def backend(self) -> backends.Backend:
+        return self.router.backend
+
+    def use_backend(self, backend: backends.Backend) -> None:
+        """Run every magic on ``backend`` from now on (its hooks moved over to it)."""
+        old = self.router.backend
+        if old is backend:
+            return
+        old.set_get_hook(None)
+        self.router.reset()
+        self.results.clear()  # refs and handles of the old runtime mean nothing here
+        self.engines.clear()
+        self.engine_need.clear()
+        self.router.backend = backend
+        if backend.caps.get_hook and self.get_hook is not None:
+            backend.set_get_hook(self.get_hook)
+
     # --- cluster ---------------------------------------------------------------------
     def _address(self, auto: bool) -> str:
-        if not jray.is_initialized():
+        b = self.backend
+        if not b.is_initialized():
             if not auto:
-                raise _clean(RuntimeError("no jray cluster; run %jray init first"))
-            info = jray.init()
-            self.started_cluster = True
-            print(f"jray: started a local cluster ({_fmt(info['resources'])}); "
+                raise _clean(RuntimeError(f"no {b.name} cluster; run %jray init first"))
+            info = b.init()
+            print(f"jray: started a local {_where(b)}cluster ({_fmt(info['resources'])}); "
                   f"%jray init sets its size")
-        return str(jray.init(ignore_reinit_error=True).get("address", ""))
+        return str(b.info().get("address", ""))
 
     def close(self) -> None:
         """Stop the timer; shut down a cluster this extension started (unload)."""
         self.router.reset("the jray extension was unloaded")
-        if self.started_cluster and jray.is_initialized():
-            jray.shutdown()
+        b = self.backend
+        b.set_get_hook(None)
+        if b.started and b.is_initialized():
+            b.shutdown()
             print("jray: unloading the extension shut down the cluster it started; "
                   "%jray init starts a new one", file=sys.stderr)
-        self.started_cluster = False
         self.engines.clear()
         self.engine_need.clear()
 
@@ -98,6 +118,9 @@ class JrayMagics(Magics):
 
           %jray init [--num-cpus N] [--num-gpus N] [--resources JSON]
                      [--object-store-memory SIZE]   start a local cluster (or report it)
+          %jray init --backend ray [--address ADDR] run every magic on Ray: a local Ray
+                                                    instance, or join the cluster at ADDR
+                                                    (never stopped; docs/ray-backend.md)
           %jray start --ssh USER@HOST[,...] [--num-cpus N]  nodes on other machines over SSH
                                                     (joining a jray start --head cluster)
           %jray status                              nodes, resources, tasks, object store
@@ -116,6 +139,7 @@ class JrayMagics(Magics):
         Examples::
 
           %jray init --num-cpus 4
+          %jray init --backend ray --address 10.0.0.5:6379
           %jray engines 2 --num-cpus 1
           %jray push all config
           %jray pull 0 model
@@ -126,57 +150,88 @@ class JrayMagics(Magics):
         cmd(args)
 
     def _cmd_init(self, a: argparse.Namespace) -> None:
-        if jray.is_initialized():
-            info = jray.init(ignore_reinit_error=True)
-            print(f"jray: a cluster is already running ({_fmt(info.get('resources', {}))}) "
-                  f"at {info.get('address')}; %jray shutdown first to change it")
-            return
+        self.init(a.backend, a.address, num_cpus=a.num_cpus, num_gpus=a.num_gpus,
+                  resources=a.resources, object_store_memory=a.object_store_memory)
+
+    def init(self, backend: str | None = None, address: str | None = None,
+             **options: Any) -> dict[str, Any]:
+        """Start (or join) the cluster the magics run on; what ``%jray init`` does.
+
+        ``backend``: ``"jray"`` (the default) or ``"ray"``; None keeps the current one.
+        ``address``: join a running cluster there (never stopped by the notebook).
+        """
+        b = self.backend
+        if backend is not None and backend != b.name:
+            if b.is_initialized():
+                raise UsageError(f"%jray init --backend {backend}: a {b.name} cluster is "
+                                 f"running; %jray shutdown first")
+            try:
+                new = backends.make(backend)
+            except ImportError as e:
+                raise UsageError(f"%jray init --backend {backend}: {e}") from None
+            self.use_backend(new)
+            b = new
+        if b.is_initialized():
+            info = b.info()
+            print(f"jray: a {_where(b)}cluster is already running "
+                  f"({_fmt(info.get('resources', {}))}) at {info.get('address')}; "
+                  f"%jray shutdown first to change it")
+            return info
+        options = {k: v for k, v in options.items() if v is not None}
         try:
-            info = jray.init(a.address, num_cpus=a.num_cpus, num_gpus=a.num_gpus,
-                             resources=a.resources, object_store_memory=a.object_store_memory)
-        except (jray.exceptions.JrayError, TypeError, ValueError) as e:
+            info = b.init(address, **options)
+        except b.init_errors as e:
             raise _clean(e) from None
-        self.started_cluster = True
-        if info.get("connected"):
-            print(f"jray: connected to the cluster at {info['address']}")
-            return
-        print(f"jray: started a local cluster ({_fmt(info['resources'])}) at {info['address']}")
+        how = "connected to the" if address and not b.started else "started a local"
+        print(f"jray: {how} {_where(b)}cluster ({_fmt(info['resources'])}) "
+              f"at {info['address']}")
+        return info
 
     def _cmd_start(self, a: argparse.Namespace) -> None:
+        if self.backend.name != "jray":
+            raise UsageError(f"%jray start --ssh: nodes over SSH join jray's own cluster; "
+                             f"the magics run on {self.backend.name} now")
         from jray._private.net import ssh
+        from jray.exceptions import JrayError
 
         hosts = [h.strip() for h in a.ssh.split(",") if h.strip()]
         try:
             nodes = ssh.start_nodes(hosts, num_cpus=a.num_cpus, python=a.python)
-        except (jray.exceptions.JrayError, ValueError) as e:
+        except (JrayError, ValueError) as e:
             raise _clean(e) from None
         print(f"jray: {len(nodes)} node(s) joined over SSH: {', '.join(hosts)}")
 
     def _cmd_status(self, a: argparse.Namespace) -> None:
-        if not jray.is_initialized():
+        if not self.backend.is_initialized():
             print("jray: no cluster running (%jray init starts one)")
             return
         from IPython.display import display
 
-        display(status.bundle(self.engines), raw=True)  # type: ignore[no-untyped-call]
+        display(status.bundle(self.backend, self.engines),  # type: ignore[no-untyped-call]
+                raw=True)
 
     def _cmd_dashboard(self, a: argparse.Namespace) -> None:
+        if not self.backend.caps.views:
+            raise UsageError(f"%jray dashboard: the live views are not available on the "
+                             f"{self.backend.name} backend (see docs/ray-backend.md)")
         self._address(auto=True)
         from IPython.display import display
 
-        display(jray.dashboard())  # type: ignore[no-untyped-call]
+        display(self.backend.dashboard())  # type: ignore[no-untyped-call]
 
     def _cmd_shutdown(self, a: argparse.Namespace) -> None:
         self.router.reset("%jray shutdown stopped the cluster")
         self.results.clear()
         self.engines.clear()
         self.engine_need.clear()
-        if not jray.is_initialized():
+        b = self.backend
+        if not b.is_initialized():
             print("jray: no cluster running")
             return
-        jray.shutdown()
-        self.started_cluster = False
-        print("jray: cluster shut down")
+        started = b.started
+        b.shutdown()
+        print("jray: cluster shut down" if started else
+              f"jray: disconnected from the {b.name} cluster (it keeps running)")
 
     def _cmd_engines(self, a: argparse.Namespace) -> None:
         if a.n is not None:
@@ -185,7 +240,7 @@ class JrayMagics(Magics):
         if not self.engines:
             print("jray: no engines (%jray engines N starts N)")
             return
-        for row in E.describe(self.engines):
+        for row in E.describe(self.backend, self.engines):
             print(f"{row['name']}  pid={row['pid']}  host={row['host']}  "
                   f"variables: {', '.join(row['variables']) or '-'}")
 
@@ -197,7 +252,7 @@ class JrayMagics(Magics):
                                   ("resources", a.resources)) if v is not None}
         holds = options.demand(a, 0.0)  # engines hold no CPU unless asked to
         new = max(0, a.n - len(self.engines))
-        nodes = jray.nodes()
+        nodes = self.backend.nodes()
         options.check_placeable("%jray engines", options.demand(a, 1.0), nodes)
         if new and holds:
             held: dict[str, float] = {}
@@ -208,7 +263,7 @@ class JrayMagics(Magics):
                                         for k, v in n.get("Resources", {}).items()}}
                     for n in nodes]
             options.check_placeable("%jray engines", holds, free, count=new)
-        started, failed = E.start(self.engines, a.n, opts)
+        started, failed = E.start(self.backend, self.engines, a.n, opts)
         for name in started:
             self.engine_need[name] = holds
         if failed:
@@ -232,16 +287,19 @@ class JrayMagics(Magics):
             if n not in ns:
                 raise _clean(NameError(f"name {n!r} is not defined"))
         targets = self._targets(a.engine)
-        jray.get([h.push.remote({n: ns[n] for n in names}) for h in targets.values()])
+        self.backend.get([h.push.remote({n: ns[n] for n in names})
+                          for h in targets.values()])
 
     def _cmd_pull(self, a: argparse.Namespace) -> None:
         """One engine: its values; several (``all``, ``0,1``): a list per name, in order."""
         targets = self._targets(a.engine)
         names = list(options.names(a.names, "%jray pull") or ())
         try:
-            got = jray.get([h.pull.remote(names) for h in targets.values()])
+            got = self.backend.get([h.pull.remote(names) for h in targets.values()])
         except Exception as e:
-            raise _clean(e, remote_traceback(e).strip().splitlines()[-1]) from None
+            cause = self.backend.error_cause(e)
+            raise _clean(cause or e, remote_traceback(e, cause).strip().splitlines()[-1]) \
+                from None
         values = got[0] if len(got) == 1 and a.engine != "all" and "," not in a.engine \
             and ":" not in a.engine else {n: [g[n] for g in got] for n in names}
         self.sh.user_ns.update(values if a.zero_copy else writable(values))
@@ -254,13 +312,18 @@ class JrayMagics(Magics):
             raise UsageError(f"%jray result: no --no-block cell labelled {a.label!r} "
                              f"(labels: {known})")
         try:
-            bundle = jray.get(ref)
+            bundle = self.backend.get(ref)
         except Exception as e:
-            raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
+            raise self._task_error(e) from None
         if bundle is not None:
             from IPython.display import display
 
             display(bundle[0], metadata=bundle[1], raw=True)  # type: ignore[no-untyped-call]
+
+    def _task_error(self, err: BaseException) -> BaseException:
+        """What a failed task shows: the user's exception with the cell's traceback."""
+        cause = self.backend.error_cause(err)
+        return _clean(cause or err, remote_traceback(err, cause))
 
     # --- %%remote --------------------------------------------------------------------
     @cell_magic("remote")  # type: ignore[arg-type]  # (same)
@@ -336,7 +399,7 @@ class JrayMagics(Magics):
         ns = self.sh.user_ns
         in_place = tuple(n for n in info.mutated if n in inputs)
         watched = tuple(n for n in info.watched if n in inputs and n not in info.writes
-                        and n not in in_place and bind.mutable(ns[n]))
+                        and n not in in_place and bind.mutable(ns[n], self.backend.is_ref))
         if explicit_out is None:
             outputs = tuple(w for w in info.writes if w not in imports)
             outputs += tuple(d for d in info.deletes if d not in info.writes)
@@ -348,8 +411,9 @@ class JrayMagics(Magics):
             imports = {k: v for k, v in imports.items() if k in explicit_out}
         label = args.name or default_label(listing, info)
         address = self._address(auto=True)
+        backend = self.backend
         if args.num_cpus is not None or args.num_gpus or args.resources:
-            options.check_placeable("%%remote", options.demand(args, 1.0), jray.nodes())
+            options.check_placeable("%%remote", options.demand(args, 1.0), backend.nodes())
         hub = self.router.ensure_hub(address)
         opts: dict[str, Any] = {"name": label, "max_retries": args.retries}
         if args.retry_exceptions:
@@ -364,14 +428,15 @@ class JrayMagics(Magics):
         if replaced:
             print(f"jray: cancelled the previous run of this cell ({', '.join(replaced)}), "
                   f"still running when it was run again", file=sys.stderr)
-        held = list({r.id: r for n in inputs for r in nested_refs(ns[n])}.values())
+        rt = backend.rt
+        held = list({rt.ref_id(r): r for n in inputs for r in nested_refs(ns[n], rt)}.values())
         spec = CellSpec(source, filename, run.key, inputs, tuple(n for n in outputs
                         if n not in imports), info.quiet, listing, in_place, watched,
-                        tuple(r.id for r in held))
+                        tuple(rt.ref_id(r) for r in held), rt)
         try:
-            run.refs = submit(spec, hub, [*(ns[n] for n in inputs), *held], opts)
+            run.refs = submit(backend, spec, hub, [*(ns[n] for n in inputs), *held], opts)
         except Exception as e:
-            raise _clean(_why_not_pickled(e, {n: ns[n] for n in inputs})) from None
+            raise _clean(_why_not_pickled(e, {n: ns[n] for n in inputs}, rt.is_ref)) from None
         self.router.add(run)
         if not run.block:
             self.results.pop(label, None)
@@ -384,9 +449,9 @@ class JrayMagics(Magics):
             raise _interrupted([run.label])
         self.router.done(run)
         try:
-            values = jray.get(run.refs)
+            values = backend.get(run.refs)
         except Exception as e:
-            raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
+            raise self._task_error(e) from None
         notes = bind.apply(ns, spec.outputs, values, info, explicit_out is not None,
                            args.zero_copy)
         modules, failed = bind.import_here(imports.items())
@@ -435,7 +500,8 @@ class JrayMagics(Magics):
             run = CellRun(short, self.router.parent(), self._count(), [],
                           block=not args.no_block,
                           prefix=f"[{short}] " if len(targets) > 1 else "")
-            spec = CellSpec(source, filename, run.key, quiet=quiet, listing=listing)
+            spec = CellSpec(source, filename, run.key, quiet=quiet, listing=listing,
+                            rt=self.backend.rt)
             run.refs = [handle.execute.remote(spec, hub)]
             self.router.add(run)
             runs.append(run)
@@ -447,10 +513,10 @@ class JrayMagics(Magics):
         def show(run: CellRun) -> None:  # each engine's result or error as it happens
             self.router.done(run)
             try:
-                bundle = jray.get(run.refs[-1])
+                bundle = self.backend.get(run.refs[-1])
             except Exception as e:
                 if len(runs) == 1:
-                    raise _clean(getattr(e, "cause", None) or e, remote_traceback(e)) from None
+                    raise self._task_error(e) from None
                 self.router.error(run, e)
                 failed.append(run.label)
                 return
@@ -477,12 +543,17 @@ def _cell_id(parent: dict[str, Any] | None, line: str, listing: str) -> str:
     return hashlib.sha1(f"{line}\n{listing}".encode()).hexdigest()
 
 
-def _why_not_pickled(err: Exception, values: dict[str, Any]) -> BaseException:
+def _where(backend: backends.Backend) -> str:
+    return "" if backend.name == "jray" else f"{backend.name} "
+
+
+def _why_not_pickled(err: Exception, values: dict[str, Any],
+                     is_ref: Callable[[Any], bool]) -> BaseException:
     """Name the input variable that could not be pickled, if one is the cause."""
     import cloudpickle
 
     for name, value in values.items():
-        if isinstance(value, jray.ObjectRef):
+        if is_ref(value):
             continue
         try:
             cloudpickle.dumps(value)

@@ -101,7 +101,9 @@ def line_parser() -> _Parser:
     init.add_argument("--num-gpus", type=_int_at_least(0), metavar="N")
     init.add_argument("--resources", type=_json, metavar="JSON")
     init.add_argument("--object-store-memory", type=_size, metavar="SIZE")
-    init.add_argument("--address")
+    init.add_argument("--address", help="join the running cluster there (never stopped)")
+    init.add_argument("--backend", choices=("jray", "ray"),
+                      help="run the magics on jray's cluster (default) or on Ray")
     start = sub.add_parser("start", help="node daemons on other machines over SSH")
     start.add_argument("--ssh", required=True, metavar="USER@HOST[,USER@HOST...]")
     start.add_argument("--num-cpus", type=_count, metavar="N")

@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import jray
+from jray.jupyter.backends.base import Backend
 from jray.jupyter.capture import OutputHub
 
 PUMP_PERIOD_S = 0.1
@@ -56,8 +56,9 @@ class CellRun:
 class Router:
     """Routes hub output and results of pending cells to their cells' output areas."""
 
-    def __init__(self, shell: Any) -> None:
+    def __init__(self, shell: Any, backend: Backend) -> None:
         self.shell = shell
+        self.backend = backend  # where the cells run (the magics switch it on init)
         self.runs: dict[str, CellRun] = {}
         self.hub: Any = None
         self.hub_address: str | None = None
@@ -68,7 +69,7 @@ class Router:
     def ensure_hub(self, address: str) -> Any:
         """The output hub of the running cluster (made again after a new ``init``)."""
         if self.hub is None or self.hub_address != address:
-            self.hub = jray.remote(OutputHub).remote()
+            self.hub = self.backend.remote(OutputHub).remote()
             self.hub_address = address
             self.runs.clear()
         return self.hub
@@ -166,7 +167,8 @@ class Router:
 
     def _pump(self) -> None:
         try:
-            batches: dict[str, list[Any]] = jray.get(self.hub.drain.remote(), timeout=10)
+            batches: dict[str, list[Any]] = self.backend.get(self.hub.drain.remote(),
+                                                              timeout=10)
         except Exception as e:
             batches = {}
             print(f"jray: could not read remote output: {e}", file=sys.stderr)
@@ -180,7 +182,7 @@ class Router:
                 else:
                     self.stream(run, item[0], item[1])
         for run in [r for r in self.runs.values() if not r.block and not r.done]:
-            ready, _ = jray.wait(run.refs, num_returns=len(run.refs), timeout=0)
+            ready, _ = self.backend.wait(run.refs, num_returns=len(run.refs), timeout=0)
             if len(ready) == len(run.refs):
                 self.finish(run)
 
@@ -188,7 +190,7 @@ class Router:
         """Show a finished run's last value or error; forget it (its output was pumped)."""
         run.done = True
         try:
-            bundle = jray.get(run.refs[-1], timeout=10)
+            bundle = self.backend.get(run.refs[-1], timeout=10)
         except Exception as e:
             self.error(run, e)
         else:
@@ -201,7 +203,7 @@ class Router:
         old = [r for r in self.runs.values() if cell_id and r.cell_id == cell_id and not r.done]
         for run in old:
             try:
-                jray.cancel(run.refs[-1])
+                self.backend.cancel(run.refs[-1])
             except Exception as e:
                 print(f"jray: could not cancel the previous run {run.label}: {e}",
                       file=sys.stderr)
@@ -238,9 +240,10 @@ class Router:
             self.start_timer()
 
 
-def remote_traceback(err: BaseException) -> str:
-    """The remote traceback of a failed cell, from its first frame on."""
-    cause = getattr(err, "cause", None)
+def remote_traceback(err: BaseException, cause: BaseException | None = None) -> str:
+    """The remote traceback of a failed cell, from its first frame on (``cause``: the
+    user's exception inside ``err``, where the backend found it)."""
+    cause = cause if cause is not None else getattr(err, "cause", None)
     text = getattr(cause, "_jray_cell_traceback", None)
     if text is None:
         text = getattr(err, "traceback_str", None) or f"{type(err).__name__}: {err}\n"

@@ -5,10 +5,10 @@
 ``--no-block`` cell's). After ``PROGRESS_AFTER_S`` it shows one progress bar
 for the cell (an ipywidgets ``IntProgress``, else a text line). A
 ``KeyboardInterrupt`` (the kernel's interrupt) cancels every run the cell
-launched with ``jray.cancel``, says which, and returns.
+launched (the backend's ``cancel``), says which, and returns.
 
-``get_observer(router)`` is the hook the extension installs as
-``jray._private.api.wait_observer``: a ``jray.get`` in a normal cell (kernel
+``get_observer(router)`` is the hook the extension installs where the backend
+has one (``caps.get_hook``, jray's ``api.wait_observer``): a ``jray.get`` in a cell (kernel
 main thread) waits here first, with the same bar after ``PROGRESS_AFTER_S``
 when it waits for several refs; an interrupt cancels the refs' tasks (one or
 many) and re-raises.
@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jray
 from jray._private.debug import HIDE
 from jray.jupyter.output import PUMP_PERIOD_S, CellRun, Router
 
@@ -68,16 +67,17 @@ class Progress:
 
 def _cancel(router: Router, runs: list[CellRun]) -> None:
     """Cancel the runs; report which stopped and which did not (within ``CANCEL_WAIT_S``)."""
+    backend = router.backend
     for run in runs:
         try:
-            jray.cancel(run.refs[-1])
+            backend.cancel(run.refs[-1])
         except Exception as e:
             print(f"jray: could not cancel {run.label}: {e}", file=sys.stderr)
     refs = [r.refs[-1] for r in runs]
     deadline = time.monotonic() + CANCEL_WAIT_S
     ready: list[Any] = []
     while time.monotonic() < deadline and len(ready) < len(refs):
-        ready, _ = jray.wait(refs, num_returns=len(refs), timeout=PUMP_PERIOD_S)
+        ready, _ = backend.wait(refs, num_returns=len(refs), timeout=PUMP_PERIOD_S)
     router.pump()
     stopped = [r.label for r in runs if r.refs[-1] in ready]
     running = [r.label for r in runs if r.refs[-1] not in ready]
@@ -106,8 +106,8 @@ def wait_for(router: Router, runs: list[CellRun],
     total = len(pending)
     try:
         while pending:
-            ready, pending = jray.wait(pending, num_returns=len(pending),
-                                       timeout=PUMP_PERIOD_S)
+            ready, pending = router.backend.wait(pending, num_returns=len(pending),
+                                                 timeout=PUMP_PERIOD_S)
             router.pump()
             for ref in ready:
                 if on_done is not None:
@@ -136,7 +136,9 @@ def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None
     refs' tasks (bounded wait for them to stop) and re-raises it.
     """
     __tracebackhide__ = HIDE  # noqa: F841
-    unique = list({r.id: r for r in refs}.values())  # a get may repeat a ref; wait may not
+    backend = router.backend
+    # a get may repeat a ref; wait may not
+    unique = list({backend.ref_id(r): r for r in refs}.values())
     total = len(unique)
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
@@ -147,7 +149,7 @@ def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None
             step = PUMP_PERIOD_S
             if deadline is not None:
                 step = max(0.0, min(step, deadline - time.monotonic()))
-            _, pending = jray.wait(pending, num_returns=len(pending), timeout=step)
+            _, pending = backend.wait(pending, num_returns=len(pending), timeout=step)
             router.pump()
             if not pending:
                 break
@@ -156,7 +158,7 @@ def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None
                 if bar is not None:
                     bar.close(total - len(pending), ok=False)
                     bar = None
-                raise jray.exceptions.GetTimeoutError(
+                raise backend.timeout_error(
                     f"get timed out after {timeout} s: {len(pending)} object(s) not ready, "
                     f"e.g. {pending[0]!r}")
             if bar is None and total > 1 and now - start > PROGRESS_AFTER_S:
@@ -166,22 +168,23 @@ def wait_get(router: Router, refs: Sequence[Any], timeout: float | None) -> None
     except KeyboardInterrupt:
         if bar is not None:
             bar.close(total - len(pending), ok=False)
-        _cancel_refs(pending)
+        _cancel_refs(router, pending)
         raise
     if bar is not None:
         bar.close(total, ok=True)
 
 
-def _cancel_refs(refs: list[Any]) -> None:
+def _cancel_refs(router: Router, refs: list[Any]) -> None:
+    backend = router.backend
     for ref in refs:
         try:
-            jray.cancel(ref)
+            backend.cancel(ref)
         except Exception as e:
             print(f"jray: could not cancel {ref!r}: {e}", file=sys.stderr)
     deadline = time.monotonic() + CANCEL_WAIT_S
     left = refs
     while left and time.monotonic() < deadline:
-        _, left = jray.wait(left, num_returns=len(left), timeout=PUMP_PERIOD_S)
+        _, left = backend.wait(left, num_returns=len(left), timeout=PUMP_PERIOD_S)
     msg = f"jray: interrupted; cancelled {len(refs) - len(left)} task(s) of the jray.get"
     if left:
         msg += f"; {len(left)} still running after {CANCEL_WAIT_S:g}s"

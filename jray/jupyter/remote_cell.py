@@ -22,13 +22,15 @@ import pickle
 import sys
 import traceback
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
 
-import jray
+from jray.jupyter.backends.base import Runtime
+from jray.jupyter.backends.jray_backend import JrayRuntime
 from jray.jupyter.capture import Bundle, capture, format_value
 from jray.jupyter.cell import compile_cell
 from jray.jupyter.remote_shell import get_ipython
@@ -54,6 +56,7 @@ class CellSpec:
     writable: tuple[str, ...] = ()  # inputs the cell changes in place: writable copies
     watched: tuple[str, ...] = ()  # inputs calls may change: compared before and after
     ref_ids: tuple[bytes, ...] = ()  # refs held inside inputs, sent resolved after them
+    rt: Runtime = JrayRuntime()  # the runtime the cell runs on (its refs, its get)
 
 
 class Unbound:
@@ -95,10 +98,11 @@ def execute(spec: CellSpec, ns: dict[str, Any], hub: Any,
     ``after`` runs once the cell succeeded, while its output is still captured."""
     body, tail = compile_cell(spec.source, spec.filename, spec.listing or None)
     ns["get_ipython"] = get_ipython
-    with capture(hub, spec.key, ns, "IPython" in spec.source):
+    with capture(hub, spec.key, ns, spec.rt, "IPython" in spec.source):
         try:
-            exec(body, ns)
-            value = eval(tail, ns) if tail is not None else None
+            with spec.rt.cancellable():
+                exec(body, ns)
+                value = eval(tail, ns) if tail is not None else None
         except Exception as e:
             try:
                 e._jray_cell_traceback = _cell_traceback(e)  # type: ignore[attr-defined]
@@ -165,19 +169,22 @@ def rebind_globals(value: Any, ns: dict[str, Any]) -> Any:
     return value
 
 
-def nested_refs(value: Any, depth: int = 0) -> list[Any]:
-    """ObjectRefs inside lists, tuples and dicts (a few levels deep), and in the globals
-    and closure of a notebook function, in order of appearance."""
+_JRAY = JrayRuntime()
+
+
+def nested_refs(value: Any, rt: Runtime = _JRAY, depth: int = 0) -> list[Any]:
+    """ObjectRefs (of runtime ``rt``) inside lists, tuples and dicts (a few levels deep),
+    and in the globals and closure of a notebook function, in order of appearance."""
     if depth > MAX_DEPTH:
         return []
-    if isinstance(value, jray.ObjectRef):
+    if rt.is_ref(value):
         return [value] if depth else []
     if type(value) in (list, tuple, dict) and len(value) > MAX_SCAN:
         return []
     if type(value) in (list, tuple):
-        return [r for v in value for r in nested_refs(v, depth + 1)]
+        return [r for v in value for r in nested_refs(v, rt, depth + 1)]
     if type(value) is dict:
-        return [r for v in value.values() for r in nested_refs(v, depth + 1)]
+        return [r for v in value.values() for r in nested_refs(v, rt, depth + 1)]
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
         codes, names = [value.__code__], set()
         while codes:
@@ -186,7 +193,7 @@ def nested_refs(value: Any, depth: int = 0) -> list[Any]:
             codes += [c for c in code.co_consts if isinstance(c, types.CodeType)]
         held = [value.__globals__[n] for n in sorted(names) if n in value.__globals__]
         held += [c.cell_contents for c in value.__closure__ or () if _filled(c)]
-        return [r for v in held for r in nested_refs(v, depth + 1)]
+        return [r for v in held for r in nested_refs(v, rt, depth + 1)]
     return []
 
 
@@ -198,16 +205,16 @@ def _filled(cell: Any) -> bool:
     return True
 
 
-def resolve(value: Any, values: dict[bytes, Any], depth: int = 0) -> Any:
+def resolve(value: Any, values: dict[bytes, Any], rt: Runtime = _JRAY, depth: int = 0) -> Any:
     """``value`` with the refs ``nested_refs`` found replaced by their values."""
     if depth > MAX_DEPTH or not values:
         return value
-    if isinstance(value, jray.ObjectRef):
-        return values.get(value.id, value) if depth else value
+    if rt.is_ref(value):
+        return values.get(rt.ref_id(value), value) if depth else value
     if type(value) in (list, tuple):
-        return type(value)(resolve(v, values, depth + 1) for v in value)
+        return type(value)(resolve(v, values, rt, depth + 1) for v in value)
     if type(value) is dict:
-        return {k: resolve(v, values, depth + 1) for k, v in value.items()}
+        return {k: resolve(v, values, rt, depth + 1) for k, v in value.items()}
     return value
 
 
@@ -246,11 +253,12 @@ def _output(ns: dict[str, Any], name: str) -> Any:
 def _run_cell(spec: CellSpec, hub: Any, *values: Any) -> Any:
     ns: dict[str, Any] = {"__name__": "__main__"}
     resolved = dict(zip(spec.ref_ids, values[len(spec.inputs):]))
-    ns.update((name, rebind_globals(resolve(v, resolved), ns))
+    rt = spec.rt
+    ns.update((name, rebind_globals(resolve(v, resolved, rt), ns))
               for name, v in zip(spec.inputs, values))
     for name, v in list(ns.items()):  # globals that notebook functions captured
-        if isinstance(v, jray.ObjectRef) and v.id in resolved and name not in spec.inputs:
-            ns[name] = resolved[v.id]
+        if rt.is_ref(v) and rt.ref_id(v) in resolved and name not in spec.inputs:
+            ns[name] = resolved[rt.ref_id(v)]
     for name in spec.writable:
         if name in ns:
             ns[name] = writable(ns[name])
@@ -275,11 +283,17 @@ def _run_cell(spec: CellSpec, hub: Any, *values: Any) -> Any:
     return result if len(result) > 1 else result[0]
 
 
-run_cell_task = jray.remote(max_retries=0)(_run_cell)
+#: backend -> the remote function of _run_cell on it
+_TASKS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
-def submit(spec: CellSpec, hub: Any, values: list[Any], options: dict[str, Any]) -> list[Any]:
-    """Submit the cell as a task; one ref per output, then the last value's ref."""
+def submit(backend: Any, spec: CellSpec, hub: Any, values: list[Any],
+           options: dict[str, Any]) -> list[Any]:
+    """Submit the cell as a task of ``backend``; one ref per output, then the last
+    value's ref."""
+    task = _TASKS.get(backend)
+    if task is None:
+        task = _TASKS[backend] = backend.remote(_run_cell, max_retries=0)
     n = len(spec.outputs) + 1
-    refs = run_cell_task.options(num_returns=n, **options).remote(spec, hub, *values)
+    refs = task.options(num_returns=n, **options).remote(spec, hub, *values)
     return list(refs) if n > 1 else [refs]

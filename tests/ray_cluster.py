@@ -1,0 +1,105 @@
+"""A real local Ray cluster for the Ray backend's tests: ``ray start --head``, stopped after.
+
+Started in a temporary directory of its own, so stopping it ends exactly its
+processes (its daemons, found by that directory in their command lines, and all
+their descendants) and not another Ray on the machine, which a plain
+``ray stop`` would also kill. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+START_TIMEOUT_S = 120
+STOP_TIMEOUT_S = 20
+
+
+def ray_missing() -> str | None:
+    """Why the Ray backend cannot be tested here (None when it can)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray is not installed (pip install 'jray[ray]')"
+    if shutil.which("ray", path=str(Path(sys.executable).parent)) is None:
+        return "the ray command is not installed next to this Python"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def processes(temp_dir: str) -> list[psutil.Process]:
+    """The cluster's processes: those naming ``temp_dir``, and their descendants."""
+    found: dict[int, psutil.Process] = {}
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in p.info["cmdline"] or ()):
+                found[p.pid] = p
+                for c in p.children(recursive=True):
+                    found[c.pid] = c
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            pass
+    return list(found.values())
+
+
+def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def stop(temp_dir: str) -> list[psutil.Process]:
+    """End the cluster's processes (SIGTERM, then SIGKILL); those still alive after."""
+    procs = processes(temp_dir)
+    for sig in ("terminate", "kill"):
+        for p in _alive(procs):
+            try:
+                getattr(p, sig)()
+            except psutil.NoSuchProcess:
+                pass
+        deadline = time.monotonic() + STOP_TIMEOUT_S / 2
+        while _alive(procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        procs = list({p.pid: p for p in _alive(procs) + processes(temp_dir)}.values())
+    return _alive(procs)
+
+
+@contextmanager
+def ray_head(num_cpus: int = 2) -> Iterator[tuple[str, str]]:
+    """A Ray head node on a free port; yields its address and temporary directory.
+    No process of it outlives the block."""
+    temp_dir = tempfile.mkdtemp(prefix="jrt-", dir="/tmp")
+    port = _free_port()
+    ray_cmd = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        subprocess.run([ray_cmd, "start", "--head", f"--num-cpus={num_cpus}",
+                        "--include-dashboard=false", f"--port={port}",
+                        f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                       env=env, check=True, capture_output=True, text=True,
+                       timeout=START_TIMEOUT_S)
+        yield f"127.0.0.1:{port}", temp_dir
+    finally:
+        left = stop(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"Ray processes outlived the test cluster: " \
+                         f"{[p.pid for p in left]}"
