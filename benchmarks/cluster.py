@@ -66,8 +66,11 @@ class TcpCluster:
         jray.init(address="auto")
 
     def stop(self) -> None:
+        import shutil
+
         jray.shutdown()
         _cli(self.env, "stop")
+        shutil.rmtree(self.runtime, ignore_errors=True)
 
 
 class socketless_port:

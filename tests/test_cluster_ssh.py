@@ -22,7 +22,7 @@ import pytest
 
 import jray
 from jray._private.net import ssh
-from jray.testing import eventually
+from jray.testing import eventually, jray_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
 SSHD = "/usr/sbin/sshd"
@@ -107,6 +107,7 @@ def test_a_node_started_over_ssh_joins_and_stops_with_the_driver(
             return sum(n["Alive"] for n in json.loads(out)["nodes"]) == 1
 
         assert eventually(one_left, 20)
+        assert eventually(lambda: not jray_processes(), 20), jray_processes()
     finally:
         for n in nodes:
             n.stop(5)
@@ -114,3 +115,51 @@ def test_a_node_started_over_ssh_joins_and_stops_with_the_driver(
         subprocess.run([*cli, "stop"], env=env, timeout=60, capture_output=True)
     assert not [p for p in glob.glob("/tmp/jray-ssh-*") if os.path.exists(p)
                 and os.stat(p).st_mtime > time.time() - 150]
+
+
+DRIVER = """
+import sys, time
+import jray
+from jray._private.net import ssh
+jray.init(address="auto")
+ssh.start_nodes([sys.argv[1]], num_cpus=1, python=sys.executable, ssh_options=sys.argv[2:])
+print("JOINED", flush=True)
+time.sleep(600)
+"""
+
+
+def test_ssh_nodes_stop_when_the_driver_dies(
+        sshd: list[str], tmp_path_factory: pytest.TempPathFactory,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tmp_path_factory.mktemp("rt")
+    os.chmod(runtime, 0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    env = dict(os.environ)
+    cli = [sys.executable, "-m", "jray.cli"]
+    subprocess.run([*cli, "start", "--head", "--port", str(_free_port()), "--num-cpus", "1",
+                    "--object-store-memory", "64M"], env=env, check=True, timeout=60,
+                   capture_output=True)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, f"{os.environ.get('USER', 'root')}@127.0.0.1", *sshd],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def alive_nodes() -> int:
+        out = subprocess.run([*cli, "status", "--json"], env=env, capture_output=True,
+                             text=True, timeout=30).stdout
+        return sum(n["Alive"] for n in json.loads(out)["nodes"])
+
+    try:
+        assert driver.stdout is not None
+        line = driver.stdout.readline().strip()
+        assert line == "JOINED", driver.communicate(timeout=10)
+        assert alive_nodes() == 2
+        driver.kill()  # the kernel dies: its ssh client goes with it, and so the node
+        driver.wait(10)
+        assert eventually(lambda: alive_nodes() == 1, 20)
+        # the node's processes ran under our sshd, so they are our descendants
+        assert eventually(lambda: not jray_processes(), 20), jray_processes()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        subprocess.run([*cli, "stop"], env=env, timeout=60, capture_output=True)

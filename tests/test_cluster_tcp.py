@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -257,3 +258,98 @@ def test_bad_options_are_named(tcp: Cluster, args: list[str], message: str) -> N
                           env=tcp.env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
+
+
+def _record_session(target: tuple[str, int], secret: bytes) -> bytes:
+    """The bytes a real CurveZMQ client (holding the secret) sends to ``target``,
+    recorded through a one-shot TCP proxy."""
+    from jray._private import protocol as P
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    sent = bytearray()
+
+    def pump() -> None:
+        conn, _ = lsock.accept()
+        up = socket.create_connection(target)
+        conn.settimeout(0.05)
+        up.settimeout(0.05)
+        idle = time.monotonic()
+        open_ = True
+        while open_ and time.monotonic() - idle < 1.0:
+            for src, dst, rec in ((conn, up, True), (up, conn, False)):
+                try:
+                    data = src.recv(65536)
+                    if not data:  # the client closed: the recording is complete
+                        open_ = False
+                        break
+                    idle = time.monotonic()
+                    if rec:
+                        sent.extend(data)
+                    dst.sendall(data)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    open_ = False
+                    break
+        conn.close()
+        up.close()
+
+    th = threading.Thread(target=pump, daemon=True)
+    th.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    curve.make_client(sock, secret)
+    ident = b"s" + os.urandom(7)
+    sock.setsockopt(zmq.IDENTITY, ident)
+    sock.connect(f"tcp://127.0.0.1:{lsock.getsockname()[1]}")
+    sock.send(auth.handshake(secret, roles.VIEWER, ident))
+    sock.send(P.pack([(P.STATE, 1, "summary", None)]))
+    assert sock.poll(10_000), "no answer through the recording proxy"
+    sock.close(0)
+    ctx.term()
+    th.join(10)
+    lsock.close()
+    return bytes(sent)
+
+
+def test_fuzzed_tcp_bytes_leave_the_head_and_a_result_port_running(tcp: Cluster) -> None:
+    import random
+
+    tcp.head()
+    tcp.join()
+    jray.init(address="auto")
+    from jray._private.api import _Session
+
+    client = _Session.client
+    assert client is not None and client.addr.startswith("tcp://")
+    pull_port = int(client.addr.rsplit(":", 1)[1])  # the driver's result socket
+    secret = Path(tcp.secret).read_bytes()
+    session = _record_session(("127.0.0.1", tcp.port), secret)
+    assert len(session) > 64
+    greeting = session[:64]
+    rng = random.Random(7)
+    for i in range(600):
+        port = tcp.port if i % 2 else pull_port
+        kind = i % 4
+        if kind == 0:
+            data = os.urandom(rng.randrange(1, 400))
+        elif kind == 1:
+            data = greeting[: rng.randrange(1, 64)]
+        elif kind == 2:
+            data = session  # a replayed CurveZMQ session: the server's cookie differs
+        else:
+            data = greeting + os.urandom(rng.randrange(1, 300))
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            try:
+                s.sendall(data)
+            except OSError:
+                pass
+    assert [r[0] for r in jray.get([_slow_double.remote(i) for i in range(6)],
+                                   timeout=60)] == [0, 2, 4, 6, 8, 10]
+    doc = tcp.status()
+    assert len(doc["nodes"]) == 2 and all(n["Alive"] for n in doc["nodes"])
+    for rec in tcp.records():
+        assert all(_alive(pid) for pid in rec["pids"].values())

@@ -23,7 +23,7 @@ from jray.exceptions import InitError
 JOIN_WAIT_S = 60.0
 
 BOOTSTRAP = r"""
-import os, subprocess, sys, tempfile
+import os, subprocess, sys, tempfile, threading
 secret = bytes.fromhex(sys.stdin.readline().strip())
 d = tempfile.mkdtemp(prefix="jray-ssh-")
 path = os.path.join(d, "cluster.secret")
@@ -32,8 +32,14 @@ os.write(fd, secret); os.close(fd)
 node = subprocess.Popen([sys.executable, "-m", "jray.cli", "start", "--address", sys.argv[1],
                          "--secret-file", path, "--block", *sys.argv[2:]],
                         stdin=subprocess.DEVNULL, stdout=sys.stderr)
-try:
+gone = threading.Event()
+def watch():
     sys.stdin.read()  # until the launcher closes the pipe or its ssh ends
+    gone.set()
+threading.Thread(target=watch, daemon=True).start()
+try:
+    while not gone.wait(0.5) and node.poll() is None:  # or the node exits (head stopped)
+        pass
 finally:
     node.terminate()
     try:
