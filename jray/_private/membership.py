@@ -7,11 +7,12 @@ table and reaches the rest of the scheduler only through its narrow interface
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from jray._private import protocol as P
 from jray._private.resources import NodeResources
-from jray._private.state_tables import Node
+from jray._private.state_tables import Node, Task
 
 if TYPE_CHECKING:
     from jray._private.scheduler import Scheduler
@@ -62,3 +63,22 @@ class Membership:
             hook(node)
         self.sched.feasible.clear()
 
+
+    def node_order(self, task: Task) -> Iterable[Node]:
+        """The nodes to try for ``task``: first the one holding most of its arguments'
+        bytes in shared memory (in a cluster the data need not travel), then the
+        others in order; without such arguments, or with one node, just the nodes."""
+        nodes = self.sched.nodes
+        deps = task.spec[P.T_DEPS]
+        if not deps or len(nodes) < 2:
+            return nodes.values()
+        weight: dict[bytes, int] = {}
+        for oid in deps:
+            obj = self.sched.objects.get(oid)
+            loc = obj.loc if obj is not None else None
+            if loc is not None and loc[0] == P.LOC_SHM:
+                weight[loc[3]] = weight.get(loc[3], 0) + loc[2]
+        best = nodes.get(max(weight, key=weight.__getitem__)) if weight else None
+        if best is None:
+            return nodes.values()
+        return [best, *(n for n in nodes.values() if n is not best)]

@@ -24,7 +24,7 @@ Scheduling rules:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from jray._private import invariants, lineage
@@ -506,27 +506,9 @@ class Scheduler(ObjectTable):
             node.pending_spawns += 1
             self._send(node.ident, (P.SPAWN_WORKERS, 1))
 
-    def _node_order(self, task: Task) -> Iterable[Node]:
-        """The nodes to try for ``task``: first the one holding most of its arguments'
-        bytes in shared memory (in a cluster the data need not travel), then the
-        others in order; without such arguments, or with one node, just the nodes."""
-        deps = task.spec[P.T_DEPS]
-        if not deps or len(self.nodes) < 2:
-            return self.nodes.values()
-        weight: dict[bytes, int] = {}
-        for oid in deps:
-            obj = self.objects.get(oid)
-            loc = obj.loc if obj is not None else None
-            if loc is not None and loc[0] == P.LOC_SHM:
-                weight[loc[3]] = weight.get(loc[3], 0) + loc[2]
-        best = self.nodes.get(max(weight, key=weight.__getitem__)) if weight else None
-        if best is None:
-            return self.nodes.values()
-        return [best, *(n for n in self.nodes.values() if n is not best)]
-
     def _place(self, task: Task) -> Worker | None:
         demand = task.demand
-        for node in self._node_order(task):
+        for node in self.membership.node_order(task):
             if not node.alive or not node.res.can_acquire(demand):
                 continue
             if node.idle:
