@@ -191,3 +191,38 @@ def test_short_tasks_do_not_queue_behind_a_long_task(cluster: dict[str, object],
     finally:
         open(flag, "w").close()
     assert jray.get(slow, timeout=30) == "long"
+
+
+@jray.remote
+def _child_prints(i: int) -> int:
+    print(f"child {i}")
+    return i
+
+
+@jray.remote
+def _parent_prints() -> int:
+    print("parent before its children")
+    refs = [_child_prints.remote(i) for i in range(2)]
+    total = sum(jray.get(refs))
+    print("parent after its children", flush=True)
+    return total
+
+
+def test_task_output_reaches_the_driver_in_order_with_nested_tasks(
+        cluster: dict[str, object]) -> None:
+    from jray._private import task_output
+
+    got: list[str] = []
+    task_output.set_output_handler(lambda msg: got.append(msg[5]))
+    try:
+        assert jray.get(_parent_prints.remote(), timeout=30) == 1
+        lines = lambda: [ln for text in got for ln in text.splitlines()]
+        deadline = time.monotonic() + 10
+        while len(lines()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen = lines()
+        assert seen[0] == "parent before its children", seen
+        assert sorted(seen[1:3]) == ["child 0", "child 1"] and seen[3] == (
+            "parent after its children"), seen
+    finally:
+        task_output.set_output_handler(None)

@@ -106,6 +106,9 @@ class CoreClient:
         self.handlers: dict[int, Callable[[P.Msg], None]] = {}
         #: called before this process blocks waiting for objects (actors send queued calls)
         self.before_wait: list[Callable[[], None]] = []
+        #: called before a task is submitted (a worker sends the output its task printed
+        #: so far, so that it reaches the driver before that of the tasks it starts)
+        self.before_submit: Callable[[], None] | None = None
         #: messages the head must see before anything sent after them, but that do not
         #: warrant a send of their own (actor calls' pending results): they go first in
         #: the next batch to the head
@@ -287,6 +290,8 @@ class CoreClient:
         max_retries: int,
         retry_exceptions: bool,
     ) -> list[ObjectRef]:
+        if self.before_submit is not None:
+            self.before_submit()
         with self.lock:
             if self.rt.events:
                 self._settle_refs()

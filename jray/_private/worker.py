@@ -158,8 +158,11 @@ class TaskOutput(io.TextIOBase):
         self.core.flush()
 
     def flush(self) -> None:
+        """``print(..., flush=True)``: a task's text goes out now (from the main thread)."""
         if self.task is None:
             self.fallback.flush()
+        elif threading.get_ident() == self.main:
+            self.send()
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
@@ -171,12 +174,21 @@ def _on_sigint(signum: int, frame: Any) -> None:
 class Executor:
     """Runs ``ExecSpec``s from the core's queue and reports the results."""
 
+    def send_output(self) -> None:
+        """Send what the running task printed so far (main thread only)."""
+        if threading.get_ident() == self.stdout.main:
+            self.stdout.send()
+            self.stderr.send()
+
     def __init__(self, core: CoreClient) -> None:
         self.core = core
         self.stdout = TaskOutput(core, "stdout", sys.stdout)
         self.stderr = TaskOutput(core, "stderr", sys.stderr)
         sys.stdout = self.stdout
         sys.stderr = self.stderr
+        # what a task printed goes out before the tasks it submits or waits for print
+        core.before_submit = self.send_output
+        core.before_wait.append(self.send_output)
         self.functions: dict[bytes, Any] = {}
         self.blobs: dict[bytes, bytes] = {}
         #: results of leased tasks run here, newest last (inputs of later ones)
