@@ -1,7 +1,9 @@
 """A live-view subscriber in its own process, for the ``*_watched`` workload.
 
 ``python -m benchmarks.watcher ADDRESS`` subscribes to the jray head's event
-stream, prints ``ready`` once the snapshot arrived, then every 200 ms takes
+stream (proving the cluster's secret, which it reads from its stdin: another
+process of the session hands it over, never on the command line), prints
+``ready`` once the snapshot arrived, then every 200 ms takes
 what arrived and applies it to a ``ViewModel`` and builds the patch a view
 would draw, until SIGTERM; then it prints one JSON line of what it saw.
 """
@@ -29,9 +31,16 @@ class Watcher:
         self._result: dict[str, Any] = {}
 
     def __enter__(self) -> Watcher:
+        from jray._private.net import auth
+
+        secret = auth.current_secret()
+        if secret is None:
+            raise RuntimeError("the watcher needs a jray session in this process (init first)")
         self._proc = subprocess.Popen([sys.executable, "-m", "benchmarks.watcher", self.address],
-                                      stdout=subprocess.PIPE, text=True)
-        assert self._proc.stdout is not None
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._proc.stdout is not None and self._proc.stdin is not None
+        self._proc.stdin.write(secret.hex() + "\n")
+        self._proc.stdin.flush()  # (closed by communicate() at the end)
         line = self._proc.stdout.readline().strip()  # bounded: the child exits on error
         if line != "ready":
             self._proc.kill()
@@ -58,8 +67,10 @@ class Watcher:
 
 def main(address: str) -> None:
     from jray._private.event_stream import Subscription
+    from jray._private.net import auth
     from jray.views.model import ViewModel
 
+    auth.use_secret(bytes.fromhex(sys.stdin.readline().strip()))
     stop = False
 
     def on_term(signum: int, frame: object) -> None:
