@@ -8,14 +8,16 @@ read with ``Kernel.wait_for``.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
+import pytest
 from jupyter_client.manager import start_new_kernel
 
 from jray.testing import jray_processes
@@ -155,3 +157,32 @@ def assert_no_jray_processes(timeout: float = 10) -> None:
         time.sleep(0.1)
     left = jray_processes()
     assert not left, f"jray processes outlived the kernel: {[p.cmdline() for p in left]}"
+
+
+# --- fixtures, for the modules that import them ------------------------------------
+@contextlib.contextmanager
+def jray_kernel(*setup: str) -> Iterator[Kernel]:
+    """A kernel with the extension loaded and a 2-CPU cluster, then ``setup``'s cells;
+    shut down after, leaving no jray process behind."""
+    k = Kernel()
+    try:
+        for code in ("%load_ext jray", "%jray init --num-cpus 2", *setup):
+            k.execute(code)
+        yield k
+    finally:
+        k.shutdown()
+        assert_no_jray_processes()
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Replaces the conftest's check in kernel modules: the kernel owns its cluster,
+    checked when the module's kernel shuts down (``jray_kernel``)."""
+    yield
+
+
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[Kernel]:
+    """One kernel (``jray_kernel``) shared by the tests of a module."""
+    with jray_kernel() as k:
+        yield k

@@ -9,28 +9,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from jupyter_kernel import Kernel, Msg, assert_no_jray_processes
+from jupyter_kernel import Kernel, Msg, assert_no_jray_processes, jray_kernel, no_leaks  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """The kernel owns the cluster: checked at kernel shutdown (see ``kernel``)."""
-    yield
-
 
 @pytest.fixture(scope="module")
 def kernel() -> Iterator[Kernel]:
-    k = Kernel()
-    try:
-        k.execute("%load_ext jray")
-        k.execute("%jray init --num-cpus 2")
-        k.execute("import jray")
+    with jray_kernel("import jray") as k:
         yield k
-    finally:
-        k.shutdown()
-        assert_no_jray_processes()
 
 
 def _widget_msgs(k: Kernel, comm_id: str, timeout: float, pred: Any) -> list[dict[str, Any]]:

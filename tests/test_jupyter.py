@@ -12,30 +12,21 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 
 import pytest
-from jupyter_kernel import Executed, Kernel, Msg, assert_gone, assert_no_jray_processes
+from jupyter_kernel import (  # noqa: F401  (fixtures)
+    Executed,
+    Kernel,
+    Msg,
+    assert_gone,
+    assert_no_jray_processes,
+    kernel,
+    no_leaks,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """The kernel owns the cluster: checked at kernel shutdown (see ``kernel``)."""
-    yield
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel()
-    try:
-        k.execute("%load_ext jray")
-        k.execute("%jray init --num-cpus 2")
-        yield k
-    finally:
-        k.shutdown()
-        assert_no_jray_processes()
 
 
 def test_load_twice_and_rerun_init_cell(kernel: Kernel) -> None:

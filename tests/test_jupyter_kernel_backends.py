@@ -20,16 +20,11 @@ from dataclasses import dataclass
 
 import psutil
 import pytest
-from jupyter_kernel import Kernel, assert_no_jray_processes
+from jupyter_kernel import Kernel, assert_no_jray_processes, no_leaks  # noqa: F401  (fixtures)
 from ray_cluster import processes, ray_head, ray_missing, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """The kernel owns its cluster: checked when the module's kernel shuts down."""
-    yield
 
 
 @dataclass

@@ -10,33 +10,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from jupyter_kernel import Kernel, assert_no_jray_processes
+from jupyter_kernel import Kernel, assert_no_jray_processes, kernel, no_leaks  # noqa: F401  (fixtures)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TASKS = "sum(__import__('jray').state.summary()['tasks'].values())"
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """The kernel owns the cluster: checked at kernel shutdown (see ``kernel``)."""
-    yield
-
-
-@pytest.fixture(scope="module")
-def kernel() -> Iterator[Kernel]:
-    k = Kernel()
-    try:
-        k.execute("%load_ext jray")
-        k.execute("%jray init --num-cpus 2")
-        yield k
-    finally:
-        k.shutdown()
-        assert_no_jray_processes()
 
 
 def _tb(ex: object) -> str:
