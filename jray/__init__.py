@@ -23,6 +23,7 @@ from jray._private.api import (
     shutdown,
     wait,
 )
+from jray._private.generators import DynamicObjectRefGenerator, ObjectRefGenerator
 from jray._private.object_ref import ObjectRef
 from jray.actor import ActorClass, get_actor, kill, method
 from jray.remote_function import RemoteFunction
@@ -81,7 +82,9 @@ def _make(target: Any, options: dict[str, Any]) -> Any:
 
 
 __all__ = [
+    "DynamicObjectRefGenerator",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "__version__",
     "available_resources",

@@ -65,7 +65,7 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from jray._private import actor_client
+from jray._private import actor_client, generators
 from jray._private import actor_protocol as A
 from jray._private import serialization as S
 from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
@@ -83,8 +83,25 @@ ASYNC_DEFAULT_CONCURRENCY = 1000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def method(*args: Any, num_returns: int | None = None, max_task_retries: int | None = None,
-           **unknown: Any) -> Any:
+#: ``num_returns`` codes of generator methods: "streaming" (Ray's default for generator
+#: methods; the call returns an ``ObjectRefGenerator``) and "dynamic" (one ref whose value
+#: is a ``DynamicObjectRefGenerator``)
+STREAMING = -1
+DYNAMIC = -2
+_MODES = {"streaming": STREAMING, "dynamic": DYNAMIC}
+
+
+def _num_returns_opt(where: str, num_returns: Any) -> None:
+    if num_returns not in _MODES:
+        _int_opt(where, {"num_returns": num_returns}, "num_returns", 1)
+
+
+def _num_returns_code(num_returns: Any) -> int:
+    return _MODES.get(num_returns) or int(num_returns)
+
+
+def method(*args: Any, num_returns: int | str | None = None,
+           max_task_retries: int | None = None, **unknown: Any) -> Any:
     """Options of one actor method: ``@jray.method(num_returns=2, max_task_retries=1)``.
 
     ``num_returns``: how many refs a call returns. ``max_task_retries`` (-1:
@@ -100,7 +117,7 @@ def method(*args: Any, num_returns: int | None = None, max_task_retries: int | N
     if unknown:
         raise ValueError(f"jray.method: unknown option(s) {', '.join(sorted(unknown))}; "
                          f"valid options are max_task_retries, num_returns")
-    _int_opt("jray.method", {"num_returns": num_returns}, "num_returns", 1)
+    _num_returns_opt("jray.method", num_returns)
     _int_opt("jray.method", {"max_task_retries": max_task_retries}, "max_task_retries", -1)
 
     def decorate(fn: F) -> F:
@@ -157,7 +174,11 @@ def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[
         fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
         if not inspect.isfunction(fn):
             continue
-        methods[name] = int(getattr(fn, "__jray_num_returns__", 1))
+        nr = getattr(fn, "__jray_num_returns__", None)
+        if nr is None:
+            generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+            nr = "streaming" if generator else 1
+        methods[name] = _num_returns_code(nr)
         params[name] = params_of(fn, skip_first=not isinstance(attr, staticmethod))
         if hasattr(fn, "__jray_max_task_retries__"):
             retries[name] = int(fn.__jray_max_task_retries__)
@@ -325,23 +346,32 @@ class ActorMethod:
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Send the call; ``TypeError`` at once if the arguments do not fit the method."""
         self._check(args, kwargs)
-        refs = actor_client.current().call(self._actor_id, self._name, args, kwargs,
-                                           self._num_returns, self._retries)
+        client = actor_client.current()
+        if self._num_returns == STREAMING:
+            generators.install(client.core)
+            ref = client.call(self._actor_id, self._name + generators.STREAM_MARK, args, kwargs,
+                              1, self._retries)[0]
+            return generators.ObjectRefGenerator(ref, client.core)
+        if self._num_returns == DYNAMIC:
+            return client.call(self._actor_id, self._name + generators.DYNAMIC_MARK, args,
+                               kwargs, 1, self._retries)[0]
+        refs = client.call(self._actor_id, self._name, args, kwargs, self._num_returns,
+                           self._retries)
         return refs[0] if self._num_returns == 1 else refs
 
-    def options(self, *, num_returns: int | None = None, max_task_retries: int | None = None,
-                **unknown: Any) -> ActorMethod:
+    def options(self, *, num_returns: int | str | None = None,
+                max_task_retries: int | None = None, **unknown: Any) -> ActorMethod:
         where = f"{self._class}.{self._name}.options()"
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
                              f"valid: max_task_retries, num_returns")
-        _int_opt(where, {"num_returns": num_returns}, "num_returns", 1)
+        _num_returns_opt(where, num_returns)
         _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
         if num_returns is None and max_task_retries is None:
             return self
         return ActorMethod(
             self._actor_id, self._class, self._name,
-            self._num_returns if num_returns is None else num_returns,
+            self._num_returns if num_returns is None else _num_returns_code(num_returns),
             self._retries if max_task_retries is None else max_task_retries, self._check)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

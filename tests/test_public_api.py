@@ -7,7 +7,9 @@ import jray.exceptions
 import jray.state
 
 EXPECTED = [
+    "DynamicObjectRefGenerator",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "__version__",
     "available_resources",

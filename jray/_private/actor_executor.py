@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jray._private import actor_protocol as A
+from jray._private import generator_stream as GS
+from jray._private import generators
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private.core import CoreClient
@@ -138,10 +140,40 @@ class CallRunner:
     def cancelled(self, msg: P.Msg) -> list[Result]:
         self.requested.pop(msg[A.C_RETURNS][0], None)
         loc = S.error_loc(TaskCancelledError(
-            f"actor call {self.class_name}.{msg[A.C_METHOD]}() was cancelled by jray.cancel()"))
+            f"actor call {self.label(msg)}() was cancelled by jray.cancel()"))
         return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
 
-    def _invoke(self, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
+    def label(self, msg: P.Msg) -> str:
+        """``Class.method`` of a call (for messages)."""
+        return f"{self.class_name}.{generators.split_mark(msg[A.C_METHOD])[0]}"
+
+    def producer(self, msg: P.Msg) -> GS.Producer:
+        """What streams the items of a generator method's call to its caller."""
+        return GS.Producer(self.core, msg[A.C_RETURNS][0], msg[A.C_CALLER],
+                                   self.label(msg))
+
+    def _stream(self, msg: P.Msg, result: Any) -> Any:
+        """A generator's items: streamed, stored (dynamic) or as the call's returns."""
+        if type(result) not in GS.STREAMED:
+            return result
+        mode = generators.split_mark(msg[A.C_METHOD])[1]
+        if mode == "streaming":
+            return GS.run_stream(self.producer(msg), result)
+        if mode == "dynamic":
+            return GS.run_dynamic(result, self.label(msg))
+        return GS.collect_returns(result, len(msg[A.C_RETURNS]), self.label(msg))
+
+    async def stream_async(self, msg: P.Msg, result: Any) -> Any:
+        """``_stream`` on an async actor's event loop."""
+        mode = generators.split_mark(msg[A.C_METHOD])[1]
+        if mode == "streaming":
+            return await GS.run_stream_async(self.producer(msg), result)
+        if mode == "dynamic":
+            return await GS.run_dynamic_async(result, self.label(msg))
+        return await GS.collect_returns_async(result, len(msg[A.C_RETURNS]),
+                                                      self.label(msg))
+
+    def _invoke(self, msg: P.Msg, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
                 main: bool) -> Any:
         token = CURRENT_CALL.set(key)
         if main:
@@ -149,7 +181,7 @@ class CallRunner:
             try:
                 if key in self.requested:
                     raise TaskCancelledError
-                return fn(*args, **kwargs)
+                return self._stream(msg, fn(*args, **kwargs))
             finally:
                 self.current = None
                 CURRENT_CALL.reset(token)
@@ -159,7 +191,7 @@ class CallRunner:
         try:
             if key in self.requested:
                 raise TaskCancelledError
-            return fn(*args, **kwargs)
+            return self._stream(msg, fn(*args, **kwargs))
         finally:
             CURRENT_CALL.reset(token)
             self._thread_done(key, ident)
@@ -172,6 +204,7 @@ class CallRunner:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
     def method(self, name: str) -> Any:
+        name = generators.split_mark(name)[0]
         fn = self.methods.get(name)
         if fn is None:
             raise AttributeError(f"actor class {self.class_name} has no method {name!r}")
@@ -237,7 +270,7 @@ class CallRunner:
     def finish(self, msg: P.Msg, result: Any) -> list[Result]:
         """Encode ``result`` into the call's return objects."""
         returns = msg[A.C_RETURNS]
-        name = f"{self.class_name}.{msg[A.C_METHOD]}"
+        name = self.label(msg)
         try:
             values = S.split_returns(name, result, len(returns))
         except SerializationError as exc:
@@ -268,7 +301,7 @@ class CallRunner:
         elif isinstance(exc, SerializationError):
             loc = S.error_loc(exc)
         else:
-            loc = S.task_error_loc(f"{self.class_name}.{msg[A.C_METHOD]}", exc)
+            loc = S.task_error_loc(self.label(msg), exc)
         return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
 
     def run(self, msg: P.Msg, main: bool = True) -> list[Result]:
@@ -278,7 +311,7 @@ class CallRunner:
             return self.cancelled(msg)
         try:
             fn, args, kwargs = self.prepare(msg)
-            result = self._invoke(key, fn, args, kwargs, main)
+            result = self._invoke(msg, key, fn, args, kwargs, main)
         except BaseException as exc:  # user code: anything, SystemExit included
             return self.conclude(msg, key, None, exc, TaskCancelledError)
         return self.conclude(msg, key, result, None, TaskCancelledError)
@@ -442,6 +475,8 @@ class AsyncMode:
             # an ObjectRef is awaitable too, but a method that returns one returns the ref
             if inspect.isawaitable(result) and type(result) is not ObjectRef:
                 result = await result
+            elif type(result) in GS.STREAMED:
+                result = await runner.stream_async(msg, result)
         except BaseException as exc:  # user code
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
         return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)
