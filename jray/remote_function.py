@@ -166,8 +166,11 @@ class RemoteFunction:
         blob = b"" if fid in client.functions_sent else code.blob(self._name)
         if self._mode == "streaming":
             generators.install(client)
+        # a generator's wrapper picks the exceptions to retry itself (and re-raises only
+        # those): the spec says just whether to, with no classes to pickle
+        retry = self._retry_exc if self._mode is None else bool(self._retry_exc)
         refs = client.submit(fid, blob, self._task_name, args, kwargs, self._num_returns,
-                             self._demand, self._max_retries, self._retry_exc)
+                             self._demand, self._max_retries, retry)
         if self._mode == "streaming":
             return generators.ObjectRefGenerator(refs[0], client, self._backpressure)
         return refs[0] if self._num_returns == 1 else refs

@@ -282,3 +282,36 @@ def test_streaming_option_is_validated() -> None:
         count_to.options(num_returns="sometimes")
     with pytest.raises(ValueError, match="_generator_backpressure_num_objects"):
         count_to.options(_generator_backpressure_num_objects=-5)
+
+
+def test_dynamic_error_is_raised_by_its_last_ref(cluster: dict[str, object]) -> None:
+    ref = fails_after.options(num_returns="dynamic").remote(1)
+    first, last = ray.get(ref)  # the value itself reads fine
+    assert ray.get(first) == 0
+    with pytest.raises(KeyError, match="stream broke"):
+        ray.get(last)
+
+
+class Flaky(Exception):
+    pass
+
+
+@ray.remote(max_retries=1, retry_exceptions=[Flaky])
+def flaky_stream(marker: str) -> Iterator[int]:
+    """Yields 0, 1, 2; its first run fails with Flaky after yielding 0."""
+    for i in range(3):
+        yield i
+        if not os.path.exists(marker):
+            Path(marker).touch()
+            raise Flaky("first run")
+
+
+def test_streaming_retry_exceptions_reruns_and_skips_what_came(
+        cluster: dict[str, object], tmp_path: Path) -> None:
+    assert [ray.get(r) for r in flaky_stream.remote(str(tmp_path / "m1"))] == [0, 1, 2]
+    refs = list(flaky_stream.options(retry_exceptions=False).remote(str(tmp_path / "m2")))
+    assert ray.get(refs[0]) == 0
+    with pytest.raises(Flaky):  # not retried: the error is the item after the last value
+        ray.get(refs[1])
+    dyn = ray.get(flaky_stream.options(num_returns="dynamic").remote(str(tmp_path / "m3")))
+    assert ray.get(list(dyn)) == [0, 1, 2]

@@ -19,7 +19,14 @@ from typing import Any
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private.core import CoreClient
-from jray._private.generators import DynamicObjectRefGenerator, is_async, is_generator, item_id
+from jray._private.generators import (
+    DynamicObjectRefGenerator,
+    ErrorItem,
+    Raises,
+    is_async,
+    is_generator,
+    item_id,
+)
 from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 #: how long a producer waits for one acknowledgement before it checks again
@@ -111,8 +118,19 @@ class Producer:
         return self.count
 
 
-def run_stream(producer: Producer, gen: Any) -> int:
-    """Drive a (sync) generator, sending each item; returns the item count."""
+def _retried(exc: BaseException, retry: Any) -> bool:
+    """Whether ``exc`` is one the task's ``retry_exceptions`` covers."""
+    if _interrupted(exc):
+        return False
+    return retry is True or (isinstance(retry, tuple) and isinstance(exc, retry))
+
+
+def run_stream(producer: Producer, gen: Any, retry: Any = False) -> int:
+    """Drive a (sync) generator, sending each item; returns the item count.
+
+    An exception that ``retry`` covers fails the call (the worker runs it again; the
+    consumer ignores the items it already has); any other becomes the last item.
+    """
     if is_async(gen):
         import asyncio
 
@@ -122,6 +140,9 @@ def run_stream(producer: Producer, gen: Any) -> int:
             producer.send(value)
             producer.wait_room()
     except BaseException as exc:  # user code: its error is the stream's last item
+        if _retried(exc, retry):
+            producer.done()
+            raise
         producer.fail(exc)
     return producer.done()
 
@@ -157,18 +178,6 @@ async def _room_async(producer: Producer) -> None:
         await asyncio.sleep(ASYNC_ROOM_POLL_S)
 
 
-class _Raises:
-    """A stored value whose reading raises the error at ``loc`` (an item after a failure)."""
-
-    __slots__ = ("loc",)
-
-    def __init__(self, loc: P.Loc) -> None:
-        self.loc = loc
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (S.decode, (self.loc,))
-
-
 def _interrupted(exc: BaseException) -> bool:
     return isinstance(exc, (TaskCancelledError, KeyboardInterrupt)) or \
         type(exc).__name__ == "CancelledError"
@@ -176,7 +185,7 @@ def _interrupted(exc: BaseException) -> bool:
 
 def _fill(values: list[Any], count: int, name: str, exc: BaseException | None) -> Any:
     if exc is not None:  # the items from the failure on raise it (as in Ray)
-        values.extend([_Raises(S.task_error_loc(name, exc))] * (count - len(values)))
+        values.extend([Raises(S.task_error_loc(name, exc))] * (count - len(values)))
     if len(values) < count:
         raise ValueError(f"{name}() declared num_returns={count} but its generator yielded "
                          f"{len(values)} value(s)")
@@ -229,7 +238,7 @@ def dynamic_value(values: list[Any], name: str, exc: BaseException | None
     """The value of a ``num_returns="dynamic"`` call: its items (an error last, if the
     generator raised), made refs where they are read."""
     if exc is not None:
-        values.append(_Raises(S.task_error_loc(name, exc)))
+        values.append(ErrorItem(S.task_error_loc(name, exc)))
     return DynamicObjectRefGenerator(values)
 
 
@@ -246,8 +255,7 @@ def run_dynamic(gen: Any, name: str, retry: Any = False) -> DynamicObjectRefGene
         for v in gen:
             values.append(v)
     except BaseException as exc:  # user code
-        if _interrupted(exc) or retry is True or (
-                isinstance(retry, tuple) and isinstance(exc, retry)):
+        if _interrupted(exc) or _retried(exc, retry):
             raise
         return dynamic_value(values, name, exc)
     return dynamic_value(values, name, None)
@@ -272,11 +280,12 @@ async def run_dynamic_async(gen: Any, name: str) -> DynamicObjectRefGenerator:
 class StreamRequest:
     """What a task wrapped for streaming returns to the worker: the generator, and how."""
 
-    __slots__ = ("gen", "backpressure")
+    __slots__ = ("gen", "backpressure", "retry")
 
-    def __init__(self, gen: Any, backpressure: int) -> None:
+    def __init__(self, gen: Any, backpressure: int, retry: Any) -> None:
         self.gen = gen
         self.backpressure = backpressure
+        self.retry = retry
 
 
 #: what a task function returns that the worker streams (``task_result``)
@@ -287,16 +296,18 @@ def task_result(core: CoreClient, result: Any, key: bytes, owner: str, name: str
                 returns: int) -> Any:
     """The worker's hook: stream ``result`` if it is a generator of a one-return task."""
     if type(result) is StreamRequest:
-        return run_stream(Producer(core, key, owner, name, result.backpressure), result.gen)
+        return run_stream(Producer(core, key, owner, name, result.backpressure), result.gen,
+                          result.retry)
     return collect_returns(result, returns, name)  # num_returns=N: its first N items
 
 
 class _StreamingCall:
     """A task function wrapped so that the worker streams what it yields."""
 
-    def __init__(self, fn: Any, backpressure: int) -> None:
+    def __init__(self, fn: Any, backpressure: int, retry: Any) -> None:
         self.fn = fn
         self.backpressure = backpressure
+        self.retry = retry
         functools.update_wrapper(self, fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -306,7 +317,7 @@ class _StreamingCall:
                 f"{getattr(self.fn, '__name__', self.fn)}() was declared "
                 f"num_returns='streaming' but returned a {type(result).__name__}, not a "
                 f"generator")
-        return StreamRequest(result, self.backpressure)
+        return StreamRequest(result, self.backpressure, self.retry)
 
 
 class _DynamicCall:
@@ -330,6 +341,6 @@ def wrap_task(fn: Any, mode: str, backpressure: int, retry: Any = False) -> Any:
     """The function a worker runs for a task with ``num_returns`` ``mode``."""
     if mode == "dynamic":
         return _DynamicCall(fn, retry)
-    return _StreamingCall(fn, backpressure)
+    return _StreamingCall(fn, backpressure, retry)
 
 

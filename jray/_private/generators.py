@@ -34,6 +34,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from jray._private import protocol as P
+from jray._private import serialization as S
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray.exceptions import GetTimeoutError
@@ -74,6 +75,30 @@ def split_mark(method: str) -> tuple[str, str | None]:
     return name, mode
 
 
+class Raises:
+    """A stored value whose reading raises the error at ``loc`` (an item after a failure)."""
+
+    __slots__ = ("loc",)
+
+    def __init__(self, loc: P.Loc) -> None:
+        self.loc = loc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (S.decode, (self.loc,))
+
+
+class ErrorItem:
+    """The error a "dynamic" generator raised, carried as its last item."""
+
+    __slots__ = ("loc",)
+
+    def __init__(self, loc: P.Loc) -> None:
+        self.loc = loc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ErrorItem, (self.loc,))
+
+
 class DynamicObjectRefGenerator:
     """The value of a ``num_returns="dynamic"`` call: iterates over refs of its items.
 
@@ -89,7 +114,8 @@ class DynamicObjectRefGenerator:
         if self._refs is None:
             from jray._private import api
 
-            self._refs = [api.put(v) for v in self._values]
+            self._refs = [api.put(Raises(v.loc) if type(v) is ErrorItem else v)
+                          for v in self._values]
         return self._refs
 
     def __iter__(self) -> Iterator[ObjectRef]:
@@ -107,12 +133,12 @@ class DynamicObjectRefGenerator:
 
 # --- consumer side (the process that made the call) -----------------------------------
 class _Stream:
-    __slots__ = ("producer", "arrived", "closed")
+    __slots__ = ("producer", "arrived", "highest")
 
     def __init__(self) -> None:
         self.producer = ""
         self.arrived: set[int] = set()
-        self.closed = False
+        self.highest = -1  # items come in order; a retried call sends the first ones again
 
 
 _streams: dict[bytes, _Stream] = {}
@@ -141,6 +167,11 @@ def install(core: CoreClient) -> None:
         stream = _streams.get(key)
         if stream is None:
             stream = _streams[key] = _Stream()
+        if index <= stream.highest:  # sent again by a retry of the call: we have it
+            if oid not in core.cache and registered:
+                core.pending_free.append(oid)
+            return
+        stream.highest = index
         stream.producer = producer
         stream.arrived.add(index)
         core.cache[oid] = loc
