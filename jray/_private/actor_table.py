@@ -274,7 +274,9 @@ class ActorTable:
         if rec.exit_reason:
             text = f"{label} exited: {rec.exit_reason}"
         elif rec.killed:
-            text = f"{label} was killed by jray.kill()"
+            # Ray's sentence first (programs match on it), then which actor
+            text = (f"The actor is dead because it was killed by `ray.kill`: {label} was "
+                    f"killed by jray.kill()")
         else:
             text = f"the process of {label} (pid {rec.pid or '?'}) {A.signal_text(exitcode)}"
         restartable = not rec.no_restart and rec.restarts_left != 0
