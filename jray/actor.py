@@ -68,7 +68,7 @@ from typing import Any, TypeVar
 from jray._private import actor_client, generators
 from jray._private import actor_protocol as A
 from jray._private import serialization as S
-from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
+from jray._private.actor_executor import BUILTIN_METHODS, ExitActor, call_name, exception_names
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import ActorClassInheritanceException, ArgumentError, SerializationError
@@ -100,23 +100,39 @@ def _num_returns_code(num_returns: Any) -> int:
     return _MODES.get(num_returns) or int(num_returns)
 
 
+def _retry_exceptions_opt(where: str, value: Any) -> Any:
+    """``retry_exceptions``: None, a bool, or a list/tuple of exception classes (a tuple)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)) and all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in value):
+        return tuple(value)
+    raise ValueError(f"{where}: retry_exceptions must be a bool or a list of exception "
+                     f"classes, got {value!r}")
+
+
 def method(*args: Any, num_returns: int | str | None = None,
-           max_task_retries: int | None = None, **unknown: Any) -> Any:
+           max_task_retries: int | None = None, retry_exceptions: Any = None,
+           **unknown: Any) -> Any:
     """Options of one actor method: ``@jray.method(num_returns=2, max_task_retries=1)``.
 
-    ``num_returns``: how many refs a call returns. ``max_task_retries`` (-1:
-    forever): calls of this method in flight when the actor died are sent again
-    to the restarted actor, overriding the actor's ``max_task_retries``. Used
-    bare (``@jray.method``) it changes nothing, as in Ray.
+    ``num_returns``: how many refs a call returns ("streaming" for a generator's
+    refs one by one, the default for generator methods). ``max_task_retries``
+    (-1: forever): calls of this method in flight when the actor died are sent
+    again to the restarted actor, overriding the actor's ``max_task_retries``.
+    ``retry_exceptions`` (True or a list of exception classes): a call that raises
+    one of them runs again, up to ``max_task_retries`` times. Used bare
+    (``@jray.method``) it changes nothing, as in Ray.
     """
     if len(args) == 1 and callable(args[0]) and num_returns is None \
-            and max_task_retries is None and not unknown:
+            and max_task_retries is None and retry_exceptions is None and not unknown:
         return args[0]
     if args:
         raise TypeError("jray.method takes keyword options only, e.g. @jray.method(num_returns=2)")
     if unknown:
         raise ValueError(f"jray.method: unknown option(s) {', '.join(sorted(unknown))}; "
-                         f"valid options are max_task_retries, num_returns")
+                         f"valid options are max_task_retries, num_returns, retry_exceptions")
+    retry = _retry_exceptions_opt("jray.method", retry_exceptions)
     _num_returns_opt("jray.method", num_returns)
     _int_opt("jray.method", {"max_task_retries": max_task_retries}, "max_task_retries", -1)
 
@@ -125,6 +141,8 @@ def method(*args: Any, num_returns: int | str | None = None,
             fn.__jray_num_returns__ = num_returns  # type: ignore[attr-defined]
         if max_task_retries is not None:
             fn.__jray_max_task_retries__ = max_task_retries  # type: ignore[attr-defined]
+        if retry:
+            fn.__jray_retry_exceptions__ = retry  # type: ignore[attr-defined]
         return fn
 
     return decorate
@@ -332,16 +350,27 @@ class ActorClass:
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
-    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check")
+    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check",
+                 "_retry_exc", "_call")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
-                 retries: int, check: ArgCheck) -> None:
+                 retries: int, check: ArgCheck, retry_exc: Any = None) -> None:
         self._actor_id = actor_id
         self._class = class_name
         self._name = name
         self._num_returns = num_returns
         self._retries = retries
         self._check = check
+        self._retry_exc = retry_exc
+        opts: dict[str, str] = {}  # what the actor must know of this call (see call_name)
+        if num_returns in (STREAMING, DYNAMIC):
+            opts["g"] = "streaming" if num_returns == STREAMING else "dynamic"
+        if retries != 0:
+            opts["r"] = str(retries)
+        if retry_exc is not None:
+            opts["x"] = (("1" if retry_exc else "0") if isinstance(retry_exc, bool)
+                         else exception_names(retry_exc))
+        self._call = call_name(name, opts)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Send the call; ``TypeError`` at once if the arguments do not fit the method."""
@@ -349,30 +378,31 @@ class ActorMethod:
         client = actor_client.current()
         if self._num_returns == STREAMING:
             generators.install(client.core)
-            ref = client.call(self._actor_id, self._name + generators.STREAM_MARK, args, kwargs,
-                              1, self._retries)[0]
+            ref = client.call(self._actor_id, self._call, args, kwargs, 1, self._retries)[0]
             return generators.ObjectRefGenerator(ref, client.core)
         if self._num_returns == DYNAMIC:
-            return client.call(self._actor_id, self._name + generators.DYNAMIC_MARK, args,
-                               kwargs, 1, self._retries)[0]
-        refs = client.call(self._actor_id, self._name, args, kwargs, self._num_returns,
+            return client.call(self._actor_id, self._call, args, kwargs, 1, self._retries)[0]
+        refs = client.call(self._actor_id, self._call, args, kwargs, self._num_returns,
                            self._retries)
         return refs[0] if self._num_returns == 1 else refs
 
     def options(self, *, num_returns: int | str | None = None,
-                max_task_retries: int | None = None, **unknown: Any) -> ActorMethod:
+                max_task_retries: int | None = None, retry_exceptions: Any = None,
+                **unknown: Any) -> ActorMethod:
         where = f"{self._class}.{self._name}.options()"
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
-                             f"valid: max_task_retries, num_returns")
+                             f"valid: max_task_retries, num_returns, retry_exceptions")
         _num_returns_opt(where, num_returns)
         _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
-        if num_returns is None and max_task_retries is None:
+        retry = _retry_exceptions_opt(where, retry_exceptions)
+        if num_returns is None and max_task_retries is None and retry is None:
             return self
         return ActorMethod(
             self._actor_id, self._class, self._name,
             self._num_returns if num_returns is None else _num_returns_code(num_returns),
-            self._retries if max_task_retries is None else max_task_retries, self._check)
+            self._retries if max_task_retries is None else max_task_retries, self._check,
+            self._retry_exc if retry is None else retry)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -34,7 +34,9 @@ import contextvars
 import ctypes
 import functools
 import inspect
+import os
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,7 +45,6 @@ from typing import Any
 
 from jray._private import actor_protocol as A
 from jray._private import generator_stream as GS
-from jray._private import generators
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private.core import CoreClient
@@ -58,6 +59,56 @@ Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
 #: cancel requests remembered for calls that have not arrived (the oldest are forgotten)
 REQUESTED_MAX = 4096
+
+
+def call_name(method: str, opts: dict[str, str]) -> str:
+    """The method field of an ``ACTOR_CALL`` with per-call options the actor reads:
+    ``g`` (a generator's mode: streaming | dynamic), ``r`` (retries of exceptions left),
+    ``x`` (the retry_exceptions override: 1, 0, or ``module:qualname`` names)."""
+    if not opts:
+        return method
+    return method + "\x00" + ";".join(f"{k}={v}" for k, v in opts.items())
+
+
+def split_call(method: str) -> tuple[str, dict[str, str]]:
+    """``(method name, options)`` of an ``ACTOR_CALL``'s method field (``call_name``)."""
+    if "\x00" not in method:
+        return method, {}
+    name, _, rest = method.partition("\x00")
+    return name, dict(item.split("=", 1) for item in rest.split(";"))
+
+
+def exception_names(classes: tuple[type, ...]) -> str:
+    return ",".join(f"{c.__module__}:{c.__qualname__}" for c in classes)
+
+
+def _retry_spec(fn: Any, opts: dict[str, str]) -> Any:
+    """What a call retries: None, True (any Exception), classes, or a set of names."""
+    x = opts.get("x")
+    if x is None:
+        return getattr(fn, "__jray_retry_exceptions__", None)
+    if x in ("0", "1"):
+        return x == "1" or None
+    return set(x.split(","))
+
+
+def _retryable(spec: Any, exc: BaseException) -> bool:
+    if not isinstance(exc, Exception) or isinstance(exc, TaskCancelledError):
+        return False
+    if spec is True:
+        return True
+    if isinstance(spec, tuple):
+        return isinstance(exc, spec)
+    return any(f"{c.__module__}:{c.__qualname__}" in spec for c in type(exc).__mro__)
+
+
+def _exit_process(code: Any) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 class ExitActor(BaseException):
@@ -145,7 +196,7 @@ class CallRunner:
 
     def label(self, msg: P.Msg) -> str:
         """``Class.method`` of a call (for messages)."""
-        return f"{self.class_name}.{generators.split_mark(msg[A.C_METHOD])[0]}"
+        return f"{self.class_name}.{split_call(msg[A.C_METHOD])[0]}"
 
     def producer(self, msg: P.Msg) -> GS.Producer:
         """What streams the items of a generator method's call to its caller."""
@@ -156,7 +207,7 @@ class CallRunner:
         """A generator's items: streamed, stored (dynamic) or as the call's returns."""
         if type(result) not in GS.STREAMED:
             return result
-        mode = generators.split_mark(msg[A.C_METHOD])[1]
+        mode = split_call(msg[A.C_METHOD])[1].get("g")
         if mode == "streaming":
             return GS.run_stream(self.producer(msg), result)
         if mode == "dynamic":
@@ -165,7 +216,7 @@ class CallRunner:
 
     async def stream_async(self, msg: P.Msg, result: Any) -> Any:
         """``_stream`` on an async actor's event loop."""
-        mode = generators.split_mark(msg[A.C_METHOD])[1]
+        mode = split_call(msg[A.C_METHOD])[1].get("g")
         if mode == "streaming":
             return await GS.run_stream_async(self.producer(msg), result)
         if mode == "dynamic":
@@ -204,7 +255,7 @@ class CallRunner:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
     def method(self, name: str) -> Any:
-        name = generators.split_mark(name)[0]
+        name = split_call(name)[0]
         fn = self.methods.get(name)
         if fn is None:
             raise AttributeError(f"actor class {self.class_name} has no method {name!r}")
@@ -311,14 +362,33 @@ class CallRunner:
             return self.cancelled(msg)
         try:
             fn, args, kwargs = self.prepare(msg)
-            result = self._invoke(msg, key, fn, args, kwargs, main)
-        except BaseException as exc:  # user code: anything, SystemExit included
+        except BaseException as exc:
             return self.conclude(msg, key, None, exc, TaskCancelledError)
-        return self.conclude(msg, key, result, None, TaskCancelledError)
+        left, spec = self.retries(msg, fn)
+        while True:
+            try:
+                result = self._invoke(msg, key, fn, args, kwargs, main)
+            except BaseException as exc:  # user code: anything, SystemExit included
+                if spec and left != 0 and key not in self.requested and _retryable(spec, exc):
+                    left -= 1  # retry_exceptions: run it again (-1: forever)
+                    continue
+                return self.conclude(msg, key, None, exc, TaskCancelledError)
+            return self.conclude(msg, key, result, None, TaskCancelledError)
+
+    def retries(self, msg: P.Msg, fn: Any) -> tuple[int, Any]:
+        """(retries left, what to retry) of a call: the method's ``retry_exceptions``
+        unless the call overrides it, within its ``max_task_retries``."""
+        method = msg[A.C_METHOD]
+        if "\x00" not in method:
+            return 0, None
+        opts = split_call(method)[1]
+        return int(opts.get("r", "0")), _retry_spec(fn, opts)
 
     def conclude(self, msg: P.Msg, key: bytes, result: Any, exc: BaseException | None,
                  cancel: type[BaseException]) -> list[Result]:
         """A call's results from how it ended; ``cancel``: the exception a cancel raises."""
+        if isinstance(exc, SystemExit):  # sys.exit() in a method ends the process (as in
+            _exit_process(exc.code)      # Ray): restarts and call retries then apply
         if isinstance(exc, ExitActor):
             self.exit_requested = True
             exc = None
@@ -471,15 +541,24 @@ class AsyncMode:
         CURRENT_CALL.set(key)  # this asyncio task's own context
         try:
             fn, args, kwargs = runner.prepare(msg)
-            result = fn(*args, **kwargs)
-            # an ObjectRef is awaitable too, but a method that returns one returns the ref
-            if inspect.isawaitable(result) and type(result) is not ObjectRef:
-                result = await result
-            elif type(result) in GS.STREAMED:
-                result = await runner.stream_async(msg, result)
-        except BaseException as exc:  # user code
+        except BaseException as exc:
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
-        return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)
+        left, spec = runner.retries(msg, fn)
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+                # an ObjectRef is awaitable too, but a method that returns one returns it
+                if inspect.isawaitable(result) and type(result) is not ObjectRef:
+                    result = await result
+                elif type(result) in GS.STREAMED:
+                    result = await runner.stream_async(msg, result)
+            except BaseException as exc:  # user code
+                if spec and left != 0 and key not in runner.requested and \
+                        _retryable(spec, exc):
+                    left -= 1
+                    continue
+                return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
+            return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)
 
     def _send(self) -> None:
         self.send_scheduled = False

@@ -63,18 +63,6 @@ def is_async(value: Any) -> bool:
 _GENERATOR_TYPES = (types.GeneratorType, types.AsyncGeneratorType)
 
 
-STREAM_MARK = "\x00streaming"
-DYNAMIC_MARK = "\x00dynamic"
-
-
-def split_mark(method: str) -> tuple[str, str | None]:
-    """``(method name, "streaming" | "dynamic" | None)`` of an actor call."""
-    if "\x00" not in method:
-        return method, None
-    name, _, mode = method.partition("\x00")
-    return name, mode
-
-
 class Raises:
     """A stored value whose reading raises the error at ``loc`` (an item after a failure)."""
 
