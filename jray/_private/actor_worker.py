@@ -44,6 +44,7 @@ results of that call leave. A restarted incarnation gets the newest one with
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import pickle
 import signal
@@ -406,11 +407,29 @@ class ActorRuntime:
         deadline = time.monotonic() + 30
         while mode.running() and time.monotonic() < deadline:
             time.sleep(0.005)
+        self._shutdown_hooks()
         self.flush(wait=True, force=True)
         self._send_output()
         transport.send_batch(self.head, [(A.ACTOR_EXITING, self.actor_id, self.inc,
                                           self.exit_reason)])
         self.close()
+
+    def _shutdown_hooks(self) -> None:
+        """A graceful exit (handles gone, ``exit_actor``, ``__ray_terminate__``): the
+        instance's ``__ray_shutdown__()``, then the ``atexit`` handlers, as in Ray (a
+        ``kill`` or a crash runs neither)."""
+        runner = self.runner
+        hook = getattr(runner.instance, "__ray_shutdown__", None) if runner else None
+        try:
+            if callable(hook):
+                hook()
+        except Exception:  # user code: report it, exit anyway
+            traceback.print_exc()
+        from jray._private import api
+
+        atexit.unregister(api.shutdown)  # jray's own: this process's runtime closes below
+        atexit._run_exitfuncs()  # the user's; prints any handler's error itself
+        self._send_output()
 
     def close(self) -> None:
         self.stopping = True
