@@ -68,7 +68,8 @@ from typing import Any, TypeVar
 from jray._private import actor_client, generators
 from jray._private import actor_protocol as A
 from jray._private import serialization as S
-from jray._private.actor_executor import BUILTIN_METHODS, ExitActor, call_name, exception_names
+from jray._private.actor_calls import call_name, exception_names
+from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import ActorClassInheritanceException, ArgumentError, SerializationError
@@ -76,7 +77,7 @@ from jray.remote_function import check_int, demand_of, validate_options
 
 ACTOR_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
-    "get_if_exists", "max_restarts", "max_task_retries", "max_concurrency",
+    "get_if_exists", "max_restarts", "max_task_retries", "max_concurrency", "concurrency_groups",
     "checkpoint_interval", "checkpoint_interval_s", "scheduling_strategy", "runtime_env",
 })
 ASYNC_DEFAULT_CONCURRENCY = 1000
@@ -113,7 +114,7 @@ def _retry_exceptions_opt(where: str, value: Any) -> Any:
 
 def method(*args: Any, num_returns: int | str | None = None,
            max_task_retries: int | None = None, retry_exceptions: Any = None,
-           **unknown: Any) -> Any:
+           concurrency_group: str | None = None, **unknown: Any) -> Any:
     """Options of one actor method: ``@jray.method(num_returns=2, max_task_retries=1)``.
 
     ``num_returns``: how many refs a call returns ("streaming" for a generator's
@@ -121,17 +122,21 @@ def method(*args: Any, num_returns: int | str | None = None,
     (-1: forever): calls of this method in flight when the actor died are sent
     again to the restarted actor, overriding the actor's ``max_task_retries``.
     ``retry_exceptions`` (True or a list of exception classes): a call that raises
-    one of them runs again, up to ``max_task_retries`` times. Used bare
-    (``@jray.method``) it changes nothing, as in Ray.
+    one of them runs again, up to ``max_task_retries`` times. ``concurrency_group``:
+    the group (of the actor's ``concurrency_groups``) whose threads or event loop run
+    its calls. Used bare (``@jray.method``) it changes nothing, as in Ray.
     """
     if len(args) == 1 and callable(args[0]) and num_returns is None \
-            and max_task_retries is None and retry_exceptions is None and not unknown:
+            and max_task_retries is None and retry_exceptions is None \
+            and concurrency_group is None and not unknown:
         return args[0]
     if args:
         raise TypeError("jray.method takes keyword options only, e.g. @jray.method(num_returns=2)")
     if unknown:
         raise ValueError(f"jray.method: unknown option(s) {', '.join(sorted(unknown))}; "
-                         f"valid options are max_task_retries, num_returns, retry_exceptions")
+                         f"valid options are concurrency_group, max_task_retries, num_returns, "
+                         f"retry_exceptions")
+    _group_opt("jray.method", concurrency_group)
     retry = _retry_exceptions_opt("jray.method", retry_exceptions)
     _num_returns_opt("jray.method", num_returns)
     _int_opt("jray.method", {"max_task_retries": max_task_retries}, "max_task_retries", -1)
@@ -143,9 +148,17 @@ def method(*args: Any, num_returns: int | str | None = None,
             fn.__jray_max_task_retries__ = max_task_retries  # type: ignore[attr-defined]
         if retry:
             fn.__jray_retry_exceptions__ = retry  # type: ignore[attr-defined]
+        if concurrency_group is not None:
+            fn.__jray_concurrency_group__ = concurrency_group  # type: ignore[attr-defined]
         return fn
 
     return decorate
+
+
+def _group_opt(where: str, group: Any) -> None:
+    if group is not None and (not isinstance(group, str) or not group):
+        raise TypeError(f"{where}: concurrency_group must be a group's name (a str), "
+                        f"got {group!r}")
 
 
 def exit_actor() -> None:
@@ -178,6 +191,15 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
         raise ValueError(f"{where}: name must not be empty")
     if opts.get("get_if_exists") and not opts.get("name"):
         raise ValueError(f"{where}: get_if_exists=True needs a name")
+    groups = opts.get("concurrency_groups")
+    if groups is not None:
+        if not isinstance(groups, dict) or not all(isinstance(k, str) for k in groups):
+            raise TypeError(f"{where}: concurrency_groups must be a dict of group name -> "
+                            f"max concurrency, got {groups!r}")
+        for group, n in groups.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{where}: concurrency group {group!r}: max_concurrency must "
+                                 f"be greater than 0, got {n!r}")
 
 
 def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[str, int], bool]:
@@ -296,6 +318,7 @@ class ActorClass:
             "is_async": code.is_async,
             "params": code.params,
             "retries": code.retries,
+            "groups": dict(opts.get("concurrency_groups") or {}),
         }
         name = opts.get("name")
         detached = opts.get("lifetime") == "detached"
@@ -351,10 +374,11 @@ class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
     __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check",
-                 "_retry_exc", "_call")
+                 "_retry_exc", "_group", "_call")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
-                 retries: int, check: ArgCheck, retry_exc: Any = None) -> None:
+                 retries: int, check: ArgCheck, retry_exc: Any = None,
+                 group: str | None = None) -> None:
         self._actor_id = actor_id
         self._class = class_name
         self._name = name
@@ -362,6 +386,7 @@ class ActorMethod:
         self._retries = retries
         self._check = check
         self._retry_exc = retry_exc
+        self._group = group
         opts: dict[str, str] = {}  # what the actor must know of this call (see call_name)
         if num_returns in (STREAMING, DYNAMIC):
             opts["g"] = "streaming" if num_returns == STREAMING else "dynamic"
@@ -370,6 +395,8 @@ class ActorMethod:
         if retry_exc is not None:
             opts["x"] = (("1" if retry_exc else "0") if isinstance(retry_exc, bool)
                          else exception_names(retry_exc))
+        if group is not None:
+            opts["c"] = group
         self._call = call_name(name, opts)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -388,21 +415,25 @@ class ActorMethod:
 
     def options(self, *, num_returns: int | str | None = None,
                 max_task_retries: int | None = None, retry_exceptions: Any = None,
-                **unknown: Any) -> ActorMethod:
+                concurrency_group: str | None = None, **unknown: Any) -> ActorMethod:
         where = f"{self._class}.{self._name}.options()"
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
-                             f"valid: max_task_retries, num_returns, retry_exceptions")
+                             f"valid: concurrency_group, max_task_retries, num_returns, "
+                             f"retry_exceptions")
+        _group_opt(where, concurrency_group)
         _num_returns_opt(where, num_returns)
         _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
         retry = _retry_exceptions_opt(where, retry_exceptions)
-        if num_returns is None and max_task_retries is None and retry is None:
+        if num_returns is None and max_task_retries is None and retry is None \
+                and concurrency_group is None:
             return self
         return ActorMethod(
             self._actor_id, self._class, self._name,
             self._num_returns if num_returns is None else _num_returns_code(num_returns),
             self._retries if max_task_retries is None else max_task_retries, self._check,
-            self._retry_exc if retry is None else retry)
+            self._retry_exc if retry is None else retry,
+            self._group if concurrency_group is None else concurrency_group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

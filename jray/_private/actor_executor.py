@@ -47,6 +47,7 @@ from jray._private import actor_protocol as A
 from jray._private import generator_stream as GS
 from jray._private import protocol as P
 from jray._private import serialization as S
+from jray._private.actor_calls import retry_spec, retryable, split_call
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledError
@@ -59,47 +60,6 @@ Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
 #: cancel requests remembered for calls that have not arrived (the oldest are forgotten)
 REQUESTED_MAX = 4096
-
-
-def call_name(method: str, opts: dict[str, str]) -> str:
-    """The method field of an ``ACTOR_CALL`` with per-call options the actor reads:
-    ``g`` (a generator's mode: streaming | dynamic), ``r`` (retries of exceptions left),
-    ``x`` (the retry_exceptions override: 1, 0, or ``module:qualname`` names)."""
-    if not opts:
-        return method
-    return method + "\x00" + ";".join(f"{k}={v}" for k, v in opts.items())
-
-
-def split_call(method: str) -> tuple[str, dict[str, str]]:
-    """``(method name, options)`` of an ``ACTOR_CALL``'s method field (``call_name``)."""
-    if "\x00" not in method:
-        return method, {}
-    name, _, rest = method.partition("\x00")
-    return name, dict(item.split("=", 1) for item in rest.split(";"))
-
-
-def exception_names(classes: tuple[type, ...]) -> str:
-    return ",".join(f"{c.__module__}:{c.__qualname__}" for c in classes)
-
-
-def _retry_spec(fn: Any, opts: dict[str, str]) -> Any:
-    """What a call retries: None, True (any Exception), classes, or a set of names."""
-    x = opts.get("x")
-    if x is None:
-        return getattr(fn, "__jray_retry_exceptions__", None)
-    if x in ("0", "1"):
-        return x == "1" or None
-    return set(x.split(","))
-
-
-def _retryable(spec: Any, exc: BaseException) -> bool:
-    if not isinstance(exc, Exception) or isinstance(exc, TaskCancelledError):
-        return False
-    if spec is True:
-        return True
-    if isinstance(spec, tuple):
-        return isinstance(exc, spec)
-    return any(f"{c.__module__}:{c.__qualname__}" in spec for c in type(exc).__mro__)
 
 
 def _exit_process(code: Any) -> None:
@@ -369,7 +329,7 @@ class CallRunner:
             try:
                 result = self._invoke(msg, key, fn, args, kwargs, main)
             except BaseException as exc:  # user code: anything, SystemExit included
-                if spec and left != 0 and key not in self.requested and _retryable(spec, exc):
+                if spec and left != 0 and key not in self.requested and retryable(spec, exc):
                     left -= 1  # retry_exceptions: run it again (-1: forever)
                     continue
                 return self.conclude(msg, key, None, exc, TaskCancelledError)
@@ -382,7 +342,7 @@ class CallRunner:
         if "\x00" not in method:
             return 0, None
         opts = split_call(method)[1]
-        return int(opts.get("r", "0")), _retry_spec(fn, opts)
+        return int(opts.get("r", "0")), retry_spec(fn, opts)
 
     def conclude(self, msg: P.Msg, key: bytes, result: Any, exc: BaseException | None,
                  cancel: type[BaseException]) -> list[Result]:
@@ -554,7 +514,7 @@ class AsyncMode:
                     result = await runner.stream_async(msg, result)
             except BaseException as exc:  # user code
                 if spec and left != 0 and key not in runner.requested and \
-                        _retryable(spec, exc):
+                        retryable(spec, exc):
                     left -= 1
                     continue
                 return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
@@ -570,3 +530,45 @@ class AsyncMode:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+#: the concurrency group every actor with groups has beside its own (Ray's name)
+SYSTEM_GROUP = "_ray_system"
+
+
+class GroupedMode:
+    """``concurrency_groups``: each group runs its calls on its own threads (a
+    ``ThreadMode``) or, in an async actor, its own event loop (an ``AsyncMode``); the
+    default group (methods of no group) gets ``max_concurrency``. A call's group is
+    its ``.options(concurrency_group=)``, else its method's ``@jray.method`` one."""
+
+    concurrent = True
+
+    def __init__(self, runner: CallRunner, modes: dict[str, ThreadMode | AsyncMode],
+                 default: ThreadMode | AsyncMode) -> None:
+        self.runner = runner
+        self.modes = modes
+        self.default = default
+
+    def group_of(self, msg: P.Msg) -> ThreadMode | AsyncMode:
+        name, opts = split_call(msg[A.C_METHOD])
+        group = opts.get("c")
+        if group is None:
+            fn = self.runner.methods.get(name)
+            group = getattr(fn, "__jray_concurrency_group__", None)
+        return self.default if group is None else self.modes.get(group, self.default)
+
+    def dispatch(self, msg: P.Msg) -> None:
+        self.group_of(msg).dispatch(msg)
+
+    def cancel(self, key: bytes) -> None:
+        for mode in (self.default, *self.modes.values()):
+            if isinstance(mode, AsyncMode):
+                mode.cancel(key)
+
+    def running(self) -> int:
+        return self.default.running() + sum(m.running() for m in self.modes.values())
+
+    def stop(self) -> None:
+        for mode in (self.default, *self.modes.values()):
+            mode.stop()
