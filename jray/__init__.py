@@ -30,6 +30,7 @@ from jray.remote_function import RemoteFunction
 from jray.runtime_context import get_runtime_context
 
 __version__ = "0.1.0"
+ObjectID = ObjectRef  # Ray's older name, kept by Ray for backward compatibility
 
 if TYPE_CHECKING:
     from jray import state, util
@@ -83,6 +84,7 @@ def _make(target: Any, options: dict[str, Any]) -> Any:
 
 __all__ = [
     "DynamicObjectRefGenerator",
+    "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",
     "RemoteFunction",

@@ -162,7 +162,14 @@ def _group_opt(where: str, group: Any) -> None:
 
 
 def exit_actor() -> None:
-    """Inside an actor method: exit the actor once this call returns (no restart)."""
+    """Inside an actor method: exit the actor once this call returns (no restart).
+
+    Anywhere else (the driver, a task) it raises ``TypeError``, as in Ray."""
+    from jray.runtime_context import _actor_process
+
+    if _actor_process() is None:
+        raise TypeError("jray.actor.exit_actor() was called outside an actor; it ends the "
+                        "actor whose method calls it (use jray.kill(handle) from outside)")
     raise ExitActor()
 
 

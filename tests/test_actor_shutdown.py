@@ -77,3 +77,22 @@ def test_kill_runs_no_hooks(cluster: dict[str, object], tmp_path: Path) -> None:
     time.sleep(0.3)
     assert not (tmp_path / "shutdown").exists()
     assert not (tmp_path / "atexit").exists()
+
+
+def test_exit_actor_outside_an_actor_is_a_type_error(cluster: dict[str, object]) -> None:
+    with pytest.raises(TypeError, match="outside an actor"):
+        ray.actor.exit_actor()
+
+    @ray.remote
+    def in_a_task() -> str:
+        try:
+            ray.actor.exit_actor()
+        except TypeError as exc:
+            return str(exc)
+        return "no error"
+
+    assert "outside an actor" in ray.get(in_a_task.remote())
+
+
+def test_object_id_is_rays_old_name_of_object_ref() -> None:
+    assert ray.ObjectID is ray.ObjectRef

@@ -8,6 +8,7 @@ import jray.state
 
 EXPECTED = [
     "DynamicObjectRefGenerator",
+    "ObjectID",
     "ObjectRef",
     "ObjectRefGenerator",
     "RemoteFunction",
