@@ -74,12 +74,11 @@ def test_a_named_actor_outlives_its_handles_until_killed(cluster: dict[str, obje
     again = ray.get_actor("kept")
     assert ray.get(again.size.remote(), timeout=60) == HOLD_BYTES
     ray.kill(again)
-
-    def gone() -> bool:  # as in Ray, get_actor of a killed actor fails (once it is dead)
-        try:
-            ray.get_actor("kept")
-        except ValueError:
-            return True
-        return False
-
-    assert _settled(gone)
+    with pytest.raises(ValueError):  # as in Ray: its name is gone as soon as it is killed
+        ray.get_actor("kept")
+    restartable = Holder.options(name="back", num_cpus=0, max_restarts=1,
+                                 max_task_retries=-1).remote()
+    ray.get(restartable.size.remote(), timeout=60)
+    ray.kill(restartable, no_restart=False)  # restarted: the name stays
+    assert ray.get(ray.get_actor("back").size.remote(), timeout=60) == HOLD_BYTES
+    ray.kill(restartable)

@@ -298,15 +298,18 @@ class ActorTable:
         self.pending.append(rec)
         self.place_pending()
 
+    def _unname(self, rec: ActorRecord) -> None:
+        name = rec.spec["name"]
+        key = (rec.spec["namespace"], name or "")
+        if name is not None and self.named.get(key) == rec.actor_id:
+            del self.named[key]
+
     def _die(self, rec: ActorRecord, cause: P.Loc) -> None:
         rec.state = A.DEAD
         rec.cause = cause
         rec.addr = ""
         self._release(rec)
-        name = rec.spec["name"]
-        key = (rec.spec["namespace"], name or "")
-        if name is not None and self.named.get(key) == rec.actor_id:
-            del self.named[key]
+        self._unname(rec)
         if rec.checkpoint is not None:
             self.sched._unlink(rec.checkpoint)
             rec.checkpoint = None
@@ -320,8 +323,9 @@ class ActorTable:
         if rec is None or rec.state == A.DEAD:
             return
         rec.killed = True
-        if no_restart:
+        if no_restart:  # its name is free at once, as in Ray (it dies in a moment)
             rec.no_restart = True
+            self._unname(rec)
         if rec.spawned and rec.node is not None:
             self.sched._send(rec.node.ident,
                              (A.ACTOR_SIGNAL, actor_id, rec.incarnation, SIGKILL))
