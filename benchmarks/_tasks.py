@@ -8,6 +8,8 @@ the repository root on ``PYTHONPATH`` so worker processes can import this.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 def noop() -> None:
     """Do nothing; measures pure task overhead."""
@@ -32,6 +34,12 @@ def add(a: int, b: int) -> int:
 def identity(x: object) -> object:
     """Return the argument: a round trip of a value through a task."""
     return x
+
+
+def count_items(n: int) -> Iterator[int]:
+    """A generator task: yields ``n`` small values, each its own object."""
+    for i in range(n):  # noqa: UP028 (not ``yield from``: Ray drives it with ``send``)
+        yield i
 
 
 class Actor:

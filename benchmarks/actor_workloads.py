@@ -6,6 +6,8 @@
 - ``1_1_async_actor_calls_async``: the same on an actor with an ``async def`` method.
 - ``n_n_actor_calls_async``: 4 tasks, each calling ``num_cpus // 2`` actors
   round-robin 5,000 times and getting the results (actor calls from workers).
+- ``generator_items_streamed``: one generator task yields 10,000 small values;
+  the driver takes each ref as it becomes ready and gets it (items/s).
 
 Actors are started and warmed up (one call) before the clock starts.
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from benchmarks._tasks import Actor, AsyncActor, call_actors
+from benchmarks._tasks import Actor, AsyncActor, call_actors, count_items
 from benchmarks.peers import Peer
 from benchmarks.workloads import Measurement, Sizes, Workload, _rate
 
@@ -73,6 +75,20 @@ def n_n_actor_calls_async(peer: Peer, sizes: Sizes) -> Measurement:
                                         f"{len(actors)} actor(s) in {elapsed:.3f}s")
 
 
+def generator_items_streamed(peer: Peer, sizes: Sizes) -> Measurement:
+    for ref in peer.stream(count_items, 10):  # warm-up: a worker up, the code shipped
+        peer.get(ref)
+    n = sizes.async_tasks
+    start = time.perf_counter()
+    total = 0
+    for ref in peer.stream(count_items, n):
+        total += peer.get(ref)
+    elapsed = time.perf_counter() - start
+    if total != n * (n - 1) // 2:
+        raise AssertionError(f"the generator's items summed to {total}")
+    return Measurement(n / elapsed, f"{n} items in {elapsed:.3f}s")
+
+
 ACTOR_WORKLOADS: tuple[Workload, ...] = (
     Workload(
         name="1_1_actor_calls_sync",
@@ -108,5 +124,12 @@ ACTOR_WORKLOADS: tuple[Workload, ...] = (
         higher_is_better=True,
         run=n_n_actor_calls_async,
         describe="4 tasks each call num_cpus/2 actors 5,000 times, then get their results",
+    ),
+    Workload(
+        name="generator_items_streamed",
+        unit="items/s",
+        higher_is_better=True,
+        run=generator_items_streamed,
+        describe="one generator task yields 10,000 values; take and get each as it is ready",
     ),
 )

@@ -85,6 +85,10 @@ class Peer:
         """Call ``method`` on an actor; return the ref to its result."""
         raise Unsupported(f"{self.name} has no actors here")
 
+    def stream(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run generator ``fn`` as a streaming task: an iterator of refs, ready one by one."""
+        raise Unsupported(f"{self.name} has no streaming generator tasks")
+
     def notes(self) -> dict[str, str]:
         """Settings worth recording next to the results (start method, ...)."""
         return {}
@@ -165,6 +169,9 @@ class RayApiPeer(Peer):
 
     def call(self, handle: Any, method: str, *args: Any) -> Any:
         return getattr(handle, method).remote(*args)
+
+    def stream(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._as_remote(fn).remote(*args)  # a generator: an ObjectRefGenerator
 
     def notes(self) -> dict[str, str]:
         return {"init": ", ".join(f"{k}={v!r}" for k, v in self._init_options.items())}

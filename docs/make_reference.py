@@ -36,6 +36,8 @@ ENVIRONMENT = {
 #: What a user does about each error (tests check every exception has an entry).
 REMEDIES = {
     "JrayError": "Catch it to handle any jray failure at once.",
+    "ActorClassInheritanceException": "A class derived from an actor class (`@jray.remote` on "
+    "a class): derive from the plain class, and decorate the subclass itself.",
     "TaskError": "Read `traceback_str` (printed with the error): it is the remote traceback, "
     "from your function down. `except OriginalClass` works too.",
     "WorkerCrashedError": "The worker died mid-task (segfault, `os._exit`, out of memory, "

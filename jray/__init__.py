@@ -23,12 +23,14 @@ from jray._private.api import (
     shutdown,
     wait,
 )
+from jray._private.generators import DynamicObjectRefGenerator, ObjectRefGenerator
 from jray._private.object_ref import ObjectRef
 from jray.actor import ActorClass, get_actor, kill, method
 from jray.remote_function import RemoteFunction
 from jray.runtime_context import get_runtime_context
 
 __version__ = "0.1.0"
+ObjectID = ObjectRef  # Ray's older name, kept by Ray for backward compatibility
 
 if TYPE_CHECKING:
     from jray import state, util
@@ -81,7 +83,10 @@ def _make(target: Any, options: dict[str, Any]) -> Any:
 
 
 __all__ = [
+    "DynamicObjectRefGenerator",
+    "ObjectID",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "__version__",
     "available_resources",

@@ -65,9 +65,10 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from jray._private import actor_client
+from jray._private import actor_client, generators
 from jray._private import actor_protocol as A
 from jray._private import serialization as S
+from jray._private.actor_calls import call_name, exception_names
 from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
@@ -76,31 +77,68 @@ from jray.remote_function import check_int, demand_of, validate_options
 
 ACTOR_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
-    "get_if_exists", "max_restarts", "max_task_retries", "max_concurrency",
+    "get_if_exists", "max_restarts", "max_task_retries", "max_concurrency", "concurrency_groups",
     "checkpoint_interval", "checkpoint_interval_s", "scheduling_strategy", "runtime_env",
 })
 ASYNC_DEFAULT_CONCURRENCY = 1000
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def method(*args: Any, num_returns: int | None = None, max_task_retries: int | None = None,
-           **unknown: Any) -> Any:
+#: ``num_returns`` codes of generator methods: "streaming" (Ray's default for generator
+#: methods; the call returns an ``ObjectRefGenerator``) and "dynamic" (one ref whose value
+#: is a ``DynamicObjectRefGenerator``)
+STREAMING = -1
+DYNAMIC = -2
+_MODES = {"streaming": STREAMING, "dynamic": DYNAMIC}
+
+
+def _num_returns_opt(where: str, num_returns: Any) -> None:
+    if num_returns not in _MODES:
+        _int_opt(where, {"num_returns": num_returns}, "num_returns", 1)
+
+
+def _num_returns_code(num_returns: Any) -> int:
+    return _MODES.get(num_returns) or int(num_returns)
+
+
+def _retry_exceptions_opt(where: str, value: Any) -> Any:
+    """``retry_exceptions``: None, a bool, or a list/tuple of exception classes (a tuple)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple)) and all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in value):
+        return tuple(value)
+    raise ValueError(f"{where}: retry_exceptions must be a bool or a list of exception "
+                     f"classes, got {value!r}")
+
+
+def method(*args: Any, num_returns: int | str | None = None,
+           max_task_retries: int | None = None, retry_exceptions: Any = None,
+           concurrency_group: str | None = None, **unknown: Any) -> Any:
     """Options of one actor method: ``@jray.method(num_returns=2, max_task_retries=1)``.
 
-    ``num_returns``: how many refs a call returns. ``max_task_retries`` (-1:
-    forever): calls of this method in flight when the actor died are sent again
-    to the restarted actor, overriding the actor's ``max_task_retries``. Used
-    bare (``@jray.method``) it changes nothing, as in Ray.
+    ``num_returns``: how many refs a call returns ("streaming" for a generator's
+    refs one by one, the default for generator methods). ``max_task_retries``
+    (-1: forever): calls of this method in flight when the actor died are sent
+    again to the restarted actor, overriding the actor's ``max_task_retries``.
+    ``retry_exceptions`` (True or a list of exception classes): a call that raises
+    one of them runs again, up to ``max_task_retries`` times. ``concurrency_group``:
+    the group (of the actor's ``concurrency_groups``) whose threads or event loop run
+    its calls. Used bare (``@jray.method``) it changes nothing, as in Ray.
     """
     if len(args) == 1 and callable(args[0]) and num_returns is None \
-            and max_task_retries is None and not unknown:
+            and max_task_retries is None and retry_exceptions is None \
+            and concurrency_group is None and not unknown:
         return args[0]
     if args:
         raise TypeError("jray.method takes keyword options only, e.g. @jray.method(num_returns=2)")
     if unknown:
         raise ValueError(f"jray.method: unknown option(s) {', '.join(sorted(unknown))}; "
-                         f"valid options are max_task_retries, num_returns")
-    _int_opt("jray.method", {"num_returns": num_returns}, "num_returns", 1)
+                         f"valid options are concurrency_group, max_task_retries, num_returns, "
+                         f"retry_exceptions")
+    _group_opt("jray.method", concurrency_group)
+    retry = _retry_exceptions_opt("jray.method", retry_exceptions)
+    _num_returns_opt("jray.method", num_returns)
     _int_opt("jray.method", {"max_task_retries": max_task_retries}, "max_task_retries", -1)
 
     def decorate(fn: F) -> F:
@@ -108,13 +146,30 @@ def method(*args: Any, num_returns: int | None = None, max_task_retries: int | N
             fn.__jray_num_returns__ = num_returns  # type: ignore[attr-defined]
         if max_task_retries is not None:
             fn.__jray_max_task_retries__ = max_task_retries  # type: ignore[attr-defined]
+        if retry:
+            fn.__jray_retry_exceptions__ = retry  # type: ignore[attr-defined]
+        if concurrency_group is not None:
+            fn.__jray_concurrency_group__ = concurrency_group  # type: ignore[attr-defined]
         return fn
 
     return decorate
 
 
+def _group_opt(where: str, group: Any) -> None:
+    if group is not None and (not isinstance(group, str) or not group):
+        raise TypeError(f"{where}: concurrency_group must be a group's name (a str), "
+                        f"got {group!r}")
+
+
 def exit_actor() -> None:
-    """Inside an actor method: exit the actor once this call returns (no restart)."""
+    """Inside an actor method: exit the actor once this call returns (no restart).
+
+    Anywhere else (the driver, a task) it raises ``TypeError``, as in Ray."""
+    from jray.runtime_context import _actor_process
+
+    if _actor_process() is None:
+        raise TypeError("jray.actor.exit_actor() was called outside an actor; it ends the "
+                        "actor whose method calls it (use jray.kill(handle) from outside)")
     raise ExitActor()
 
 
@@ -143,6 +198,15 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
         raise ValueError(f"{where}: name must not be empty")
     if opts.get("get_if_exists") and not opts.get("name"):
         raise ValueError(f"{where}: get_if_exists=True needs a name")
+    groups = opts.get("concurrency_groups")
+    if groups is not None:
+        if not isinstance(groups, dict) or not all(isinstance(k, str) for k in groups):
+            raise TypeError(f"{where}: concurrency_groups must be a dict of group name -> "
+                            f"max concurrency, got {groups!r}")
+        for group, n in groups.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"{where}: concurrency group {group!r}: max_concurrency must "
+                                 f"be greater than 0, got {n!r}")
 
 
 def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[str, int], bool]:
@@ -157,7 +221,11 @@ def _methods(cls: type) -> tuple[dict[str, int], dict[str, Params | None], dict[
         fn = attr.__func__ if isinstance(attr, (staticmethod, classmethod)) else attr
         if not inspect.isfunction(fn):
             continue
-        methods[name] = int(getattr(fn, "__jray_num_returns__", 1))
+        nr = getattr(fn, "__jray_num_returns__", None)
+        if nr is None:
+            generator = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
+            nr = "streaming" if generator else 1
+        methods[name] = _num_returns_code(nr)
         params[name] = params_of(fn, skip_first=not isinstance(attr, staticmethod))
         if hasattr(fn, "__jray_max_task_retries__"):
             retries[name] = int(fn.__jray_max_task_retries__)
@@ -257,6 +325,7 @@ class ActorClass:
             "is_async": code.is_async,
             "params": code.params,
             "retries": code.retries,
+            "groups": dict(opts.get("concurrency_groups") or {}),
         }
         name = opts.get("name")
         detached = opts.get("lifetime") == "detached"
@@ -311,38 +380,67 @@ class ActorClass:
 class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
-    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check")
+    __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check",
+                 "_retry_exc", "_group", "_call")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
-                 retries: int, check: ArgCheck) -> None:
+                 retries: int, check: ArgCheck, retry_exc: Any = None,
+                 group: str | None = None) -> None:
         self._actor_id = actor_id
         self._class = class_name
         self._name = name
         self._num_returns = num_returns
         self._retries = retries
         self._check = check
+        self._retry_exc = retry_exc
+        self._group = group
+        opts: dict[str, str] = {}  # what the actor must know of this call (see call_name)
+        if num_returns in (STREAMING, DYNAMIC):
+            opts["g"] = "streaming" if num_returns == STREAMING else "dynamic"
+        if retries != 0:
+            opts["r"] = str(retries)
+        if retry_exc is not None:
+            opts["x"] = (("1" if retry_exc else "0") if isinstance(retry_exc, bool)
+                         else exception_names(retry_exc))
+        if group is not None:
+            opts["c"] = group
+        self._call = call_name(name, opts)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Send the call; ``TypeError`` at once if the arguments do not fit the method."""
         self._check(args, kwargs)
-        refs = actor_client.current().call(self._actor_id, self._name, args, kwargs,
-                                           self._num_returns, self._retries)
+        client = actor_client.current()
+        if self._num_returns == STREAMING:
+            generators.install(client.core)
+            ref = client.call(self._actor_id, self._call, args, kwargs, 1, self._retries)[0]
+            return generators.ObjectRefGenerator(ref, client.core)
+        if self._num_returns == DYNAMIC:
+            return client.call(self._actor_id, self._call, args, kwargs, 1, self._retries)[0]
+        refs = client.call(self._actor_id, self._call, args, kwargs, self._num_returns,
+                           self._retries)
         return refs[0] if self._num_returns == 1 else refs
 
-    def options(self, *, num_returns: int | None = None, max_task_retries: int | None = None,
-                **unknown: Any) -> ActorMethod:
+    def options(self, *, num_returns: int | str | None = None,
+                max_task_retries: int | None = None, retry_exceptions: Any = None,
+                concurrency_group: str | None = None, **unknown: Any) -> ActorMethod:
         where = f"{self._class}.{self._name}.options()"
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
-                             f"valid: max_task_retries, num_returns")
-        _int_opt(where, {"num_returns": num_returns}, "num_returns", 1)
+                             f"valid: concurrency_group, max_task_retries, num_returns, "
+                             f"retry_exceptions")
+        _group_opt(where, concurrency_group)
+        _num_returns_opt(where, num_returns)
         _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
-        if num_returns is None and max_task_retries is None:
+        retry = _retry_exceptions_opt(where, retry_exceptions)
+        if num_returns is None and max_task_retries is None and retry is None \
+                and concurrency_group is None:
             return self
         return ActorMethod(
             self._actor_id, self._class, self._name,
-            self._num_returns if num_returns is None else num_returns,
-            self._retries if max_task_retries is None else max_task_retries, self._check)
+            self._num_returns if num_returns is None else _num_returns_code(num_returns),
+            self._retries if max_task_retries is None else max_task_retries, self._check,
+            self._retry_exc if retry is None else retry,
+            self._group if concurrency_group is None else concurrency_group)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from typing import Any
 
-from jray._private import api
+from jray._private import api, generator_stream, generators
 from jray._private import serialization as S
 from jray._private.object_ref import ObjectRef
 from jray._private.resources import validate_demand
@@ -15,8 +16,10 @@ from jray.exceptions import ArgumentError
 
 TASK_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
-    "name", "memory", "scheduling_strategy", "runtime_env",
+    "name", "memory", "scheduling_strategy", "runtime_env", "_generator_backpressure_num_objects",
 })
+#: ``num_returns`` of generator tasks (see ``jray._private.generators``)
+GENERATOR_MODES = ("streaming", "dynamic")
 DEFAULT_MAX_RETRIES = 3
 _INFINITE_RETRIES = 1 << 30
 
@@ -47,7 +50,9 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
                 raise ValueError(f"{where}: use num_{reserved.lower()}s= instead of resources="
                                  f"{{'{reserved}': ...}}")
         validate_demand(res, where)
-    check_int(where, opts, "num_returns", 1)
+    if opts.get("num_returns") not in GENERATOR_MODES:
+        check_int(where, opts, "num_returns", 1)
+    check_int(where, opts, "_generator_backpressure_num_objects", -1)
     check_int(where, opts, "max_retries", -1, " (-1: forever)")
     re = opts.get("retry_exceptions")
     if re is not None and not isinstance(re, bool):
@@ -89,13 +94,15 @@ def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
 class _Code:
     """A function's id, pickled code and argument check, made once, shared by option variants."""
 
-    __slots__ = ("fn", "func_id", "_blob", "_check")
+    __slots__ = ("fn", "func_id", "_blob", "_check", "variants")
 
     def __init__(self, fn: Any, func_id: bytes | None = None) -> None:
         self.fn = fn
         self.func_id = func_id or os.urandom(16)
         self._blob: bytes | None = None
         self._check: ArgCheck | None = None
+        #: wrappers of a generator function (streaming, dynamic), by their settings
+        self.variants: dict[tuple[Any, ...], _Code] = {}
 
     def check(self, name: str) -> ArgCheck:
         if self._check is None:
@@ -119,12 +126,27 @@ class RemoteFunction:
         self._code = code or _Code(fn)
         self._task_name = options.get("name") or self._name
         self._demand = demand_of(options, 1)
-        self._num_returns = int(options.get("num_returns") or 1)
+        nr = options.get("num_returns")
+        if nr is None and (inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)):
+            nr = "streaming"  # Ray's default for generator functions
+        self._mode: str | None = nr if nr in GENERATOR_MODES else None
+        self._backpressure = int(options.get("_generator_backpressure_num_objects") or -1)
+        self._num_returns = 1 if self._mode is not None else int(nr or 1)
         mr = options.get("max_retries")
         self._max_retries = DEFAULT_MAX_RETRIES if mr is None else (
             _INFINITE_RETRIES if mr == -1 else mr)
         re = options.get("retry_exceptions")
         self._retry_exc: Any = bool(re) if not isinstance(re, (list, tuple)) else tuple(re)
+        self._run_code = self._code
+        if self._mode is not None:
+            # the worker runs a wrapper of fn (its own code id), sharing fn's argument check
+            variant = (self._mode, self._backpressure, self._retry_exc)
+            run = self._code.variants.get(variant)
+            if run is None:
+                run = _Code(generator_stream.wrap_task(fn, *variant))
+                run._check = self._code.check(self._name)
+                self._code.variants[variant] = run
+            self._run_code = run
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
 
@@ -136,14 +158,21 @@ class RemoteFunction:
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Submit the task; ``TypeError`` at once if the arguments do not fit ``fn``."""
-        code = self._code
+        code = self._run_code
         check = code._check or code.check(self._name)
         check(args, kwargs)
         client = api.client()
         fid = code.func_id
         blob = b"" if fid in client.functions_sent else code.blob(self._name)
+        if self._mode == "streaming":
+            generators.install(client)
+        # a generator's wrapper picks the exceptions to retry itself (and re-raises only
+        # those): the spec says just whether to, with no classes to pickle
+        retry = self._retry_exc if self._mode is None else bool(self._retry_exc)
         refs = client.submit(fid, blob, self._task_name, args, kwargs, self._num_returns,
-                             self._demand, self._max_retries, self._retry_exc)
+                             self._demand, self._max_retries, retry)
+        if self._mode == "streaming":
+            return generators.ObjectRefGenerator(refs[0], client, self._backpressure)
         return refs[0] if self._num_returns == 1 else refs
 
     def options(self, **opts: Any) -> RemoteFunction:

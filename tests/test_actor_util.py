@@ -136,3 +136,26 @@ def test_queue_shared_by_tasks_and_driver(cluster: dict[str, object]) -> None:
         return q.get(timeout=T)
 
     assert jray.get(take.remote(q), timeout=T) == "from the driver"
+
+
+def test_queue_put_async_get_async(cluster: dict[str, object]) -> None:
+    import asyncio
+
+    q = Queue(maxsize=1)
+
+    async def main() -> list[Any]:
+        await q.put_async("a")
+        with pytest.raises(Full):
+            await q.put_async("b", block=False)
+        with pytest.raises(Full):
+            await q.put_async("b", timeout=0.2)
+        first = await q.get_async()
+        with pytest.raises(Empty):
+            await q.get_async(block=False)
+        getter = asyncio.ensure_future(q.get_async(timeout=10))
+        await asyncio.sleep(0.1)
+        await q.put_async("c")
+        return [first, await getter]
+
+    assert asyncio.run(main()) == ["a", "c"]
+    q.shutdown()

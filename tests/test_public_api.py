@@ -7,7 +7,10 @@ import jray.exceptions
 import jray.state
 
 EXPECTED = [
+    "DynamicObjectRefGenerator",
+    "ObjectID",
     "ObjectRef",
+    "ObjectRefGenerator",
     "RemoteFunction",
     "__version__",
     "available_resources",

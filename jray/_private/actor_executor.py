@@ -34,7 +34,9 @@ import contextvars
 import ctypes
 import functools
 import inspect
+import os
 import pickle
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -42,8 +44,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from jray._private import actor_protocol as A
+from jray._private import generator_stream as GS
 from jray._private import protocol as P
 from jray._private import serialization as S
+from jray._private.actor_calls import retry_spec, retryable, split_call
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledError
@@ -56,6 +60,15 @@ Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
 #: cancel requests remembered for calls that have not arrived (the oldest are forgotten)
 REQUESTED_MAX = 4096
+
+
+def _exit_process(code: Any) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 class ExitActor(BaseException):
@@ -138,10 +151,40 @@ class CallRunner:
     def cancelled(self, msg: P.Msg) -> list[Result]:
         self.requested.pop(msg[A.C_RETURNS][0], None)
         loc = S.error_loc(TaskCancelledError(
-            f"actor call {self.class_name}.{msg[A.C_METHOD]}() was cancelled by jray.cancel()"))
+            f"actor call {self.label(msg)}() was cancelled by jray.cancel()"))
         return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
 
-    def _invoke(self, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
+    def label(self, msg: P.Msg) -> str:
+        """``Class.method`` of a call (for messages)."""
+        return f"{self.class_name}.{split_call(msg[A.C_METHOD])[0]}"
+
+    def producer(self, msg: P.Msg) -> GS.Producer:
+        """What streams the items of a generator method's call to its caller."""
+        return GS.Producer(self.core, msg[A.C_RETURNS][0], msg[A.C_CALLER],
+                                   self.label(msg))
+
+    def _stream(self, msg: P.Msg, result: Any) -> Any:
+        """A generator's items: streamed, stored (dynamic) or as the call's returns."""
+        if type(result) not in GS.STREAMED:
+            return result
+        mode = split_call(msg[A.C_METHOD])[1].get("g")
+        if mode == "streaming":
+            return GS.run_stream(self.producer(msg), result)
+        if mode == "dynamic":
+            return GS.run_dynamic(result, self.label(msg))
+        return GS.collect_returns(result, len(msg[A.C_RETURNS]), self.label(msg))
+
+    async def stream_async(self, msg: P.Msg, result: Any) -> Any:
+        """``_stream`` on an async actor's event loop."""
+        mode = split_call(msg[A.C_METHOD])[1].get("g")
+        if mode == "streaming":
+            return await GS.run_stream_async(self.producer(msg), result)
+        if mode == "dynamic":
+            return await GS.run_dynamic_async(result, self.label(msg))
+        return await GS.collect_returns_async(result, len(msg[A.C_RETURNS]),
+                                                      self.label(msg))
+
+    def _invoke(self, msg: P.Msg, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
                 main: bool) -> Any:
         token = CURRENT_CALL.set(key)
         if main:
@@ -149,7 +192,7 @@ class CallRunner:
             try:
                 if key in self.requested:
                     raise TaskCancelledError
-                return fn(*args, **kwargs)
+                return self._stream(msg, fn(*args, **kwargs))
             finally:
                 self.current = None
                 CURRENT_CALL.reset(token)
@@ -159,7 +202,7 @@ class CallRunner:
         try:
             if key in self.requested:
                 raise TaskCancelledError
-            return fn(*args, **kwargs)
+            return self._stream(msg, fn(*args, **kwargs))
         finally:
             CURRENT_CALL.reset(token)
             self._thread_done(key, ident)
@@ -172,6 +215,7 @@ class CallRunner:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
     def method(self, name: str) -> Any:
+        name = split_call(name)[0]
         fn = self.methods.get(name)
         if fn is None:
             raise AttributeError(f"actor class {self.class_name} has no method {name!r}")
@@ -237,7 +281,7 @@ class CallRunner:
     def finish(self, msg: P.Msg, result: Any) -> list[Result]:
         """Encode ``result`` into the call's return objects."""
         returns = msg[A.C_RETURNS]
-        name = f"{self.class_name}.{msg[A.C_METHOD]}"
+        name = self.label(msg)
         try:
             values = S.split_returns(name, result, len(returns))
         except SerializationError as exc:
@@ -268,7 +312,7 @@ class CallRunner:
         elif isinstance(exc, SerializationError):
             loc = S.error_loc(exc)
         else:
-            loc = S.task_error_loc(f"{self.class_name}.{msg[A.C_METHOD]}", exc)
+            loc = S.task_error_loc(self.label(msg), exc)
         return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
 
     def run(self, msg: P.Msg, main: bool = True) -> list[Result]:
@@ -278,14 +322,33 @@ class CallRunner:
             return self.cancelled(msg)
         try:
             fn, args, kwargs = self.prepare(msg)
-            result = self._invoke(key, fn, args, kwargs, main)
-        except BaseException as exc:  # user code: anything, SystemExit included
+        except BaseException as exc:
             return self.conclude(msg, key, None, exc, TaskCancelledError)
-        return self.conclude(msg, key, result, None, TaskCancelledError)
+        left, spec = self.retries(msg, fn)
+        while True:
+            try:
+                result = self._invoke(msg, key, fn, args, kwargs, main)
+            except BaseException as exc:  # user code: anything, SystemExit included
+                if spec and left != 0 and key not in self.requested and retryable(spec, exc):
+                    left -= 1  # retry_exceptions: run it again (-1: forever)
+                    continue
+                return self.conclude(msg, key, None, exc, TaskCancelledError)
+            return self.conclude(msg, key, result, None, TaskCancelledError)
+
+    def retries(self, msg: P.Msg, fn: Any) -> tuple[int, Any]:
+        """(retries left, what to retry) of a call: the method's ``retry_exceptions``
+        unless the call overrides it, within its ``max_task_retries``."""
+        method = msg[A.C_METHOD]
+        if "\x00" not in method:
+            return 0, None
+        opts = split_call(method)[1]
+        return int(opts.get("r", "0")), retry_spec(fn, opts)
 
     def conclude(self, msg: P.Msg, key: bytes, result: Any, exc: BaseException | None,
                  cancel: type[BaseException]) -> list[Result]:
         """A call's results from how it ended; ``cancel``: the exception a cancel raises."""
+        if isinstance(exc, SystemExit):  # sys.exit() in a method ends the process (as in
+            _exit_process(exc.code)      # Ray): restarts and call retries then apply
         if isinstance(exc, ExitActor):
             self.exit_requested = True
             exc = None
@@ -438,13 +501,24 @@ class AsyncMode:
         CURRENT_CALL.set(key)  # this asyncio task's own context
         try:
             fn, args, kwargs = runner.prepare(msg)
-            result = fn(*args, **kwargs)
-            # an ObjectRef is awaitable too, but a method that returns one returns the ref
-            if inspect.isawaitable(result) and type(result) is not ObjectRef:
-                result = await result
-        except BaseException as exc:  # user code
+        except BaseException as exc:
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
-        return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)
+        left, spec = runner.retries(msg, fn)
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+                # an ObjectRef is awaitable too, but a method that returns one returns it
+                if inspect.isawaitable(result) and type(result) is not ObjectRef:
+                    result = await result
+                elif type(result) in GS.STREAMED:
+                    result = await runner.stream_async(msg, result)
+            except BaseException as exc:  # user code
+                if spec and left != 0 and key not in runner.requested and \
+                        retryable(spec, exc):
+                    left -= 1
+                    continue
+                return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
+            return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)
 
     def _send(self) -> None:
         self.send_scheduled = False
@@ -456,3 +530,45 @@ class AsyncMode:
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+#: the concurrency group every actor with groups has beside its own (Ray's name)
+SYSTEM_GROUP = "_ray_system"
+
+
+class GroupedMode:
+    """``concurrency_groups``: each group runs its calls on its own threads (a
+    ``ThreadMode``) or, in an async actor, its own event loop (an ``AsyncMode``); the
+    default group (methods of no group) gets ``max_concurrency``. A call's group is
+    its ``.options(concurrency_group=)``, else its method's ``@jray.method`` one."""
+
+    concurrent = True
+
+    def __init__(self, runner: CallRunner, modes: dict[str, ThreadMode | AsyncMode],
+                 default: ThreadMode | AsyncMode) -> None:
+        self.runner = runner
+        self.modes = modes
+        self.default = default
+
+    def group_of(self, msg: P.Msg) -> ThreadMode | AsyncMode:
+        name, opts = split_call(msg[A.C_METHOD])
+        group = opts.get("c")
+        if group is None:
+            fn = self.runner.methods.get(name)
+            group = getattr(fn, "__jray_concurrency_group__", None)
+        return self.default if group is None else self.modes.get(group, self.default)
+
+    def dispatch(self, msg: P.Msg) -> None:
+        self.group_of(msg).dispatch(msg)
+
+    def cancel(self, key: bytes) -> None:
+        for mode in (self.default, *self.modes.values()):
+            if isinstance(mode, AsyncMode):
+                mode.cancel(key)
+
+    def running(self) -> int:
+        return self.default.running() + sum(m.running() for m in self.modes.values())
+
+    def stop(self) -> None:
+        for mode in (self.default, *self.modes.values()):
+            mode.stop()

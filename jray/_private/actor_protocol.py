@@ -102,6 +102,8 @@ class ActorMeta(TypedDict):
     params: dict[str, Any]
     #: methods whose ``@jray.method(max_task_retries=)`` overrides the actor's
     retries: dict[str, int]
+    #: ``concurrency_groups``: group name -> how many of its calls run at once
+    groups: dict[str, int]
 
 
 class ActorSpec(TypedDict):

@@ -287,7 +287,9 @@ class ActorTable:
         if rec.exit_reason:
             text = f"{label} exited: {rec.exit_reason}"
         elif rec.killed:
-            text = f"{label} was killed by jray.kill()"
+            # Ray's sentence first (programs match on it), then which actor
+            text = (f"The actor is dead because it was killed by `ray.kill`: {label} was "
+                    f"killed by jray.kill()")
         else:
             text = f"the process of {label} (pid {rec.pid or '?'}) {A.signal_text(exitcode)}"
         restartable = not rec.no_restart and rec.restarts_left != 0
@@ -309,15 +311,18 @@ class ActorTable:
         self.pending.append(rec)
         self.place_pending()
 
+    def _unname(self, rec: ActorRecord) -> None:
+        name = rec.spec["name"]
+        key = (rec.spec["namespace"], name or "")
+        if name is not None and self.named.get(key) == rec.actor_id:
+            del self.named[key]
+
     def _die(self, rec: ActorRecord, cause: P.Loc) -> None:
         rec.state = A.DEAD
         rec.cause = cause
         rec.addr = ""
         self._release(rec)
-        name = rec.spec["name"]
-        key = (rec.spec["namespace"], name or "")
-        if name is not None and self.named.get(key) == rec.actor_id:
-            del self.named[key]
+        self._unname(rec)
         if rec.checkpoint is not None:
             self.sched.unlink(rec.checkpoint)
             rec.checkpoint = None
@@ -331,8 +336,9 @@ class ActorTable:
         if rec is None or rec.state == A.DEAD:
             return
         rec.killed = True
-        if no_restart:
+        if no_restart:  # its name is free at once, as in Ray (it dies in a moment)
             rec.no_restart = True
+            self._unname(rec)
         if rec.spawned and rec.node is not None:
             self.sched.send(rec.node.ident,
                              (A.ACTOR_SIGNAL, actor_id, rec.incarnation, SIGKILL))

@@ -44,6 +44,7 @@ results of that call leave. A restarted incarnation gets the newest one with
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import pickle
 import signal
@@ -61,11 +62,21 @@ from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import transport
 from jray._private.actor_client import readable
-from jray._private.actor_executor import AsyncMode, CallRunner, Result, SyncMode, ThreadMode
+from jray._private.actor_executor import (
+    SYSTEM_GROUP,
+    AsyncMode,
+    CallRunner,
+    GroupedMode,
+    Result,
+    SyncMode,
+    ThreadMode,
+)
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray._private.worker import TaskOutput
 from jray.exceptions import ActorDiedError
+
+Mode = SyncMode | ThreadMode | AsyncMode | GroupedMode
 
 #: a long batch of calls still sends results at least this often
 FLUSH_EVERY_S = 0.002
@@ -115,7 +126,7 @@ class ActorRuntime:
         self.class_name = "Actor"
         self.instance: Any = None
         self.runner: CallRunner | None = None
-        self.mode: SyncMode | ThreadMode | AsyncMode | None = None
+        self.mode: Mode | None = None
         # checkpoints
         self.ckpt_calls = 0
         self.ckpt_s = 0.0
@@ -164,7 +175,10 @@ class ActorRuntime:
         self.runner = CallRunner(self.core, self.instance, self.class_name, meta["methods"],
                                  self._after_call)
         n = spec["max_concurrency"]
-        if meta["is_async"]:
+        groups = meta.get("groups")
+        if groups:
+            self.mode = self._grouped(groups, n, meta["is_async"])
+        elif meta["is_async"]:
             self.mode = AsyncMode(self.runner, self._done, self._send_all, n)
         elif n > 1:
             self.mode = ThreadMode(self.runner, self._done_and_send, n)
@@ -302,7 +316,7 @@ class ActorRuntime:
                         for key in msg[1]:
                             if runner.request_cancel(key):
                                 signal.pthread_kill(main, CANCEL_SIGNAL)
-                            elif isinstance(mode, AsyncMode):
+                            elif isinstance(mode, (AsyncMode, GroupedMode)):
                                 mode.cancel(key)
         finally:
             sock.close(0)
@@ -397,21 +411,52 @@ class ActorRuntime:
             self._send_output()
         self._exit(mode)
 
-    def _idle_checkpoint(self, mode: SyncMode | ThreadMode | AsyncMode) -> None:
+    def _idle_checkpoint(self, mode: Mode) -> None:
         if self.ckpt_s and self.since_ckpt and mode.running() == 0:
             with self.ckpt_lock:
                 if time.monotonic() - self.last_ckpt >= self.ckpt_s:
                     self._checkpoint()
 
-    def _exit(self, mode: SyncMode | ThreadMode | AsyncMode) -> None:
+    def _grouped(self, groups: dict[str, int], n: int, is_async: bool) -> GroupedMode:
+        runner = self.runner
+        assert runner is not None
+
+        def make(size: int) -> ThreadMode | AsyncMode:
+            if is_async:
+                return AsyncMode(runner, self._done, self._send_all, size)
+            return ThreadMode(runner, self._done_and_send, size)
+
+        modes = {name: make(size) for name, size in groups.items()}
+        modes.setdefault(SYSTEM_GROUP, make(1))
+        return GroupedMode(runner, modes, make(n))
+
+    def _exit(self, mode: Mode) -> None:
         deadline = time.monotonic() + 30
         while mode.running() and time.monotonic() < deadline:
             time.sleep(0.005)
+        self._shutdown_hooks()
         self.flush(wait=True, force=True)
         self._send_output()
         transport.send_batch(self.head, [(A.ACTOR_EXITING, self.actor_id, self.inc,
                                           self.exit_reason)])
         self.close()
+
+    def _shutdown_hooks(self) -> None:
+        """A graceful exit (handles gone, ``exit_actor``, ``__ray_terminate__``): the
+        instance's ``__ray_shutdown__()``, then the ``atexit`` handlers, as in Ray (a
+        ``kill`` or a crash runs neither)."""
+        runner = self.runner
+        hook = getattr(runner.instance, "__ray_shutdown__", None) if runner else None
+        try:
+            if callable(hook):
+                hook()
+        except Exception:  # user code: report it, exit anyway
+            traceback.print_exc()
+        from jray._private import api
+
+        atexit.unregister(api.shutdown)  # jray's own: this process's runtime closes below
+        atexit._run_exitfuncs()  # the user's; prints any handler's error itself
+        self._send_output()
 
     def close(self) -> None:
         self.stopping = True

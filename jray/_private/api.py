@@ -318,6 +318,10 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     """
     __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     timeout = _check_timeout("jray.get", timeout)
+    from jray._private.generators import ObjectRefGenerator
+
+    if isinstance(refs, ObjectRefGenerator):  # as in Ray: the generator itself
+        return refs
     if type(refs) is ObjectRef:
         _check_session((refs,), "jray.get")
         c = client()
@@ -383,7 +387,7 @@ def wait(
     return ready, not_ready
 
 
-def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
+def cancel(ref: Any, *, force: bool = False, recursive: bool = True) -> None:
     """Cancel the task that produces ``ref``; its ``get`` raises TaskCancelledError.
 
     A pending task is dropped; a running one gets ``TaskCancelledError`` raised
@@ -391,6 +395,10 @@ def cancel(ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> No
     An actor call is dropped or interrupted; ``force=True`` raises ``ValueError``.
     """
     __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
+    from jray._private.generators import ObjectRefGenerator
+
+    if isinstance(ref, ObjectRefGenerator):  # a generator: cancel the call that yields
+        ref = ref.completed()
     if type(ref) is not ObjectRef:
         raise TypeError(f"jray.cancel() takes an ObjectRef, got {type(ref).__name__}")
     from jray._private import actor_protocol

@@ -188,6 +188,13 @@ LEASED_DONE = 77
 # Ops 100-199 are reserved for actors (see ``actor_protocol``); extensions register
 # their handlers with ``Scheduler.register`` and ``CoreClient.handlers``.
 
+# --- generator streams (see ``generators``), direct between the two processes --------
+#: (GEN_ITEM, key, index, oid, loc, ack_addr, registered)  item ``index`` of the stream
+#: ``key`` (the call's return id); ``registered``: the producer told the head of it
+GEN_ITEM = 80
+#: (GEN_ACK, key, consumed)  the consumer took ``consumed`` items (backpressure only)
+GEN_ACK = 81
+
 # --- task spec layout ---------------------------------------------------------
 # TaskSpec = (tid, func_id, func_blob | None, name, args_blob, deps, return_ids,
 #             resources, max_retries, retry_exceptions, owner_addr, output_addr,

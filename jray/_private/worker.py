@@ -30,6 +30,7 @@ from jray._private import serialization as S
 from jray._private import transport
 from jray._private.core import CoreClient
 from jray._private.flusher import LAZY_S
+from jray._private.generator_stream import STREAMED, task_result
 from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
@@ -259,6 +260,8 @@ class Executor:
             _Running.tid = tid
             try:
                 result = fn(*args, **kwargs)
+                if type(result) in STREAMED:  # a generator: stream its items
+                    result = task_result(core, result, returns[0], owner, name, len(returns))
             finally:
                 _Running.tid = None
             locs = self._encode_results(name, result, returns, nested, bases)

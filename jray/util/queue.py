@@ -132,6 +132,30 @@ class Queue:
         except Empty:
             raise Empty(f"Queue.get: no item within {timeout} s") from None
 
+    async def put_async(self, item: Any, block: bool = True,
+                        timeout: float | None = None) -> None:
+        """``put`` for async code: awaits room without blocking the event loop."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        try:
+            if not block:
+                await self.actor.put_nowait.remote(item)
+            else:
+                await self.actor.put.remote(item, timeout)
+        except Full:
+            raise Full(f"Queue.put_async: no room (block={block}, timeout={timeout})") from None
+
+    async def get_async(self, block: bool = True, timeout: float | None = None) -> Any:
+        """``get`` for async code: awaits an item without blocking the event loop."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        try:
+            if not block:
+                return await self.actor.get_nowait.remote()
+            return await self.actor.get.remote(timeout)
+        except Empty:
+            raise Empty(f"Queue.get_async: no item (block={block}, timeout={timeout})") from None
+
     def put_nowait(self, item: Any) -> None:
         try:
             api.get(self.actor.put_nowait.remote(item))

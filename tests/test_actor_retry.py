@@ -1,0 +1,125 @@
+"""Actor method ``retry_exceptions`` and ``sys.exit`` in a method, as Ray documents them.
+
+``@ray.method(retry_exceptions=[...])`` (or ``True``) makes a call that raises one of
+those exceptions run again, up to ``max_task_retries`` times (the method's own, or the
+actor's); ``method.options(retry_exceptions=..., max_task_retries=...)`` overrides both
+for one call. ``sys.exit()`` inside a method ends the actor's process: the actor is
+restarted (``max_restarts``) and the call retried (``max_task_retries``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+import jray as ray
+
+pytestmark = pytest.mark.integration
+
+
+class Flaky(Exception):
+    pass
+
+
+class Other(Exception):
+    pass
+
+
+@ray.remote
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> int:
+        self.n += 1
+        return self.n - 1
+
+    def value(self) -> int:
+        return self.n
+
+
+@ray.remote(max_task_retries=2)
+class Trouble:
+    @ray.method(max_task_retries=4, retry_exceptions=[Flaky])
+    def fail_first(self, counter: object, n: int) -> int:
+        """Raises Flaky in its first ``n`` runs (counted by ``counter``), then returns."""
+        c: int = ray.get(counter.inc.remote())  # type: ignore[attr-defined]
+        if c < n:
+            raise Flaky(f"run {c}")
+        return c
+
+    @ray.method(retry_exceptions=True)
+    def inherits(self, counter: object, n: int) -> int:
+        """No max_task_retries of its own: the actor's (2) applies."""
+        c: int = ray.get(counter.inc.remote())  # type: ignore[attr-defined]
+        if c < n:
+            raise Other(f"run {c}")
+        return c
+
+    def plain(self, counter: object) -> int:
+        ray.get(counter.inc.remote())  # type: ignore[attr-defined]
+        raise Flaky("no retry_exceptions here")
+
+
+def test_retried_up_to_max_task_retries(cluster: dict[str, object]) -> None:
+    counter, t = Counter.remote(), Trouble.remote()
+    assert ray.get(t.fail_first.remote(counter, 4)) == 4  # 4 retries were enough
+    assert ray.get(counter.value.remote()) == 5
+    counter2 = Counter.remote()
+    with pytest.raises(Flaky):
+        ray.get(t.fail_first.remote(counter2, 5))  # would need a 5th retry
+    assert ray.get(counter2.value.remote()) == 5
+
+
+def test_the_actors_max_task_retries_applies(cluster: dict[str, object]) -> None:
+    counter, t = Counter.remote(), Trouble.remote()
+    assert ray.get(t.inherits.remote(counter, 2)) == 2
+    counter2 = Counter.remote()
+    with pytest.raises(Other):
+        ray.get(t.inherits.remote(counter2, 3))
+    assert ray.get(counter2.value.remote()) == 3
+
+
+def test_options_override_for_one_call(cluster: dict[str, object]) -> None:
+    counter, t = Counter.remote(), Trouble.remote()
+    with pytest.raises(Flaky):
+        ray.get(t.fail_first.options(retry_exceptions=False).remote(counter, 1))
+    assert ray.get(counter.value.remote()) == 1
+    counter2 = Counter.remote()
+    assert ray.get(t.fail_first.options(max_task_retries=7).remote(counter2, 7)) == 7
+    counter3 = Counter.remote()
+    with pytest.raises(Flaky):  # a list that does not name Flaky: not retried
+        ray.get(t.fail_first.options(retry_exceptions=[Other]).remote(counter3, 1))
+    assert ray.get(counter3.value.remote()) == 1
+
+
+def test_without_retry_exceptions_nothing_is_retried(cluster: dict[str, object]) -> None:
+    counter, t = Counter.remote(), Trouble.remote()
+    with pytest.raises(Flaky):
+        ray.get(t.plain.remote(counter))
+    assert ray.get(counter.value.remote()) == 1
+
+
+def test_retry_exceptions_is_validated() -> None:
+    with pytest.raises(ValueError, match="retry_exceptions"):
+        ray.method(retry_exceptions=["Flaky"])
+
+
+@ray.remote(max_restarts=1, max_task_retries=1)
+class Exits:
+    def __init__(self, counter: object) -> None:
+        self.counter = counter
+
+    def once(self) -> str:
+        if ray.get(self.counter.inc.remote()) == 0:  # type: ignore[attr-defined]
+            sys.exit(1)
+        return "second run"
+
+
+def test_sys_exit_in_a_method_restarts_the_actor_and_retries(
+        cluster: dict[str, object]) -> None:
+    counter = Counter.remote()
+    a = Exits.remote(counter)
+    assert ray.get(a.once.remote(), timeout=60) == "second run"
+    assert ray.get(counter.value.remote()) == 2
