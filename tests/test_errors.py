@@ -267,7 +267,8 @@ def test_cancel_reaches_child_tasks_when_recursive(
     with pytest.raises(TaskCancelledError):
         jray.get(parent, timeout=20)
     if recursive:
-        assert eventually(lambda: child_state() == "CANCELLED", timeout=10)
+        assert eventually(lambda: child_state() == "CANCELLED", timeout=10), (
+            child_state(), [t for t in jray.state.list_tasks() if t["task_id"] not in before])
     else:
         assert child_state() == "RUNNING"
         Path(stop).touch()

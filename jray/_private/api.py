@@ -318,16 +318,16 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     """
     __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     timeout = _check_timeout("jray.get", timeout)
-    from jray._private.generators import ObjectRefGenerator
-
-    if isinstance(refs, ObjectRefGenerator):  # as in Ray: the generator itself
-        return refs
     if type(refs) is ObjectRef:
         _check_session((refs,), "jray.get")
         c = client()
         if wait_observer is not None:  # (an interrupt in a notebook cancels the task)
             wait_observer([refs], timeout)
         return c.decode(refs.id, c.get([refs.id], timeout)[0], timeout)
+    from jray._private.generators import ObjectRefGenerator
+
+    if isinstance(refs, ObjectRefGenerator):  # as in Ray: the generator itself
+        return refs
     if not isinstance(refs, (list, tuple)):
         raise ArgumentError(
             f"jray.get() takes an ObjectRef or a list of ObjectRefs, got {type(refs).__name__}"

@@ -116,6 +116,8 @@ class CoreClient:
         # Task output (print) goes to the driver's output socket, read by its own
         # thread so that it shows while the driver does something else.
         self.output_addr = ""
+        #: the task this worker runs now (its nested tasks name it as their parent)
+        self.running_task: bytes | None = None
         self._output_thread: threading.Thread | None = None
         self._output_stop = threading.Event()
         self._flusher: threading.Thread | None = None
@@ -323,7 +325,7 @@ class CoreClient:
                 blob = func_blob
             spec = (tid, func_id, blob, name, args_blob, deps, returns, resources,
                     max_retries, retry_exceptions, self.addr, self.output_addr, nested,
-                    task_tag)
+                    task_tag, self.running_task)
             self.owned.update(returns)
             self.awaiting.update(returns)
             refs = [ObjectRef(oid, self.addr) for oid in returns]

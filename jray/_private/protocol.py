@@ -198,10 +198,14 @@ GEN_ACK = 81
 # --- task spec layout ---------------------------------------------------------
 # TaskSpec = (tid, func_id, func_blob | None, name, args_blob, deps, return_ids,
 #             resources, max_retries, retry_exceptions, owner_addr, output_addr,
-#             nested_refs, tag)   nested_refs: refs pickled inside the arguments;
-#             tag: where it was submitted from, a cell's (cell_id, execution_count) or None
+#             nested_refs, tag, parent)   nested_refs: refs pickled inside the arguments;
+#             tag: where it was submitted from, a cell's (cell_id, execution_count) or None;
+#             parent: the id of the task that submitted it (None from a driver), so that
+#             cancel(recursive=True) finds it even before the head has heard of the parent
+#             (a parent on a lease is recorded late)
 T_ID, T_FUNC_ID, T_FUNC_BLOB, T_NAME, T_ARGS, T_DEPS, T_RETURNS = range(7)
 T_RESOURCES, T_MAX_RETRIES, T_RETRY_EXC, T_OWNER, T_OUTPUT, T_NESTED, T_TAG = range(7, 14)
+T_PARENT = 14
 TaskSpec = tuple[Any, ...]
 
 # ExecSpec = (tid, func_id, func_blob | None, name, args_blob, dep_locs,

@@ -220,9 +220,12 @@ class Scheduler(ObjectTable):
         task.log = self.events
         task.state = "waiting"
         self.tasks[tid] = task
-        w = self.workers.get(sender)
-        if w is not None and w.assigned:  # submitted from inside a running task
-            self.children.setdefault(w.assigned[0].spec[P.T_ID], []).append(tid)
+        parent = spec[P.T_PARENT] if len(spec) > P.T_PARENT else None
+        if parent is None:  # not from a running task's worker: the sender's running task
+            w = self.workers.get(sender)
+            parent = w.assigned[0].spec[P.T_ID] if w is not None and w.assigned else None
+        if parent is not None:  # submitted from inside a running task
+            self.children.setdefault(parent, []).append(tid)
         for oid in spec[P.T_RETURNS]:
             self.objects[oid] = Obj(oid, sender, tid)
         task.event("submitted", (spec[P.T_NAME], spec[P.T_DEPS], spec[P.T_RETURNS], sender,

@@ -257,13 +257,13 @@ class Executor:
                 ) from exc
             if deps:
                 args, kwargs = S.fill_args(args, kwargs, deps)
-            _Running.tid = tid
+            _Running.tid = core.running_task = tid
             try:
                 result = fn(*args, **kwargs)
                 if type(result) in STREAMED:  # a generator: stream its items
                     result = task_result(core, result, returns[0], owner, name, len(returns))
             finally:
-                _Running.tid = None
+                _Running.tid = core.running_task = None
             locs = self._encode_results(name, result, returns, nested, bases)
         except TaskCancelledError as exc:
             locs = [S.error_loc(exc)] * len(returns)
