@@ -193,36 +193,31 @@ def test_short_tasks_do_not_queue_behind_a_long_task(cluster: dict[str, object],
     assert jray.get(slow, timeout=30) == "long"
 
 
-@jray.remote
-def _child_prints(i: int) -> int:
-    print(f"child {i}")
-    return i
-
 
 @jray.remote
-def _parent_prints() -> int:
-    print("parent before its children")
-    refs = [_child_prints.remote(i) for i in range(2)]
-    total = sum(jray.get(refs))
-    print("parent after its children", flush=True)
-    return total
+def _prints_then_waits(stop: str) -> str:
+    print("one")
+    print("two", flush=True)  # goes now, not when the task ends
+    deadline = time.monotonic() + 20
+    while not os.path.exists(stop) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
 
 
-def test_task_output_reaches_the_driver_in_order_with_nested_tasks(
-        cluster: dict[str, object]) -> None:
+def test_print_flush_in_a_task_reaches_the_driver_while_it_runs(
+        cluster: dict[str, object], tmp_path: Any) -> None:
     from jray._private import task_output
 
     got: list[str] = []
     task_output.set_output_handler(lambda msg: got.append(msg[5]))
+    stop = str(tmp_path / "stop")
     try:
-        assert jray.get(_parent_prints.remote(), timeout=30) == 1
-        lines = lambda: [ln for text in got for ln in text.splitlines()]
+        ref = _prints_then_waits.remote(stop)
         deadline = time.monotonic() + 10
-        while len(lines()) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        seen = lines()
-        assert seen[0] == "parent before its children", seen
-        assert sorted(seen[1:3]) == ["child 0", "child 1"] and seen[3] == (
-            "parent after its children"), seen
+        while "two" not in "".join(got) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert "two" in "".join(got), got  # the task is still running: it waits for stop
+        open(stop, "w").close()
+        assert jray.get(ref, timeout=30) == "done"
     finally:
         task_output.set_output_handler(None)
