@@ -55,16 +55,7 @@ class HeadGranter:
         sched = self.sched
         if sched.has_placeable_work():  # queued tasks come first
             return None
-        for node in sched.nodes.values():
-            if not node.res.can_acquire(demand):
-                continue
-            if node.idle:
-                w = node.idle.pop()
-                w.gpu_ids = node.res.acquire(demand)
-                w.held, w.holding = demand, True
-                return w
-            sched.spawn_for(node)
-        return None
+        return sched.claim_worker(sched.nodes.values(), demand)
 
 
 class HeadLease:

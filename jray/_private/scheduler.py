@@ -24,7 +24,7 @@ Scheduling rules:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jray._private import invariants, lineage
@@ -509,9 +509,11 @@ class Scheduler(ObjectTable):
             node.pending_spawns += 1
             self._send(node.ident, (P.SPAWN_WORKERS, 1))
 
-    def _place(self, task: Task) -> Worker | None:
-        demand = task.demand
-        for node in self.membership.node_order(task):
+    def claim_worker(self, nodes: Iterable[Node], demand: Demand) -> Worker | None:
+        """An idle worker of the first live node in ``nodes`` whose free resources
+        cover ``demand``, now holding them; a node that could but has no idle worker
+        is asked for one. None if no node can take it now."""
+        for node in nodes:
             if not node.alive or not node.res.can_acquire(demand):
                 continue
             if node.idle:
@@ -520,6 +522,12 @@ class Scheduler(ObjectTable):
                 w.held, w.holding = demand, True
                 return w
             self.spawn_for(node)
+        return None
+
+    def _place(self, task: Task) -> Worker | None:
+        w = self.claim_worker(self.membership.node_order(task), task.demand)
+        if w is not None:
+            return w
         runtime = self.func_runtime.get(task.spec[P.T_FUNC_ID])
         if runtime is None or runtime > PIPELINE_MAX_S:
             return None
