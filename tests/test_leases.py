@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pickle
 
-from test_scheduler import DRIVER, NODE_IDENT, Head, _error_of, _executes, _ops
+from test_scheduler import DRIVER, NODE, NODE_IDENT, Head, _error_of, _executes, _ops
 
 from jray._private import protocol as P
 from jray.exceptions import TaskCancelledError, WorkerCrashedError
@@ -184,3 +184,14 @@ def test_resource_queries_count_an_idle_lease_as_free() -> None:
     assert node["Available"]["CPU"] == 1.0
     _leased_done(h, w, spec[P.T_ID])
     assert h.sched.query("available_resources", None)["CPU"] == 2.0
+
+
+def test_no_lease_on_a_lost_node() -> None:
+    h = Head({"CPU": 2.0})
+    h.worker()
+    h.sched.node_lost(NODE, "no heartbeat")
+    h.sched.take_outbox()
+    out = h.send(DRIVER, (P.LEASE_REQUEST, 1, {"CPU": 1.0}))
+    (grant,) = [m for m in out[DRIVER] if m[0] == P.LEASE_GRANT]
+    assert grant[2] is None  # nothing to lease: the only node is gone
+    assert P.SPAWN_WORKERS not in _ops(out, NODE_IDENT)  # and it is not asked to spawn one
