@@ -25,6 +25,18 @@ def eventually(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
     return bool(cond())
 
 
+def living(procs: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``procs`` still running (zombies and vanished processes left out)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def jray_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
     """jray's own processes (head, node daemon, workers, actors) among ``root``'s descendants.
 

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from jupyter_client.manager import start_new_kernel
 
-from jray.testing import jray_processes
+from jray.testing import jray_processes, living
 
 Msg = dict[str, Any]
 
@@ -133,20 +133,9 @@ class Kernel:
 
 def assert_gone(procs: list[psutil.Process], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-
-    def alive() -> list[psutil.Process]:
-        out = []
-        for p in procs:
-            try:
-                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                    out.append(p)
-            except psutil.NoSuchProcess:
-                pass
-        return out
-
-    while alive() and time.monotonic() < deadline:
+    while living(procs) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = alive()
+    left = living(procs)
     assert not left, f"jray processes outlived their kernel: {[p.pid for p in left]}"
 
 

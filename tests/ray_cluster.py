@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from jray.testing import living
+
 START_TIMEOUT_S = 120
 STOP_TIMEOUT_S = 20
 
@@ -56,31 +58,20 @@ def processes(temp_dir: str) -> list[psutil.Process]:
     return list(found.values())
 
 
-def _alive(procs: list[psutil.Process]) -> list[psutil.Process]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def stop(temp_dir: str) -> list[psutil.Process]:
     """End the cluster's processes (SIGTERM, then SIGKILL); those still alive after."""
     procs = processes(temp_dir)
     for sig in ("terminate", "kill"):
-        for p in _alive(procs):
+        for p in living(procs):
             try:
                 getattr(p, sig)()
             except psutil.NoSuchProcess:
                 pass
         deadline = time.monotonic() + STOP_TIMEOUT_S / 2
-        while _alive(procs) and time.monotonic() < deadline:
+        while living(procs) and time.monotonic() < deadline:
             time.sleep(0.1)
-        procs = list({p.pid: p for p in _alive(procs) + processes(temp_dir)}.values())
-    return _alive(procs)
+        procs = list({p.pid: p for p in living(procs) + processes(temp_dir)}.values())
+    return living(procs)
 
 
 @contextmanager

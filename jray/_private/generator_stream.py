@@ -213,19 +213,15 @@ def collect_returns(gen: Any, count: int, name: str) -> Any:
 
 
 async def collect_returns_async(gen: Any, count: int, name: str) -> Any:
+    if not is_async(gen):  # a plain generator met on an event loop
+        return collect_returns(gen, count, name)
     values: list[Any] = []
     err: BaseException | None = None
     try:
-        if is_async(gen):
-            async for v in gen:
-                values.append(v)
-                if len(values) == count:
-                    break
-        else:
-            for v in gen:
-                values.append(v)
-                if len(values) == count:
-                    break
+        async for v in gen:
+            values.append(v)
+            if len(values) == count:
+                break
     except BaseException as exc:  # user code
         if _interrupted(exc):
             raise
