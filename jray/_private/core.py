@@ -232,8 +232,8 @@ class CoreClient:
                 transport.send_batch(sock, batch)
 
     def send_owner(self, addr: str, msg: P.Msg) -> None:
-        if addr == self.addr:
-            self._on_object(msg[1], msg[2])
+        if addr == self.addr:  # this process owns it (or reads the output: TASK_OUTPUT)
+            self._process([msg])
             return
         box = self.to_owner.get(addr)
         if box is None:

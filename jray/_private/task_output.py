@@ -15,6 +15,10 @@ from collections.abc import Callable
 import zmq
 
 from jray._private import protocol as P
+from jray._private import transport
+
+#: The longest a worker's first output waits for its connection to the driver.
+CONNECT_WAIT_S = 2.0
 
 
 def output_loop(sock: zmq.Socket[bytes], stop: threading.Event) -> None:
@@ -35,6 +39,30 @@ def output_loop(sock: zmq.Socket[bytes], stop: threading.Event) -> None:
                         pass
     finally:
         sock.close(0)
+
+
+def connect_output(ctx: zmq.Context[zmq.Socket[bytes]], addr: str,
+                   timeout_s: float = CONNECT_WAIT_S) -> zmq.Socket[bytes]:
+    """A PUSH socket to the output socket at ``addr``, returned once its connection is
+    up (ZeroMQ's handshake done), or after ``timeout_s`` (a driver that is gone).
+
+    A first message sent on a connection still being made can reach the driver after
+    messages that went later on a connection already up (another worker's: the output
+    of a task this one started), so a worker's first output waits for its connection."""
+    monitor: list[zmq.Socket[bytes]] = []
+
+    def watch(sock: zmq.Socket[bytes]) -> None:
+        monitor.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED))
+
+    sock = transport.push(ctx, addr, before_connect=watch)
+    mon = monitor[0]
+    try:
+        if mon.poll(int(timeout_s * 1000)):
+            mon.recv_multipart()
+    finally:
+        sock.disable_monitor()
+        mon.close(0)
+    return sock
 
 
 def print_output(msg: P.Msg) -> None:

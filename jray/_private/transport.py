@@ -123,11 +123,15 @@ def bound_pull_pair(ctx: zmq.Context[zmq.Socket[bytes]], session_dir: str, name:
     raise RuntimeError(f"jray: no two free ports for {name}")
 
 
-def push(ctx: zmq.Context[zmq.Socket[bytes]], addr: str) -> zmq.Socket[bytes]:
+def push(ctx: zmq.Context[zmq.Socket[bytes]], addr: str,
+         before_connect: Callable[[zmq.Socket[bytes]], None] | None = None
+         ) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.PUSH)
     _common(sock)
     if addr.startswith("tcp://"):
         curve.make_client(sock, _secret())
+    if before_connect is not None:
+        before_connect(sock)
     sock.connect(addr)
     return sock
 

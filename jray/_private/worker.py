@@ -27,7 +27,7 @@ from typing import Any
 
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import transport
+from jray._private import task_output, transport
 from jray._private.core import CoreClient
 from jray._private.flusher import LAZY_S
 from jray._private.generator_stream import STREAMED, task_result
@@ -155,8 +155,11 @@ class TaskOutput(io.TextIOBase):
             text, self.buf = "".join(self.buf), []
         self.last = time.monotonic()
         tid, name = self.task
-        self.core.send_owner(self.addr, (P.TASK_OUTPUT, tid, name, os.getpid(), self.stream, text))
-        self.core.flush()
+        core = self.core
+        if self.addr not in core.pushers and self.addr != core.addr:  # see connect_output
+            core.pushers[self.addr] = task_output.connect_output(core.ctx, self.addr)
+        core.send_owner(self.addr, (P.TASK_OUTPUT, tid, name, os.getpid(), self.stream, text))
+        core.flush()
 
     def flush(self) -> None:
         """``print(..., flush=True)``: a task's text goes out now (from the main thread)."""

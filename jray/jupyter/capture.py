@@ -192,7 +192,8 @@ def capture(hub: Any, key: str, ns: dict[str, Any], rt: Runtime,
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Stream(sink, "stdout"), _Stream(sink, "stderr")
     try:
-        yield sink
+        with rt.nested_output(sink.add):  # what its tasks print joins the same stream
+            yield sink
     finally:
         sys.stdout, sys.stderr = saved
         for module, original in patched:

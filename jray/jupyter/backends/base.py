@@ -46,6 +46,13 @@ class Runtime:
     def ref_id(self, ref: Any) -> bytes:
         raise NotImplementedError
 
+    def nested_output(self, add: Callable[[tuple[str, str]], None]
+                      ) -> AbstractContextManager[None]:
+        """Around a running cell: send what the tasks it starts print to ``add((stream,
+        text))``, in order with the cell's own output (nothing to do where the runtime
+        cannot route it; their output then goes wherever the runtime sends it)."""
+        return nullcontext()
+
     def cancellable(self) -> AbstractContextManager[None]:
         """Around a running cell: what makes the runtime's cancel stop it (nothing to do
         where cancelling interrupts the task itself)."""

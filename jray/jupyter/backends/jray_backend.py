@@ -8,7 +8,8 @@ for the live views).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import jray
@@ -26,6 +27,41 @@ class JrayRuntime(Runtime):
 
     def ref_id(self, ref: Any) -> bytes:
         return bytes(ref.id)
+
+    @contextmanager
+    def nested_output(self, add: Callable[[tuple[str, str]], None]) -> Iterator[None]:
+        """Tasks the cell starts send their output to this worker's own socket, the one
+        their results come by (so a child's lines arrive before its result, in one
+        ordered stream), and it joins the cell's output here; outside a worker, nothing.
+
+        Output that comes once the cell has ended (a task it never waited for) goes on
+        to the driver of the task this worker runs then, as any task's output does."""
+        from jray._private import api
+        from jray._private import protocol as P
+
+        core = api._Session.client
+        if core is None or not core.is_worker:
+            yield
+            return
+
+        def to_cell(msg: P.Msg) -> None:
+            _, _tid, name, pid, stream, text = msg
+            add((stream, "".join(f"({name} pid={pid}) {line}\n"
+                                 for line in text.splitlines())))
+
+        def onward(msg: P.Msg) -> None:
+            if core.output_addr and core.output_addr != core.addr:
+                core.send_owner(core.output_addr, msg)
+                core.flush_owners()
+
+        saved = core.output_addr
+        core.output_addr = core.addr
+        core.handlers[P.TASK_OUTPUT] = to_cell
+        try:
+            yield
+        finally:
+            core.handlers[P.TASK_OUTPUT] = onward
+            core.output_addr = saved
 
 
 class JrayBackend(Backend):
