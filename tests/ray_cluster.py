@@ -38,6 +38,18 @@ def ray_missing() -> str | None:
     return None
 
 
+def ray_views_missing() -> str | None:
+    """Why Ray's live views cannot be tested here: Ray, or its dashboard (ray[default])."""
+    why = ray_missing()
+    if why is None:
+        try:
+            import aiohttp  # noqa: F401
+            import ray.dashboard.modules.state  # noqa: F401  (the state API's server side)
+        except ImportError:
+            why = "Ray's dashboard is not installed (pip install 'ray[default]')"
+    return why
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,17 +87,20 @@ def stop(temp_dir: str) -> list[psutil.Process]:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 2) -> Iterator[tuple[str, str]]:
+def ray_head(num_cpus: int = 2, dashboard: bool = False) -> Iterator[tuple[str, str]]:
     """A Ray head node on a free port; yields its address and temporary directory.
-    No process of it outlives the block."""
+    ``dashboard``: with Ray's dashboard (its API server answers the state API the
+    live views read; on free ports). No process of it outlives the block."""
     temp_dir = tempfile.mkdtemp(prefix="jrt-", dir="/tmp")
     port = _free_port()
     ray_cmd = str(Path(sys.executable).parent / "ray")
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    views = ["--include-dashboard=true", f"--dashboard-port={_free_port()}",
+             f"--dashboard-agent-listen-port={_free_port()}"] if dashboard else [
+             "--include-dashboard=false"]
     try:
-        subprocess.run([ray_cmd, "start", "--head", f"--num-cpus={num_cpus}",
-                        "--include-dashboard=false", f"--port={port}",
-                        f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        subprocess.run([ray_cmd, "start", "--head", f"--num-cpus={num_cpus}", *views,
+                        f"--port={port}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
                        env=env, check=True, capture_output=True, text=True,
                        timeout=START_TIMEOUT_S)
         yield f"127.0.0.1:{port}", temp_dir

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import psutil
 import pytest
 from jupyter_kernel import Kernel, assert_no_jray_processes, no_leaks  # noqa: F401  (fixtures)
-from ray_cluster import processes, ray_head, ray_missing, stop
+from ray_cluster import processes, ray_head, ray_missing, ray_views_missing, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -49,7 +49,8 @@ def nb(request: pytest.FixtureRequest) -> Iterator[Notebook]:
             os.environ["RAY_AUTH_MODE"] = "token"
             stack.callback(lambda: os.environ.pop("RAY_AUTH_MODE") if saved is None
                            else os.environ.__setitem__("RAY_AUTH_MODE", saved))
-            address, ray_dir = stack.enter_context(ray_head(num_cpus=2))
+            address, ray_dir = stack.enter_context(
+                ray_head(num_cpus=2, dashboard=ray_views_missing() is None))
             init = f"%jray init --backend ray --address {address}"
         else:
             init = "%jray init --num-cpus 2"
@@ -202,6 +203,29 @@ def test_status_names_the_backend_and_its_resources(nb: Notebook) -> None:
     assert text.startswith(f"{nb.backend} cluster") and f"backend  {nb.backend}" in text
     for word in ("node", "CPU: ", "/ 2 used", "tasks", "engines"):
         assert word in text
+
+
+VIEW_TASKS = ("[(r['label'], r['state'], r['cell'] is not None, len(r['inputs'])) for r in "
+              "__import__('jray.jupyter.dashboard', fromlist=['_live'])._live().model"
+              ".tasks.values()]")
+
+
+def test_dashboard_shows_the_cells_tasks_with_their_cell_and_edges(nb: Notebook) -> None:
+    if nb.backend == "ray" and ray_views_missing():
+        pytest.skip(str(ray_views_missing()))
+    k = nb.kernel
+    shown = k.execute("%jray dashboard", timeout=60).of_type("display_data")
+    assert "application/vnd.jupyter.widget-view+json" in shown[0]["content"]["data"]
+    k.execute("%%remote --no-block\nview_a = 2")
+    k.execute("%%remote\nview_b = view_a * 3\nview_b", timeout=60)
+    deadline = time.monotonic() + 30  # the view polls Ray's state API (about every second)
+    while True:
+        tasks = k.value(VIEW_TASKS)  # the kernel's event loop runs the view between cells
+        done = [t for t in tasks if t[2] and t[1] == "finished"]
+        if len(done) >= 2 and any(t[3] == 1 for t in done) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(done) >= 2 and any(t[3] == 1 for t in done), tasks  # the edge a -> b
 
 
 def test_shutdown_then_init_again(nb: Notebook) -> None:

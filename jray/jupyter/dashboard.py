@@ -119,7 +119,7 @@ class Pump:
                 self.handle = asyncio.get_running_loop().call_later(INTERVAL_S, self._scheduled)
 
     def _extras(self, msg: dict[str, Any]) -> dict[str, Any]:
-        model = live().model
+        model = _live().model
         try:
             from IPython import get_ipython
 
@@ -143,6 +143,9 @@ class Pump:
         text = self.errors.get(tid)
         if text is not None:
             return text
+        if source is not None:
+            text = self.errors[tid] = str(source.traceback(tid))
+            return text
         try:
             loc = api.client().query("task_error", bytes.fromhex(tid), timeout=2.0)
         except Exception as e:  # the head may be gone; say so in the view
@@ -162,13 +165,13 @@ class Pump:
         self.widgets = [w for w in self.widgets if w.alive()]
         if not self.widgets:
             return
-        if not api.is_initialized():
+        if not _up():
             for w in self.widgets:
                 if w.joined and not getattr(w, "told_no_cluster", False):
                     w.send({"type": "no_cluster"})
                     w.told_no_cluster = True  # type: ignore[attr-defined]
             return
-        patch = live().step()
+        patch = _live().step()
         if patch is None:
             return
         self._extras(patch)
@@ -181,14 +184,25 @@ class Pump:
                     w.send(patch)
 
     def send_full(self, w: Sink) -> None:
-        if api.is_initialized():
-            w.send(self._extras(live().model.full()))
+        if _up():
+            w.send(self._extras(_live().model.full()))
         else:
             w.send({"type": "no_cluster"})
             w.told_no_cluster = True  # type: ignore[attr-defined]
 
 
 PUMP = Pump()
+#: Where the views' data comes from when not jray's cluster: an object with ``live()``,
+#: ``is_initialized()`` and ``traceback(task_id_hex)`` (the Ray backend installs one).
+source: Any = None
+
+
+def _live() -> Any:
+    return live() if source is None else source.live()
+
+
+def _up() -> bool:
+    return api.is_initialized() if source is None else bool(source.is_initialized())
 
 
 def dashboard(height: int = 360) -> Dashboard:

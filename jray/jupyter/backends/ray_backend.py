@@ -9,7 +9,9 @@ cell's output reaches the notebook only through the hub, under its own cell.
 
 What differs from jray's backend (see ``docs/ray-backend.md``): no hook in
 ``ray.get`` (a plain ``ray.get`` in a cell shows no bar and an interrupt there
-does not cancel its tasks); no cell tags on tasks and no live views; a
+does not cancel its tasks); the live views read Ray's state API
+(``ray_events``: polled, and with the DAG's edges only for the tasks the
+notebook's cells submitted, which this module records); a
 running cell (task or engine) is stopped by a periodic signal in its worker whose
 handler checks Ray's cancellation flag (Ray itself interrupts neither a running actor call
 nor a task inside a ``time.sleep``); task
@@ -29,6 +31,7 @@ try:
 except ImportError as e:  # the optional extra is not installed
     raise ImportError("the Ray backend needs Ray: pip install 'jray[ray]'") from e
 
+from jray.jupyter.backends import ray_events
 from jray.jupyter.backends.base import Backend, Caps, Runtime
 from jray.jupyter.capture import Bundle
 from jray.jupyter.engines import Engine
@@ -105,11 +108,74 @@ class RayEngine(Engine):
             raise CellInterrupted("the cell was interrupted") from None
 
 
+def read_state() -> ray_events.Rows:
+    """One read of Ray's tables through its state API (the dashboard's API server)."""
+    from ray.util.state import list_actors, list_nodes, list_objects, list_tasks
+
+    kw: dict[str, Any] = {"timeout": 5, "raise_on_missing_output": False,
+                          "limit": ray_events.LIMIT}
+    return {"tasks": [vars(r) for r in list_tasks(detail=True, **kw)],
+            "objects": [vars(r) for r in list_objects(**kw)],
+            "nodes": [vars(r) for r in list_nodes(**kw)],
+            "actors": [vars(r) for r in list_actors(**kw)]}
+
+
+class RayViews:
+    """The live views' data on Ray (``dashboard.source``): a model fed by Ray's tables."""
+
+    def __init__(self, notebook: ray_events.NotebookTasks) -> None:
+        self.notebook = notebook
+        self.current: Any = None  # jray.views.live.Live over a RaySource
+        self.events: ray_events.RayEvents | None = None
+
+    def live(self) -> Any:
+        if self.current is None:
+            from jray.views.live import Live
+
+            self.events = ray_events.RayEvents(self.notebook)
+            self.current = Live(ray_events.RaySource(read_state, self.events))
+        return self.current
+
+    def is_initialized(self) -> bool:
+        return bool(ray.is_initialized())
+
+    def traceback(self, tid: str) -> str:
+        return self.events.traceback(tid) if self.events is not None else ""
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+
+class _Recorded:
+    """A Ray remote function whose submissions are recorded (inputs, cell) for the views."""
+
+    def __init__(self, fn: Any, backend: RayBackend) -> None:
+        self.fn, self.backend = fn, backend
+
+    def options(self, **options: Any) -> _Recorded:
+        return _Recorded(self.fn.options(**options), self.backend)
+
+    def remote(self, *args: Any, **kwargs: Any) -> Any:
+        refs = self.fn.remote(*args, **kwargs)
+        first = refs[0] if isinstance(refs, list) and refs else refs
+        if isinstance(first, ray.ObjectRef):
+            inputs = [a.hex() for a in (*args, *kwargs.values()) if isinstance(a, ray.ObjectRef)]
+            self.backend.notebook.record(first.task_id().hex(), inputs, self.backend.tag)
+        return refs
+
+
 class RayBackend(Backend):
     name = "ray"
-    caps = Caps()
+    caps = Caps(cell_tags=True, views=True)
     rt = RayRuntime()
     init_errors = (ConnectionError, RuntimeError, TypeError, ValueError)
+
+    def __init__(self) -> None:
+        self.notebook = ray_events.NotebookTasks()
+        self.tag: tuple[str | None, int] | None = None
+        self.views: RayViews | None = None
 
     def is_initialized(self) -> bool:
         return bool(ray.is_initialized())
@@ -134,10 +200,18 @@ class RayBackend(Backend):
         else:
             ray.init(num_cpus=options.get("num_cpus") or LOCAL_CPUS,
                      num_gpus=options.get("num_gpus"), resources=options.get("resources"),
-                     object_store_memory=options.get("object_store_memory"),
-                     include_dashboard=False, **kwargs)
+                     object_store_memory=options.get("object_store_memory"), **kwargs)
             self.started = True
+        self._use_views()
         return self.info()
+
+    def _use_views(self) -> None:
+        """Make the inline view and the JupyterLab panel show this Ray cluster."""
+        from jray.jupyter import dashboard
+
+        if self.views is not None:
+            self.views.close()
+        self.views = dashboard.source = RayViews(self.notebook)
 
     def info(self) -> dict[str, Any]:
         ctx = ray.get_runtime_context()
@@ -145,6 +219,13 @@ class RayBackend(Backend):
         return {"resources": self.cluster_resources(), "address": address}
 
     def shutdown(self) -> None:
+        if self.views is not None:
+            from jray.jupyter import dashboard
+
+            self.views.close()
+            if dashboard.source is self.views:
+                dashboard.source = None
+            self.views = None
         ray.shutdown()  # a joined cluster keeps running: this only disconnects
         self.started = False
 
@@ -175,7 +256,8 @@ class RayBackend(Backend):
     def remote(self, target: Any, **options: Any) -> Any:
         if target is Engine:
             target = RayEngine
-        return ray.remote(**options)(target) if options else ray.remote(target)
+        fn = ray.remote(**options)(target) if options else ray.remote(target)
+        return fn if isinstance(target, type) else _Recorded(fn, self)
 
     def wait(self, refs: Sequence[Any], num_returns: int,
              timeout: float | None) -> tuple[list[Any], list[Any]]:
@@ -197,3 +279,25 @@ class RayBackend(Backend):
     def timeout_error(self, message: str) -> BaseException:
         err: BaseException = ray.exceptions.GetTimeoutError(message)
         return err
+
+    def set_task_tag(self, tag: tuple[str | None, int] | None) -> None:
+        self.tag = tag  # the tasks the cells submit carry it (recorded, for the views)
+
+    def dashboard(self) -> Any:
+        """The inline view of this Ray cluster; a clear error when Ray's state API (its
+        dashboard's API server) does not answer."""
+        from jray.jupyter import dashboard
+
+        try:
+            read_state()
+        except Exception as e:
+            raise RuntimeError(
+                f"the live views on Ray read Ray's state API, which did not answer "
+                f"({type(e).__name__}: {e}); it needs Ray's dashboard: install "
+                f"'jray[ray]' (ray[default]) and start the cluster with its dashboard"
+            ) from None
+        if self.views is None:
+            self._use_views()
+        w = dashboard.Dashboard()
+        dashboard.PUMP.add(w)
+        return w
