@@ -83,8 +83,8 @@ def test_tasks_states_edges_and_cells() -> None:
 
 
 def test_a_task_first_seen_finished_is_drawn_with_its_run() -> None:
-    ev, model = RayEvents(), ViewModel()
-    feed(model, ev, tasks=[task(9, "FINISHED")])
+    ev, model = RayEvents(hide=("OutputHub.",)), ViewModel()
+    feed(model, ev, tasks=[task(9, "FINISHED"), task(10, "RUNNING", name="OutputHub.write")])
     (rec,) = model.tasks.values()
     assert rec["state"] == "finished" and rec["start"] == 1000.109 and rec["end"] == 1000.209
     feed(model, ev, tasks=[task(9, "FINISHED")])  # nothing changed: no new event

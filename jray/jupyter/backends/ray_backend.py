@@ -132,7 +132,7 @@ class RayViews:
         if self.current is None:
             from jray.views.live import Live
 
-            self.events = ray_events.RayEvents(self.notebook)
+            self.events = ray_events.RayEvents(self.notebook, hide=("OutputHub.",))
             self.current = Live(ray_events.RaySource(read_state, self.events))
         return self.current
 

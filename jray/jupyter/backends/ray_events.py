@@ -81,8 +81,11 @@ def _ms(v: Any, default: float) -> float:
 class RayEvents:
     """Turns successive reads of Ray's tables into view items (no I/O; see the module doc)."""
 
-    def __init__(self, notebook: NotebookTasks | None = None) -> None:
+    def __init__(self, notebook: NotebookTasks | None = None,
+                 hide: tuple[str, ...] = ()) -> None:
         self.notebook = notebook or NotebookTasks()
+        #: names of tasks not drawn (the notebook layer's own: its output hub's calls)
+        self.hide = hide
         self.seq = 0
         self.ids = P.IdGen()
         self.tids: dict[str, bytes] = {}  # Ray task id (hex) -> the view's task id
@@ -196,6 +199,8 @@ class RayEvents:
         for row in sorted(tasks, key=lambda r: (r.get("creation_time_ms") or 0,
                                                 deep(str(r["task_id"])))):
             rid = str(row["task_id"])
+            if self.hide and str(row.get("name") or "").startswith(self.hide):
+                continue
             state = STATES.get(str(row.get("state")), "ready")
             if state == "failed" and row.get("error_type") == "TASK_CANCELLED":
                 state = "cancelled"
