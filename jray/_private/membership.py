@@ -27,8 +27,9 @@ class Membership:
 
     def on_node_register(self, sender: bytes, msg: P.Msg) -> None:
         """NODE_REGISTER: a node daemon joined with its resources and store capacity."""
-        _, node_id, resources, hostname, pid = msg
+        _, node_id, resources, hostname, pid, *extra = msg
         node = Node(node_id, sender, NodeResources(resources), hostname, pid)
+        self.sched.store.pulls.add_node(node_id, tuple(extra))
         node.pending_spawns = int(resources.get("_initial_workers", 0))
         node.res.total.pop("_initial_workers", None)
         node.res.available.pop("_initial_workers", None)

@@ -43,7 +43,7 @@ ALLOWED: dict[int, frozenset[int]] = {
     }),
     NODE: frozenset({
         P.NODE_REGISTER, P.WORKER_DIED, P.WORKER_SPAWNED, P.SPILLED, P.RESTORED,
-        P.POOL_STATE, P.HEARTBEAT, A.ACTOR_PROC_DIED, P.STATE,
+        P.POOL_STATE, P.HEARTBEAT, A.ACTOR_PROC_DIED, P.STATE, P.PULLED,
     }),
     VIEWER: frozenset(_QUERY),
 }
