@@ -2,7 +2,8 @@
 ``/dev/shm`` (its store is out of reach of the other node, as on another machine)
 joins a TCP cluster on loopback. Large arrays made on one node are read by tasks
 on the other: the reading node pulls each object once, straight from the node
-holding it, however many of its tasks need it, and results come back correct.
+holding it, however many of its tasks need it, and results come back correct;
+spilled objects are pulled from the spill file, and copies make room first.
 
 Needs root, ``unshare`` and ``mount`` (skipped, saying which is missing, otherwise).
 The namespace goes with its last process; every process is checked gone.
@@ -34,12 +35,16 @@ if os.geteuid() != 0:
 class Remote:
     """A node daemon (``jray start --address --block``) whose ``/dev/shm`` is its own."""
 
-    def __init__(self, cl: Cluster, runtime: Path, cpus: int = 4) -> None:
+    def __init__(self, cl: Cluster, runtime: Path, hidden: Path, cpus: int = 4) -> None:
         runtime.mkdir(mode=0o700)
         env = {**cl.env, "XDG_RUNTIME_DIR": str(runtime)}
-        script = 'mount -t tmpfs -o size=512m,mode=1777 jray-test /dev/shm && exec "$@"'
+        env.pop("JRAY_SPILL_DIR", None)
+        # its own /dev/shm, and the other node's spill directory out of its sight
+        script = ('mount -t tmpfs -o size=512m,mode=1777 jray-test /dev/shm && '
+                  'mount -t tmpfs -o size=1m,mode=0700 jray-test "$0" && exec "$@"')
         self.proc = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *JRAY,
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(hidden),
+             *JRAY,
              "start", "--address", cl.address, "--secret-file", cl.secret, "--num-cpus",
              str(cpus), "--resources", '{"far": 100}', "--object-store-memory", "256M",
              "--block"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -78,8 +83,11 @@ class Remote:
 def far(tcp: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, Any]]]:  # noqa: F811
     if MISSING:
         pytest.skip(f"needs {', '.join(MISSING)}")
+    spill = tmp_path / "near-spill"  # (spill files of the head's node)
+    spill.mkdir(mode=0o700)
+    tcp.env["JRAY_SPILL_DIR"] = str(spill)
     tcp.head(cpus=2)
-    remote = Remote(tcp, tmp_path / "far")
+    remote = Remote(tcp, tmp_path / "far", spill)
     try:
         assert eventually(lambda: len(tcp.status()["nodes"]) == 2, 60), \
             "the node with its own /dev/shm did not join"
@@ -154,3 +162,26 @@ def test_results_made_on_the_far_node_come_back(far: tuple[Cluster, dict[str, An
     assert st["pulls"] == 2, st
     assert eventually(lambda: jray.state.store_summary()[near_id]["copies"] == 0, 10), \
         "copies of collected objects stayed"
+
+
+def test_spilled_sources_and_evicted_copies(far: tuple[Cluster, dict[str, Any]]) -> None:
+    cl, rec = far
+    far_id = rec["node_id"]
+    near_id = next(n["NodeID"] for n in cl.status()["nodes"] if n["NodeID"] != far_id)
+    n = 40 << 20
+    x1 = jray.put(np.full(n, 1, dtype=np.uint8))
+    x2 = jray.put(np.full(n, 2, dtype=np.uint8))  # the near store holds 64 MiB: x1 spills
+    assert jray.state.store_summary()[near_id]["spills"] >= 1
+    results = jray.get([_where_and_sum.remote(x) for x in (x1, x2)], timeout=120)
+    assert [r[1] for r in results] == [float(n), float(2 * n)]
+    assert jray.state.store_summary()[far_id]["copies"] == 2
+    # 200 MiB made on the far node (256 MiB store, 80 MiB of copies): the copies go first
+    big = _make.remote(200 << 20, 9)
+    assert jray.get(_total.options(resources={"far": 1}).remote(big), timeout=120) == \
+        9 * (200 << 20)
+    st = jray.state.store_summary()[far_id]
+    assert st["copies_evicted"] >= 1 and st["spills"] == 0, st
+    del big
+    again = jray.get([_where_and_sum.remote(x) for x in (x1, x2)], timeout=120)
+    assert [r[1] for r in again] == [float(n), float(2 * n)]
+    assert jray.state.store_summary()[far_id]["pulls"] == 2 + st["copies_evicted"]
