@@ -84,8 +84,7 @@ class NodeDaemon:
         node_ip = os.environ.get("JRAY_NODE_IP")
         secret = auth.current_secret()
         if ns.head.startswith("tcp://") and node_ip and secret:
-            self.server = objects.ObjectServer(self.ctx, node_ip, secret, ns.shm_prefix,
-                                               ns.spill_dir)
+            self.server = objects.ObjectServer(node_ip, secret, ns.shm_prefix, ns.spill_dir)
             self.server.start()
         self.pulled: list[P.Msg] = []
         self.pulling: set[bytes] = set()

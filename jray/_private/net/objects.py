@@ -48,9 +48,9 @@ _REPLY = struct.Struct("<QB")
 #: bytes per request and requests in flight per stream (``JRAY_PULL_CHUNK``,
 #: ``JRAY_PULL_WINDOW``), streams (connections, each on its own I/O thread, so
 #: encryption runs on several cores: ``JRAY_PULL_STREAMS``)
-CHUNK = 4 << 20
+CHUNK = 1 << 20
 WINDOW = 4
-STREAMS = 2
+STREAMS = 4
 #: a pull that gets no chunk for this long fails
 STALL_S = 10.0
 
@@ -61,6 +61,10 @@ def _env_int(name: str, default: int) -> int:
         return max(1, int(raw)) if raw else default
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _io_threads(streams: int) -> int:
+    return max(1, min(streams, os.cpu_count() or 1, 4))
 
 
 def store_domain() -> str:
@@ -103,9 +107,12 @@ def parse_request(secret: bytes, frame: bytes) -> tuple[int, str, int, int] | No
 class ObjectServer(threading.Thread):
     """Serves byte ranges of this node's segments and spill files to other nodes."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], host: str, secret: bytes,
-                 shm_prefix: str, spill_dir: str) -> None:
+    def __init__(self, host: str, secret: bytes, shm_prefix: str, spill_dir: str) -> None:
         super().__init__(name="jray-object-server", daemon=True)
+        # its own context: a connection's encryption runs on one I/O thread, so
+        # several I/O threads serve a pull's streams on several cores
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=_io_threads(STREAMS))
+        self.ctx = ctx
         self.secret = secret
         self.prefix = shm_prefix
         self.spill_dir = os.path.abspath(spill_dir)
@@ -118,12 +125,14 @@ class ObjectServer(threading.Thread):
         self.stopping = threading.Event()
         self.dropped = 0
         self.served = 0
-        self._fds: dict[tuple[int, str], int] = {}
+        #: (kind, name) -> a read-only mapping of that file
+        self._maps: dict[tuple[int, str], memoryview] = {}
 
-    def _open(self, kind: int, name: str) -> int:
-        fd = self._fds.get((kind, name))
-        if fd is not None:
-            return fd
+    def _open(self, kind: int, name: str) -> memoryview:
+        """A read-only mapping of the segment or spill file ``name`` (cached)."""
+        hit = self._maps.get((kind, name))
+        if hit is not None:
+            return hit
         if kind == KIND_SHM:
             if not name.startswith(self.prefix) or "/" in name:
                 raise PermissionError(f"segment {name} is not this node's")
@@ -134,15 +143,18 @@ class ObjectServer(threading.Thread):
                 raise PermissionError(f"{name} is not one of this node's spill files")
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC)
         try:
-            shm.check_private(fd, path)
-        except BaseException:
+            st = shm.check_private(fd, path)
+            m = mmap.mmap(fd, st.st_size, prot=mmap.PROT_READ)
+        finally:
             os.close(fd)
-            raise
-        if len(self._fds) >= 16:
-            for key in list(self._fds)[:8]:
-                os.close(self._fds.pop(key))
-        self._fds[(kind, name)] = fd
-        return fd
+        if len(self._maps) >= 16:
+            for key in list(self._maps)[:8]:
+                self._close(*key)
+        view = self._maps[(kind, name)] = memoryview(m)
+        return view
+
+    def _close(self, kind: int, name: str) -> None:
+        self._maps.pop((kind, name), None)  # (the mapping goes with its last view)
 
     def serve_one(self, ident: bytes, frame: bytes) -> None:
         req = parse_request(self.secret, frame)
@@ -151,18 +163,18 @@ class ObjectServer(threading.Thread):
             return
         kind, name, offset, length = req
         try:
-            fd = self._open(kind, name)
-            buf = bytearray(length)
-            got = os.preadv(fd, [buf], offset)
-            if got != length:
-                raise OSError(f"{name} holds {got} of {length} bytes at {offset}")
-        except (OSError, shm.Untrusted) as exc:
-            self._fds.pop((kind, name), None)
+            view = self._open(kind, name)
+            if offset + length > len(view):
+                raise OSError(f"{name} holds {len(view)} bytes, not {offset + length}")
+        except (OSError, ValueError, shm.Untrusted) as exc:
+            self._close(kind, name)
             self.sock.send_multipart([ident, _REPLY.pack(offset, 1), str(exc).encode()])
             return
         self.served += 1
-        self.sock.send_multipart([ident, _REPLY.pack(offset, 0), buf],
-                                 copy=False)
+        # zero-copy: ZeroMQ reads (or encrypts) straight from the mapping, which stays
+        # valid while it sends even if the segment is unlinked meanwhile
+        self.sock.send_multipart([ident, _REPLY.pack(offset, 0),
+                                  view[offset:offset + length]], copy=False)
 
     def run(self) -> None:
         sock = self.sock
@@ -178,14 +190,21 @@ class ObjectServer(threading.Thread):
                     self.serve_one(parts[0], parts[1])
                 else:
                     self.dropped += 1
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
         sock.close(0)
+        self._maps.clear()
 
     def stop(self) -> None:
         self.stopping.set()
         self.join(5.0)
+        if not self.is_alive():
+            curve.stop_zap(self.ctx)
+            self.ctx.term()
+
+
+def _write_all(fd: int, view: memoryview, at: int) -> None:
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], at + done)
 
 
 def source_range(loc: tuple[object, ...]) -> tuple[int, str, int, int]:
@@ -210,12 +229,11 @@ def pull(address: str, secret: bytes, kind: int, name: str, offset: int, size: i
     streams = min(_env_int("JRAY_PULL_STREAMS", STREAMS), max(1, -(-size // chunk)))
     path = shm.segment_path(dest)
     fd = shm.create_private(path)
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=streams)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=_io_threads(streams))
     socks: list[zmq.Socket[bytes]] = []
     ok = False
     try:
         os.ftruncate(fd, size)
-        out = mmap.mmap(fd, size)
         for _ in range(streams):
             s = ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
@@ -252,11 +270,10 @@ def pull(address: str, secret: bytes, kind: int, name: str, offset: int, size: i
                     n = len(data.buffer)
                     if at < 0 or at + n > size:
                         raise PullError(f"{address} sent bytes outside the object")
-                    out[at:at + n] = data.buffer
+                    _write_all(fd, data.buffer, at)
                     left -= n
                     inflight[s] -= 1
                     last = time.monotonic()
-        out.close()
         ok = True
     except OSError as exc:
         raise PullError(f"writing {path} failed ({exc})") from None
