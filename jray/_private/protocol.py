@@ -74,6 +74,9 @@ EVENTS_SUBSCRIBE = 14
 EVENTS_ACK = 15
 #: (EVENTS_UNSUBSCRIBE,)
 EVENTS_UNSUBSCRIBE = 16
+#: (DRIVER_EXIT,)  a driver that joined a cluster leaves: end what it owned
+#: (see ``driver_exit``)
+DRIVER_EXIT = 17
 
 # --- worker -> head ----------------------------------------------------------
 #: (WORKER_READY, node_id, pid, result_addr)

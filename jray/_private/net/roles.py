@@ -34,7 +34,7 @@ _OWNER = _QUERY | {
 }
 
 ALLOWED: dict[int, frozenset[int]] = {
-    DRIVER: frozenset(_OWNER | {P.HELLO, P.SHUTDOWN}),
+    DRIVER: frozenset(_OWNER | {P.HELLO, P.SHUTDOWN, P.DRIVER_EXIT}),
     WORKER: frozenset(_OWNER | {
         P.WORKER_READY, P.TASK_DONE, P.BLOCKED, P.UNBLOCKED, P.RETURN_TASKS,
         P.LEASE_RELEASED, P.LEASED_DONE,
