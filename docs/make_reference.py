@@ -122,6 +122,7 @@ def _magics() -> list[str]:
 
 def render() -> str:
     import jray
+    import jray.cluster
     import jray.state
     import jray.util
 
@@ -133,6 +134,8 @@ def render() -> str:
                       "jray.state.")
     lines += _section("Utilities (`jray.util`)", jray.util, list(jray.util.__all__),
                       "jray.util.")
+    lines += _section("Clusters (`jray.cluster`)", jray.cluster, ["start_ssh"],
+                      "jray.cluster.")
     lines += _magics()
     lines += _exceptions()
     lines += ["## Environment variables", "", "| variable | effect |", "| --- | --- |"]
