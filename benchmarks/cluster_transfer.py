@@ -5,7 +5,9 @@
   object server in its own process holds a 100 MiB segment; this process pulls it
   into a new segment of its own over TCP loopback (chunks in flight on several
   streams), CurveZMQ on, then off (``JRAY_TCP_PLAINTEXT=1``); the median of
-  ``--reps`` pulls, every pull's rate beside it;
+  ``--reps`` pulls, every pull's rate beside it, and the CPU seconds both
+  processes spent per GB (``pull_*_cpu_s_per_GB``: on a machine with ``n`` free
+  cores the rate cannot exceed ``n`` / that);
 - ``libsodium_{encrypt,decrypt}_GB_per_s_one_core``: XSalsa20-Poly1305 (what a
   CurveZMQ connection runs on each message, ``crypto_box_*_afternm``) over 1 MiB
   buffers on one thread, calling pyzmq's own libsodium: the ceiling of one
@@ -53,6 +55,16 @@ def _serve(secret_hex: str, prefix: str) -> None:
         shm.unlink(name)
 
 
+def _cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` (None: this one), all threads."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _sodium() -> tuple[float, float]:
     import zmq
 
@@ -96,6 +108,7 @@ def pulls(reps: int = 5) -> dict[str, Any]:
                 assert src.stdout is not None and src.stdin is not None
                 addr = src.stdout.readline().strip()
                 rates = []
+                cpu0 = _cpu_s(src.pid) + _cpu_s(None)
                 for i in range(reps):
                     dest = f"{prefix}dst{i}"
                     t = time.perf_counter()
@@ -103,7 +116,11 @@ def pulls(reps: int = 5) -> dict[str, Any]:
                                  dest)
                     rates.append(SIZE / (time.perf_counter() - t) / 1e9)
                     shm.unlink(dest)
+                cpu = _cpu_s(src.pid) + _cpu_s(None) - cpu0
                 out[f"pull_100MiB_{label}_GB_per_s"] = round(statistics.median(rates), 3)
+                # CPU time both processes spent per GB moved: the rate two free cores
+                # could reach at most is 2 / this
+                out[f"pull_{label}_cpu_s_per_GB"] = round(cpu / (reps * SIZE / 1e9), 2)
                 out[f"pull_100MiB_{label}_each"] = [round(r, 2) for r in rates]
             finally:
                 if src.stdin is not None:
