@@ -243,6 +243,7 @@ def pull(address: str, secret: bytes, kind: int, name: str, offset: int, size: i
     window = _env_int("JRAY_PULL_WINDOW", WINDOW)
     streams = min(_env_int("JRAY_PULL_STREAMS", STREAMS), max(1, -(-size // chunk)))
     path = shm.segment_path(dest)
+    shm.unlink(dest)  # a stale copy of this object (only pulls write these names)
     fd = shm.create_private(path)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context(io_threads=_io_threads(streams))
     socks: list[zmq.Socket[bytes]] = []
