@@ -239,6 +239,7 @@ def test_a_leaving_driver_ends_what_it_owned(tcp: Cluster) -> None:
                                    jray.state.list_tasks(label="leaver_sleeps"))
     left = [e for e in jray.state.list_events() if e[2] == "driver_left"]
     assert len(left) == 1 and left[0][4]["actors_killed"] == 1
+    assert left[0][4]["why"] == "said goodbye"
     assert left[0][4]["tasks_cancelled"] == 4 and left[0][4]["objects_freed"] >= 1
     # the cluster runs on: the detached actor answers, new tasks run on both nodes' CPUs
     kept = jray.get_actor("kept")
@@ -247,6 +248,41 @@ def test_a_leaving_driver_ends_what_it_owned(tcp: Cluster) -> None:
         == [0, 2, 4]
     assert sum(1 for n in jray.nodes() if n["Alive"]) == 2
     jray.kill(kept)
+
+
+def test_a_killed_driver_is_ended_by_silence(tcp: Cluster) -> None:
+    tcp.head(cpus=2)
+    leaver = subprocess.Popen([sys.executable, "-c", _LEAVER.replace(
+        "# the script ends", "time.sleep(600)  # until killed"), tcp.address, tcp.secret],
+        env=tcp.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert leaver.stdout is not None
+        line = leaver.stdout.readline()
+        assert line.startswith("{"), leaver.communicate(timeout=10)
+        jray.init(address=tcp.address, _secret_file=tcp.secret)
+        assert {r["name"] for r in jray.state.list_actors(state="ALIVE")} == {None, "kept"}
+        killed = time.monotonic()
+        leaver.kill()  # no goodbye: the head notices the silence
+        leaver.wait(10)
+
+        def ended() -> bool:
+            return [e for e in jray.state.list_events() if e[2] == "driver_left"] != []
+
+        assert eventually(ended, 20)
+        took = time.monotonic() - killed
+        (ev,) = [e for e in jray.state.list_events() if e[2] == "driver_left"]
+        assert ev[4]["why"].startswith("silent") and ev[4]["actors_killed"] == 1
+        assert 9.0 < took < 15.0, took
+        assert eventually(lambda: {r["name"]: r["state"] for r in jray.state.list_actors()}
+                          == {None: "DEAD", "kept": "ALIVE"}, 10)
+        tasks = jray.state.list_tasks(label="leaver_sleeps")
+        assert len(tasks) == 4 and all(t["state"] == "CANCELLED" for t in tasks)
+        assert jray.get(_slow_double.remote(4), timeout=30)[0] == 8
+        jray.kill(jray.get_actor("kept"))
+    finally:
+        if leaver.poll() is None:
+            leaver.kill()
+            leaver.wait()
 
 
 def test_head_death_fails_a_waiting_driver_at_once(tcp: Cluster) -> None:

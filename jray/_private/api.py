@@ -223,6 +223,7 @@ def _join(address: str, secret_file: str | None) -> dict[str, Any]:
     except BaseException:
         conn.close()
         raise
+    conn.watch.vouch_for = client.ident
     _Session.client = client
     _Session.connection = conn
     _Session.pid = os.getpid()

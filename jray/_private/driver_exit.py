@@ -11,11 +11,15 @@ leaves (``shutdown()``, the end of its script, its kernel's exit); it says
 - its objects are freed (collected once no task or borrower needs them).
 
 Detached actors, and the objects they or other drivers hold, stay. The rest of
-the cluster keeps running.
+the cluster keeps running. A driver that dies without a word (SIGKILL, its
+machine gone) is noticed by silence: its head watch vouches for it every 0.5 s
+(``DRIVER_ALIVE``), and a driver not vouched for in ``SILENCE_S`` is ended the
+same way.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from jray._private import actor_protocol as A
@@ -26,15 +30,41 @@ if TYPE_CHECKING:
     from jray._private.scheduler import Scheduler
 
 _DONE = ("finished", "failed", "cancelled")
+#: a joined driver whose head watch has not vouched for it this long has exited
+SILENCE_S = 10.0
 
 
 class DriverExits:
     def __init__(self, sched: Scheduler, actors: ActorTable) -> None:
         self.sched = sched
         self.actors = actors
+        #: driver identity -> when its head watch last vouched for it
+        self.seen: dict[bytes, float] = {}
+        #: drivers already ended (a late ping must not bring one back)
+        self.ended: set[bytes] = set()
         sched.register(P.DRIVER_EXIT, self.on_exit)
+        sched.register(P.DRIVER_ALIVE, self.on_alive)
+
+    def on_alive(self, sender: bytes, msg: P.Msg) -> None:
+        ident = msg[1]
+        if isinstance(ident, bytes) and ident[:1] == b"d" and ident not in self.ended:
+            self.seen[ident] = time.monotonic()
+
+    def check(self, now: float) -> None:
+        """End the drivers not vouched for in ``SILENCE_S`` (called every 0.5 s)."""
+        for ident, t in list(self.seen.items()):
+            if now - t > SILENCE_S:
+                self.end(ident, f"silent for {now - t:.1f} s")
+                self.sched.schedule()
 
     def on_exit(self, sender: bytes, msg: P.Msg) -> None:
+        self.end(sender, "said goodbye")
+
+    def end(self, sender: bytes, why: str) -> None:
+        self.seen.pop(sender, None)
+        if sender in self.ended:
+            return
+        self.ended.add(sender)
         sched = self.sched
         killed = 0
         for rec in list(self.actors.actors.values()):
@@ -55,6 +85,6 @@ class DriverExits:
                 obj.freed = True
                 freed += 1
                 sched._maybe_collect(obj)
-        sched.events.add("driver_left", sender, {"actors_killed": killed,
+        sched.events.add("driver_left", sender, {"why": why, "actors_killed": killed,
                                                  "tasks_cancelled": len(tids),
                                                  "objects_freed": freed})

@@ -38,7 +38,7 @@ EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 #: every kind once).
 DETAILS: dict[str, str] = {
     "driver_connected": "the driver's pid",
-    "driver_left": "what ended with it: {actors_killed, tasks_cancelled, objects_freed}",
+    "driver_left": "{why, actors_killed, tasks_cancelled, objects_freed}",
     "node_added": "(resources dict, hostname, pid)",
     "node_lost": "why it was declared lost (str)",
     "worker_started": "(pid, node_id)",

@@ -53,7 +53,7 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
     sock = transport.router(ctx, address)
     gate = auth.Gate(secret)
     sched = Scheduler(session)
-    DriverExits(sched, ActorTable(sched))
+    drivers = DriverExits(sched, ActorTable(sched))
     stop = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -130,6 +130,7 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
         if now - last_check > 0.5:
             last_check = now
             if watch_nodes:
+                drivers.check(now)
                 _check_nodes(sched, node_seen, now)
                 for dest, batch in sched.take_outbox().items():
                     send(dest, SNDMORE)

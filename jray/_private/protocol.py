@@ -77,6 +77,9 @@ EVENTS_UNSUBSCRIBE = 16
 #: (DRIVER_EXIT,)  a driver that joined a cluster leaves: end what it owned
 #: (see ``driver_exit``)
 DRIVER_EXIT = 17
+#: (DRIVER_ALIVE, driver identity)  a joined driver's head watch, every 0.5 s: a
+#: driver not vouched for in ``driver_exit.SILENCE_S`` is taken to have exited
+DRIVER_ALIVE = 18
 
 # --- worker -> head ----------------------------------------------------------
 #: (WORKER_READY, node_id, pid, result_addr)

@@ -45,7 +45,7 @@ ALLOWED: dict[int, frozenset[int]] = {
         P.NODE_REGISTER, P.WORKER_DIED, P.WORKER_SPAWNED, P.SPILLED, P.RESTORED,
         P.POOL_STATE, P.HEARTBEAT, A.ACTOR_PROC_DIED, P.STATE, P.PULLED,
     }),
-    VIEWER: frozenset(_QUERY),
+    VIEWER: frozenset(_QUERY | {P.DRIVER_ALIVE}),
 }
 
 
