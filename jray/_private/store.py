@@ -355,7 +355,9 @@ class StorePolicy:
         if obj is None:
             self.sched.subscribe(sender, [oid])
             return
-        if reader and obj.loc is not None and self.pulls.remote(obj.loc[-1], reader[0]):
+        holder = self.sched.nodes.get(obj.loc[-1]) if obj.loc is not None else None
+        if reader and obj.loc is not None and (self.pulls.remote(obj.loc[-1], reader[0]) or (
+                holder is not None and not holder.alive)):  # (a copy may live elsewhere)
             if self.pulls.on_lost(sender, obj, seen, reader[0]):
                 return  # the reader's node pulls it (or has a copy)
         if obj.loc is not None and obj.loc != seen:  # it moved (spilled): here it is now
