@@ -143,3 +143,16 @@ def test_placement_counts_copies() -> None:
     ran = [ident for ident, msgs in out.items() if any(m[0] == P.EXECUTE for m in msgs)]
     assert ran == [wb]  # B holds 65 MiB of its arguments (64 of them a copy), A 64
     assert wa not in ran
+
+
+def test_a_pull_that_would_not_fit_drops_older_copies_first() -> None:
+    c = Cluster()
+    wb = c.worker(B)
+    first, loc1 = c.put(A, 60 * MIB)
+    second, loc2 = c.put(A, 60 * MIB)
+    c.send(wb, (P.LOST, first, loc1, B))
+    c.send(b"n" + B, (P.PULLED, B, first, (P.LOC_SHM, "copy1", 60 * MIB, B), None))
+    out = c.send(wb, (P.LOST, second, loc2, B))  # 60 + 60 > 100 MiB: copy1 goes
+    assert out[b"n" + B][:2] == [(P.UNLINK, ["copy1"]),
+                                 (P.PULL_OBJECT, second, loc2, ADDR[A])]
+    assert c.summary(B)["copies_evicted"] == 1

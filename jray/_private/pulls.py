@@ -79,6 +79,7 @@ class Pulls:
         if source is None:
             return False
         src_node, src_loc, address = source
+        self._make_room(reader, int(loc[2] if loc[0] == P.LOC_SHM else loc[3]))
         self.pending[key] = (src_node, [sender])
         self._count(reader)[0] += 1
         self.sched.send(node.ident, (P.PULL_OBJECT, obj.oid, src_loc, address))
@@ -95,6 +96,15 @@ class Pulls:
                 continue
             return node_id, where, self.servers[node_id][1]
         return None
+
+    def _make_room(self, node_id: bytes, size: int) -> None:
+        """Before a pull: drop older copies on ``node_id`` if the new one would not fit
+        (its store's other objects are spilled only for reservations)."""
+        st = self.sched.store.stores.get(node_id)
+        if st is not None:
+            need = st.used + st.reserved + size - st.capacity
+            if need > 0:
+                self.evict(node_id, need)
 
     def on_pulled(self, sender: bytes, msg: P.Msg) -> None:
         _, node_id, oid, loc, error = msg
