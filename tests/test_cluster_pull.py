@@ -138,3 +138,24 @@ def test_a_peer_without_the_secret_gets_nothing(
     with pytest.raises(objects.PullError, match="no data"):
         objects.pull(server.address, os.urandom(32), objects.KIND_SHM, name, 0, size, dest)
     assert not os.path.exists(shm.segment_path(dest)) and server.served == 0
+
+
+def test_random_tcp_bytes_leave_the_server_serving(server: objects.ObjectServer) -> None:
+    import socket
+
+    name, size = _segment(server, np.ones(1 << 17))
+    host, port = server.address[len("tcp://"):].rsplit(":", 1)
+    rng = np.random.default_rng(3)
+    greeting = b"\xff" + b"\0" * 8 + b"\x7f\x03\x00CURVE" + b"\0" * 15  # a ZMTP 3.0 start
+    for i in range(200):
+        with socket.create_connection((host, int(port)), timeout=5) as s:
+            junk = greeting[:int(rng.integers(1, len(greeting)))] if i % 2 else \
+                rng.bytes(int(rng.integers(1, 4096)))
+            try:
+                s.sendall(junk)
+            except OSError:  # the server may hang up first
+                pass
+    assert server.is_alive() and server.served == 0
+    dest = server.prefix + "xafterjunk"
+    objects.pull(server.address, SECRET, objects.KIND_SHM, name, 0, size, dest)
+    assert os.path.getsize(shm.segment_path(dest)) == size
