@@ -120,7 +120,7 @@ def _total(x: np.ndarray) -> int:
 
 def test_arrays_made_here_are_pulled_once_by_the_far_node(
         far: tuple[Cluster, dict[str, Any]]) -> None:
-    _, rec = far
+    cl, rec = far
     far_id = rec["node_id"]
     arrays = [np.arange(1 << 17, dtype=np.float64), np.arange(50 << 17, dtype=np.float64)]
     refs = []
@@ -135,6 +135,8 @@ def test_arrays_made_here_are_pulled_once_by_the_far_node(
     assert st["pulls"] == 2, st  # once per object, not once per task
     assert st["pulled_bytes"] >= sum(a.nbytes for a in arrays)
     assert st["copies"] == 2 and st["copy_bytes"] >= sum(a.nbytes for a in arrays)
+    assert f"store {far_id}: " in (text := cl.run("status")), text
+    assert "2 copies of other machines' objects (2 pulls, 51.0 MiB)" in text, text
     del refs, ref  # collected: the far node's copies go too
     assert eventually(lambda: jray.state.store_summary()[far_id]["copies"] == 0, 10)
     assert eventually(lambda: not _copies_on(rec), 10), "the copies' segments stayed"
