@@ -159,3 +159,26 @@ def test_random_tcp_bytes_leave_the_server_serving(server: objects.ObjectServer)
     dest = server.prefix + "xafterjunk"
     objects.pull(server.address, SECRET, objects.KIND_SHM, name, 0, size, dest)
     assert os.path.getsize(shm.segment_path(dest)) == size
+
+
+def test_without_encryption_requests_still_prove_the_secret(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JRAY_TCP_PLAINTEXT", "1")
+    monkeypatch.setattr(objects, "STALL_S", 1.5)
+    srv = objects.ObjectServer("127.0.0.1", SECRET, f"jray-pullplain{os.getpid()}-",
+                               str(tmp_path))
+    srv.start()
+    try:
+        name = srv.prefix + "src"
+        size = shm.write_segment(name, b"x" * 200_000, [])
+        with pytest.raises(objects.PullError, match="no data"):
+            objects.pull(srv.address, os.urandom(32), objects.KIND_SHM, name, 0, size,
+                         srv.prefix + "xthief")
+        assert srv.dropped >= 1 and srv.served == 0
+        objects.pull(srv.address, SECRET, objects.KIND_SHM, name, 0, size, srv.prefix + "xok")
+        with open(shm.segment_path(srv.prefix + "xok"), "rb") as a, \
+                open(shm.segment_path(name), "rb") as b:
+            assert a.read() == b.read()
+    finally:
+        srv.stop()
+        shm.cleanup(srv.prefix)
