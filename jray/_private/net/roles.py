@@ -3,7 +3,8 @@
 A peer states its role in its handshake (``auth``); the head then accepts from it
 only the ops of that role and drops (and counts) any other. So a worker cannot
 ``SHUTDOWN`` the cluster, a driver cannot register a node or a worker, and a live
-view can only subscribe and query. A new op sent to the head must be listed here
+view can only subscribe and query (and, as a joined driver's head watch, vouch
+that its driver lives: ``DRIVER_ALIVE``). A new op sent to the head must be listed here
 under the roles that send it, or the head drops it.
 """
 
