@@ -187,3 +187,26 @@ def test_spilled_sources_and_evicted_copies(far: tuple[Cluster, dict[str, Any]])
     again = jray.get([_where_and_sum.remote(x) for x in (x1, x2)], timeout=120)
     assert [r[1] for r in again] == [float(n), float(2 * n)]
     assert jray.state.store_summary()[far_id]["pulls"] == 2 + st["copies_evicted"]
+
+
+def test_an_actor_on_the_far_node_reads_and_returns_large_arrays(
+        far: tuple[Cluster, dict[str, Any]]) -> None:
+    _, rec = far
+
+    @jray.remote(resources={"far": 1})
+    class FarSummer:  # defined here: pickled by value (the nodes cannot import tests/)
+        def where_and_sum(self, x: np.ndarray) -> tuple[str, float]:
+            return jray.get_runtime_context().get_node_id(), float(x.sum())
+
+        def make(self, n: int) -> np.ndarray:
+            return np.full(n, 2, dtype=np.uint8)
+
+    actor = FarSummer.remote()
+    arr = np.arange(5 << 17, dtype=np.float64)  # 5 MiB, made here
+    ref = jray.put(arr)
+    assert jray.get([actor.where_and_sum.remote(ref) for _ in range(3)], timeout=120) == \
+        [(rec["node_id"], float(arr.sum()))] * 3
+    got = jray.get(actor.make.remote(8 << 20), timeout=120)  # 8 MiB, made there
+    assert got.nbytes == 8 << 20 and int(got.sum(dtype=np.int64)) == 2 * (8 << 20)
+    assert jray.state.store_summary()[rec["node_id"]]["pulls"] == 1
+    jray.kill(actor)
