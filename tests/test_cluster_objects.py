@@ -89,7 +89,9 @@ def far(tcp: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, Any]]
     tcp.head(cpus=2)
     remote = Remote(tcp, tmp_path / "far", spill)
     try:
-        assert eventually(lambda: len(tcp.status()["nodes"]) == 2, 60), \
+        # joined, and its jray start recorded what it started (it writes that after)
+        assert eventually(lambda: len(tcp.status()["nodes"]) == 2
+                          and remote.record() is not None, 60), \
             "the node with its own /dev/shm did not join"
         rec = remote.record()
         assert rec is not None
@@ -183,7 +185,8 @@ def test_spilled_sources_and_evicted_copies(far: tuple[Cluster, dict[str, Any]])
         9 * (200 << 20)
     st = jray.state.store_summary()[far_id]
     assert st["copies_evicted"] >= 1 and st["spills"] == 0, st
-    del big
+    del big  # (collected before the re-reads, so that they need no room)
+    assert eventually(lambda: jray.state.store_summary()[far_id]["used"] <= 80 << 20, 15)
     again = jray.get([_where_and_sum.remote(x) for x in (x1, x2)], timeout=120)
     assert [r[1] for r in again] == [float(n), float(2 * n)]
     assert jray.state.store_summary()[far_id]["pulls"] == 2 + st["copies_evicted"]
