@@ -7,6 +7,9 @@
 - ``tcp_100MiB_transfer``: 100 MiB in 1 MiB frames through jray's TCP sockets
   (a CurveZMQ PUSH to a PULL, as a worker sends to an owner), GB/s with
   encryption on and off (``JRAY_TCP_PLAINTEXT=1``);
+- ``pull_100MiB_*``: a node's pull of a 100 MiB object from another node's object
+  server (the path objects take between machines), encryption on and off, and
+  libsodium's XSalsa20-Poly1305 rate on one core (``benchmarks.cluster_transfer``);
 - ``dead_node_detection`` and ``job_after_node_loss``: a node SIGKILLed while 30
   tasks of 0.2 s run; seconds until ``jray.nodes()`` shows it dead, and the
   job's time against the same job without the loss.
@@ -200,7 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ns = ap.parse_args(argv)
     doc: dict[str, Any] = {"loadavg_start": _loadavg()}
-    for part in (lambda: three_node(ns.tasks), transfer, node_loss):
+    from benchmarks.cluster_transfer import pulls
+
+    for part in (lambda: three_node(ns.tasks), transfer, pulls, node_loss):
         doc.update(part())
         print(json.dumps(doc), flush=True)
     doc["loadavg_end"] = _loadavg()

@@ -29,6 +29,11 @@ ENVIRONMENT = {
     "hostname resolves to is wrong (several interfaces, containers).",
     "JRAY_TCP_PLAINTEXT": "`1` in every process of a cluster turns CurveZMQ encryption off on "
     "its TCP sockets (to measure what it costs; the handshake still proves the secret).",
+    "JRAY_PULL_CHUNK": "bytes per request when a node pulls an object from another machine's "
+    "node (default 1 MiB).",
+    "JRAY_PULL_WINDOW": "requests in flight per stream of such a pull (default 4).",
+    "JRAY_PULL_STREAMS": "connections one pull spreads its chunks over, each encrypted on its "
+    "own ZeroMQ I/O thread (default 4; at most 4 I/O threads, and no more than CPUs).",
     "JRAY_PROFILE_HEAD": "a file path: the head process runs under cProfile and writes its "
     "profile there when it stops (developer aid).",
 }
@@ -117,6 +122,7 @@ def _magics() -> list[str]:
 
 def render() -> str:
     import jray
+    import jray.cluster
     import jray.state
     import jray.util
 
@@ -128,6 +134,8 @@ def render() -> str:
                       "jray.state.")
     lines += _section("Utilities (`jray.util`)", jray.util, list(jray.util.__all__),
                       "jray.util.")
+    lines += _section("Clusters (`jray.cluster`)", jray.cluster, ["start_ssh"],
+                      "jray.cluster.")
     lines += _magics()
     lines += _exceptions()
     lines += ["## Environment variables", "", "| variable | effect |", "| --- | --- |"]

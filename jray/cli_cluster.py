@@ -215,8 +215,11 @@ def _status(ns: argparse.Namespace) -> int:
     tasks = doc["summary"].get("tasks", {})
     print("  tasks: " + (", ".join(f"{k} {v}" for k, v in sorted(tasks.items())) or "none"))
     for node_id, st in doc["store"].items():
+        pulled = (f", {st['copies']} copies of other machines' objects "
+                  f"({st['pulls']} pulls, {st['pulled_bytes'] / (1 << 20):,.1f} MiB)"
+                  if st.get("pulls") else "")
         print(f"  store {node_id}: {st['used'] / (1 << 20):,.1f} / "
-              f"{st['capacity'] / (1 << 20):,.1f} MiB used")
+              f"{st['capacity'] / (1 << 20):,.1f} MiB used{pulled}")
     return 0
 
 

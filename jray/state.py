@@ -88,7 +88,9 @@ def list_events(since: int = 0) -> list[tuple[int, float, str, str, Any]]:
 
 def store_summary() -> dict[str, dict[str, Any]]:
     """Per node: store capacity, bytes used and reserved, spilled bytes, and counts of
-    spills, restores and evictions."""
+    spills, restores and evictions; on a cluster of several machines also the objects
+    pulled into it from other machines (``pulls``, ``pulled_bytes``), the copies it
+    holds (``copies``, ``copy_bytes``) and the copies dropped for room."""
     result: dict[str, dict[str, Any]] = api._cluster_query("store")
     return result
 

@@ -2,6 +2,9 @@
 (with its node and the driver) in one and a node in each of the others. While a
 job runs, one node is SIGKILLed and the other's link goes down; the job must
 return correct results, and the cut-off node rejoins when its link comes back.
+A host with its own /dev/shm (a private mount namespace as well) pulls large
+objects made on the head's host across the veth, once per object, and a result
+it makes is pulled back by the driver.
 
 Needs root and ``ip`` (iproute2); skipped, saying which is missing, otherwise.
 Namespaces, links and every process are removed in ``finally``.
@@ -55,6 +58,20 @@ class Hosts:
         proc = subprocess.run([IP or "ip", "netns", "exec", _ns(host), sys.executable, "-m",
                                "jray.cli", *args], env=self.env(host), capture_output=True,
                               text=True, timeout=timeout)
+        self._collect()
+        if proc.returncode != 0:
+            raise AssertionError(f"[{host}] jray {' '.join(args)}: {proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def jray_own_shm(self, host: str, *args: str, timeout: float = 60) -> str:
+        """``jray`` on ``host`` in a mount namespace of its own with an empty
+        ``/dev/shm`` (its store out of every other host's reach, as on another
+        machine); its daemons keep that namespace alive."""
+        script = 'mount -t tmpfs -o size=256m,mode=1777 jray-test /dev/shm && exec "$@"'
+        proc = subprocess.run([IP or "ip", "netns", "exec", _ns(host), "unshare", "-m",
+                               "--propagation", "private", "sh", "-c", script, "sh",
+                               sys.executable, "-m", "jray.cli", *args], env=self.env(host),
+                              capture_output=True, text=True, timeout=timeout)
         self._collect()
         if proc.returncode != 0:
             raise AssertionError(f"[{host}] jray {' '.join(args)}: {proc.stdout}{proc.stderr}")
@@ -204,3 +221,56 @@ def test_a_job_survives_a_killed_node_and_a_cut_link(hosts: Hosts, tmp_path: Pat
         return sum(n["Alive"] for n in doc["nodes"]) == 2
 
     assert eventually(rejoined, 30)
+
+
+OBJECTS_DRIVER = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import jray
+    jray.init(address=sys.argv[1], _secret_file=sys.argv[2])
+
+    @jray.remote(resources={"far": 1})
+    def far_sum(x):
+        import time
+        time.sleep(0.2)
+        return jray.get_runtime_context().get_node_id(), float(x.sum())
+
+    @jray.remote(resources={"far": 1})
+    def far_make(n):
+        return np.full(n, 3, dtype=np.uint8)
+
+    arrays = [np.arange(1 << 17, dtype=np.float64), np.arange(50 << 17, dtype=np.float64)]
+    refs = [jray.put(a) for a in arrays]
+    sums = [jray.get([far_sum.remote(r) for _ in range(3)], timeout=120) for r in refs]
+    made = jray.get(far_make.remote(20 << 20), timeout=120)
+    print(json.dumps({"sums": sums, "want": [float(a.sum()) for a in arrays],
+                      "made": [int(made.sum(dtype=np.int64)), made.nbytes],
+                      "store": jray.state.store_summary()}), flush=True)
+""")
+
+
+def test_objects_cross_the_veths(hosts: Hosts, tmp_path: Path) -> None:
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) for a host with its own /dev/shm")
+    hosts.jray("h", "start", "--head", "--bind", "0.0.0.0", "--port", str(PORT + 1),
+               "--num-cpus", "1", "--object-store-memory", "64M")
+    head = f"{HOSTS['h']}:{PORT + 1}"
+    hosts.jray_own_shm("a", "start", "--address", head, "--secret-file", hosts.secret_on("a"),
+                       "--num-cpus", "3", "--resources", '{"far": 9}',
+                       "--object-store-memory", "200M")
+    far_id = hosts.record("a")["node_id"]
+    script = tmp_path / "driver.py"
+    script.write_text(OBJECTS_DRIVER)
+    env = {**hosts.env("h"), "PYTHONPATH": os.getcwd()}
+    out = subprocess.run(
+        [IP or "ip", "netns", "exec", _ns("h"), sys.executable, str(script), head,
+         str(hosts.root / "h" / "jray" / "cluster.secret")],
+        env=env, capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout.strip().splitlines()[-1])
+    for got, want in zip(doc["sums"], doc["want"]):
+        assert got == [[far_id, want]] * 3  # three tasks on the far host, right sums
+    assert doc["made"] == [3 * (20 << 20), 20 << 20]  # made there, read here
+    assert doc["store"][far_id]["pulls"] == 2  # once per object, over the veth
+    head_node = hosts.record("h")["node_id"]
+    assert doc["store"][head_node]["pulls"] == 1

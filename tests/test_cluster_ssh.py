@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import pytest
 
 import jray
-from jray._private.net import ssh
+import jray.cluster
+from jray.exceptions import InitError
 from jray.testing import eventually, jray_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -83,11 +84,12 @@ def test_a_node_started_over_ssh_joins_and_stops_with_the_driver(
     subprocess.run([*cli, "start", "--head", "--port", str(port), "--num-cpus", "1",
                     "--object-store-memory", "64M"], env=env, check=True, timeout=60,
                    capture_output=True)
-    nodes: list[ssh.SshNode] = []
+    nodes: list[jray.cluster.SshNode] = []
     try:
         jray.init(address="auto")
-        nodes = ssh.start_nodes([f"{os.environ.get('USER', 'root')}@127.0.0.1"],
-                                num_cpus=2, python=sys.executable, ssh_options=sshd)
+        nodes = jray.cluster.start_ssh(f"{os.environ.get('USER', 'root')}@127.0.0.1",
+                                       num_cpus=2, python=sys.executable, ssh_options=sshd)
+        assert [n.host for n in nodes] == [f"{os.environ.get('USER', 'root')}@127.0.0.1"]
         alive = [n for n in jray.nodes() if n["Alive"]]
         assert len(alive) == 2 and sum(n["Resources"].get("CPU", 0) for n in alive) == 3
 
@@ -120,9 +122,10 @@ def test_a_node_started_over_ssh_joins_and_stops_with_the_driver(
 DRIVER = """
 import sys, time
 import jray
-from jray._private.net import ssh
+import jray.cluster
 jray.init(address="auto")
-ssh.start_nodes([sys.argv[1]], num_cpus=1, python=sys.executable, ssh_options=sys.argv[2:])
+jray.cluster.start_ssh([sys.argv[1]], num_cpus=1, python=sys.executable,
+                       ssh_options=sys.argv[2:])
 print("JOINED", flush=True)
 time.sleep(600)
 """
@@ -163,3 +166,23 @@ def test_ssh_nodes_stop_when_the_driver_dies(
             driver.kill()
             driver.wait()
         subprocess.run([*cli, "stop"], env=env, timeout=60, capture_output=True)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"hosts": ""}, "hosts must be"),
+    ({"hosts": ["alice@a", "-oProxyCommand=x"]}, "hosts must be"),
+    ({"hosts": "a@b", "num_cpus": -1}, "num_cpus must be"),
+    ({"hosts": "a@b", "ssh_options": "-p 22"}, "ssh_options is a list"),
+])
+def test_start_ssh_names_bad_arguments(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        jray.cluster.start_ssh(**kwargs)  # type: ignore[arg-type]
+
+
+def test_start_ssh_needs_a_joined_cluster() -> None:
+    jray.init(num_cpus=1)  # an embedded cluster: no TCP address for nodes to join
+    try:
+        with pytest.raises(InitError, match="join a TCP cluster"):
+            jray.cluster.start_ssh("alice@example.invalid")
+    finally:
+        jray.shutdown()

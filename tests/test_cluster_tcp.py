@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -190,6 +191,98 @@ def test_a_killed_node_is_detected_and_its_tasks_rerun(tcp: Cluster) -> None:
     assert detect < 5.0, f"a dead node took {detect:.1f} s to notice"
     events = jray.state.list_events()
     assert any(e[2] == "node_lost" and e[3] == victim["node_id"] for e in events)
+
+
+_LEAVER = textwrap.dedent("""
+    import json, sys, time
+    import numpy as np
+    import jray
+    jray.init(address=sys.argv[1], _secret_file=sys.argv[2])
+
+    @jray.remote
+    class Box:
+        def ping(self):
+            return "pong"
+
+    @jray.remote
+    def leaver_sleeps():
+        time.sleep(120)
+
+    mine = Box.remote()
+    kept = Box.options(name="kept", lifetime="detached").remote()
+    assert jray.get([mine.ping.remote(), kept.ping.remote()], timeout=60) == ["pong"] * 2
+    big = jray.put(np.ones(1 << 18))  # 2 MiB, in shared memory
+    running = [leaver_sleeps.remote() for _ in range(4)]  # some run, some queue
+    time.sleep(1.0)
+    print(json.dumps({"big": big.hex()}), flush=True)
+    # the script ends: its atexit shutdown leaves the cluster
+""")
+
+
+def test_a_leaving_driver_ends_what_it_owned(tcp: Cluster) -> None:
+    tcp.head(cpus=2)
+    tcp.join()
+    out = subprocess.run([sys.executable, "-c", _LEAVER, tcp.address, tcp.secret],
+                         env=tcp.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    big = json.loads(out.stdout.strip().splitlines()[-1])["big"]
+    jray.init(address=tcp.address, _secret_file=tcp.secret)
+
+    def ended() -> bool:
+        actors = {r["name"]: r["state"] for r in jray.state.list_actors()}
+        tasks = jray.state.list_tasks(label="leaver_sleeps")
+        objects = {o["object_id"] for o in jray.state.list_objects()}
+        return (actors == {None: "DEAD", "kept": "ALIVE"} and len(tasks) == 4
+                and all(t["state"] == "CANCELLED" for t in tasks) and big not in objects)
+
+    assert eventually(ended, 15), (jray.state.list_actors(),
+                                   jray.state.list_tasks(label="leaver_sleeps"))
+    left = [e for e in jray.state.list_events() if e[2] == "driver_left"]
+    assert len(left) == 1 and left[0][4]["actors_killed"] == 1
+    assert left[0][4]["why"] == "said goodbye"
+    assert left[0][4]["tasks_cancelled"] == 4 and left[0][4]["objects_freed"] >= 1
+    # the cluster runs on: the detached actor answers, new tasks run on both nodes' CPUs
+    kept = jray.get_actor("kept")
+    assert jray.get(kept.ping.remote(), timeout=30) == "pong"
+    assert [r[0] for r in jray.get([_slow_double.remote(i) for i in range(3)], timeout=60)] \
+        == [0, 2, 4]
+    assert sum(1 for n in jray.nodes() if n["Alive"]) == 2
+    jray.kill(kept)
+
+
+def test_a_killed_driver_is_ended_by_silence(tcp: Cluster) -> None:
+    tcp.head(cpus=2)
+    leaver = subprocess.Popen([sys.executable, "-c", _LEAVER.replace(
+        "# the script ends", "time.sleep(600)  # until killed"), tcp.address, tcp.secret],
+        env=tcp.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert leaver.stdout is not None
+        line = leaver.stdout.readline()
+        assert line.startswith("{"), leaver.communicate(timeout=10)
+        jray.init(address=tcp.address, _secret_file=tcp.secret)
+        assert {r["name"] for r in jray.state.list_actors(state="ALIVE")} == {None, "kept"}
+        killed = time.monotonic()
+        leaver.kill()  # no goodbye: the head notices the silence
+        leaver.wait(10)
+
+        def ended() -> bool:
+            return [e for e in jray.state.list_events() if e[2] == "driver_left"] != []
+
+        assert eventually(ended, 20)
+        took = time.monotonic() - killed
+        (ev,) = [e for e in jray.state.list_events() if e[2] == "driver_left"]
+        assert ev[4]["why"].startswith("silent") and ev[4]["actors_killed"] == 1
+        assert 9.0 < took < 15.0, took
+        assert eventually(lambda: {r["name"]: r["state"] for r in jray.state.list_actors()}
+                          == {None: "DEAD", "kept": "ALIVE"}, 10)
+        tasks = jray.state.list_tasks(label="leaver_sleeps")
+        assert len(tasks) == 4 and all(t["state"] == "CANCELLED" for t in tasks)
+        assert jray.get(_slow_double.remote(4), timeout=30)[0] == 8
+        jray.kill(jray.get_actor("kept"))
+    finally:
+        if leaver.poll() is None:
+            leaver.kill()
+            leaver.wait()
 
 
 def test_head_death_fails_a_waiting_driver_at_once(tcp: Cluster) -> None:

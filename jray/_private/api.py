@@ -223,6 +223,7 @@ def _join(address: str, secret_file: str | None) -> dict[str, Any]:
     except BaseException:
         conn.close()
         raise
+    conn.watch.vouch_for = client.ident
     _Session.client = client
     _Session.connection = conn
     _Session.pid = os.getpid()
@@ -252,6 +253,9 @@ def shutdown() -> None:
         if cluster is not None:
             _Session.gone.add(cluster.session_dir)
         if conn is not None:  # a driver that joined leaves the cluster running
+            from jray._private import protocol as P
+
+            client.to_head.append((P.DRIVER_EXIT,))  # the head ends what it owned
             client.flush()
             client.close(linger_ms=500)
             conn.close()

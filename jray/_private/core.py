@@ -423,7 +423,8 @@ class CoreClient:
         rebuilds it from its lineage, or fails it with ``ObjectLostError``.
         """
         __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
-        for _ in range(8):
+        moves = 0.0  # a new location counts 1, the same one again 1/64 (bounded, not 0)
+        while moves < 8:
             try:
                 value = S.decode(loc)
                 if loc[0] == P.LOC_SPILLED:
@@ -439,8 +440,14 @@ class CoreClient:
                     self.cache.pop(oid, None)
                     self.wanted.add(oid)
                     try:
-                        self.to_head.append((P.LOST, oid, loc))
+                        self.to_head.append((P.LOST, oid, loc, self.node_id))
+                        # the head answers LOST itself (no SUBSCRIBE: its answer, the
+                        # location just missed, would race a pull from another machine)
+                        self.awaiting.add(oid)
                         self._await([oid], 1, timeout)
+                        # (the same location again: a late answer to an earlier
+                        # SUBSCRIBE while a pull runs; read it again, it may be back)
+                        moves += 1.0 if self.cache[oid] != loc else 1 / 64
                         loc = self.cache[oid]
                     finally:
                         self.wanted.discard(oid)

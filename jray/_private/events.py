@@ -20,7 +20,8 @@ from typing import Any, Literal, get_args
 
 EventKind = Literal[
     # membership
-    "driver_connected", "node_added", "node_lost", "worker_started", "worker_died",
+    "driver_connected", "driver_left", "node_added", "node_lost", "worker_started",
+    "worker_died",
     # tasks
     "task_submitted", "task_waiting", "task_ready", "task_running", "task_blocked",
     "task_finished", "task_failed", "task_cancelled", "task_retried", "task_requeued",
@@ -37,6 +38,7 @@ EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 #: every kind once).
 DETAILS: dict[str, str] = {
     "driver_connected": "the driver's pid",
+    "driver_left": "{why, actors_killed, tasks_cancelled, objects_freed}",
     "node_added": "(resources dict, hostname, pid)",
     "node_lost": "why it was declared lost (str)",
     "worker_started": "(pid, node_id)",

@@ -37,6 +37,7 @@ import zmq
 from jray._private import protocol as P
 from jray._private import transport
 from jray._private.actor_table import ActorTable
+from jray._private.driver_exit import DriverExits
 from jray._private.net import auth, curve, roles
 from jray._private.scheduler import Scheduler
 
@@ -52,7 +53,7 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
     sock = transport.router(ctx, address)
     gate = auth.Gate(secret)
     sched = Scheduler(session)
-    ActorTable(sched)
+    drivers = DriverExits(sched, ActorTable(sched))
     stop = False
 
     def on_term(signum: int, frame: object) -> None:
@@ -129,6 +130,7 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
         if now - last_check > 0.5:
             last_check = now
             if watch_nodes:
+                drivers.check(now)
                 _check_nodes(sched, node_seen, now)
                 for dest, batch in sched.take_outbox().items():
                     send(dest, SNDMORE)

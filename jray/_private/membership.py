@@ -27,8 +27,9 @@ class Membership:
 
     def on_node_register(self, sender: bytes, msg: P.Msg) -> None:
         """NODE_REGISTER: a node daemon joined with its resources and store capacity."""
-        _, node_id, resources, hostname, pid = msg
+        _, node_id, resources, hostname, pid, *extra = msg
         node = Node(node_id, sender, NodeResources(resources), hostname, pid)
+        self.sched.store.pulls.add_node(node_id, tuple(extra))
         node.pending_spawns = int(resources.get("_initial_workers", 0))
         node.res.total.pop("_initial_workers", None)
         node.res.available.pop("_initial_workers", None)
@@ -66,18 +67,22 @@ class Membership:
 
     def node_order(self, task: Task) -> Iterable[Node]:
         """The nodes to try for ``task``: first the one holding most of its arguments'
-        bytes in shared memory (in a cluster the data need not travel), then the
-        others in order; without such arguments, or with one node, just the nodes."""
+        bytes in shared memory, or copies of them (in a cluster the data need not
+        travel), then the others in order; without such arguments, or with one node,
+        just the nodes."""
         nodes = self.sched.nodes
         deps = task.spec[P.T_DEPS]
         if not deps or len(nodes) < 2:
             return nodes.values()
         weight: dict[bytes, int] = {}
+        copies = self.sched.store.pulls.copies
         for oid in deps:
             obj = self.sched.objects.get(oid)
             loc = obj.loc if obj is not None else None
             if loc is not None and loc[0] == P.LOC_SHM:
                 weight[loc[3]] = weight.get(loc[3], 0) + loc[2]
+                for node_id, copy in copies.get(oid, {}).items():  # pulled there before
+                    weight[node_id] = weight.get(node_id, 0) + copy[2]
         best = nodes.get(max(weight, key=weight.__getitem__)) if weight else None
         if best is None:
             return nodes.values()

@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import zmq
@@ -36,6 +37,7 @@ import zmq
 from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import shm, transport
+from jray._private.net import auth, curve, objects
 
 log = logging.getLogger("jray.node")
 
@@ -76,6 +78,19 @@ class NodeDaemon:
         self.pooled: dict[str, float] = {}
         self.pool_seq = 0
         self.pool_msgs = 0
+        #: on a TCP cluster: the server of this node's objects to other machines' nodes,
+        #: and pulls from theirs (threads; a finished one wakes the loop through a pipe)
+        self.server: objects.ObjectServer | None = None
+        node_ip = os.environ.get("JRAY_NODE_IP")
+        secret = auth.current_secret()
+        if ns.head.startswith("tcp://") and node_ip and secret:
+            self.server = objects.ObjectServer(node_ip, secret, ns.shm_prefix, ns.spill_dir)
+            self.server.start()
+        self.pulled: list[P.Msg] = []
+        self.pulling: set[bytes] = set()
+        self.pull_threads: list[threading.Thread] = []
+        self.wake_r, self.wake_w = os.pipe()
+        self.poller.register(self.wake_r, zmq.POLLIN)
 
     def spawn(self) -> None:
         self.counter += 1
@@ -162,6 +177,45 @@ class NodeDaemon:
                 self.stopping = True
             elif op == P.NODE_REJOIN:
                 self.rejoin()
+            elif op == P.PULL_OBJECT:
+                self.start_pull(msg[1], msg[2], msg[3])
+
+    # --- objects from other machines ------------------------------------------------
+    def start_pull(self, oid: bytes, loc: P.Loc, address: str) -> None:
+        """Copy ``oid`` from the node serving it at ``address`` into this node's store
+        (a thread; ``PULLED`` goes to the head when it is done)."""
+        secret = auth.current_secret()
+        if oid in self.pulling or secret is None:
+            return
+        self.pulling.add(oid)
+        dest = f"{self.ns.shm_prefix}x{oid.hex()}"
+        node_id = self.node_id
+        kind, name, offset, size = objects.source_range(loc)
+
+        def run() -> None:
+            result: P.Msg
+            try:
+                objects.pull(address, secret, kind, name, offset, size, dest)
+                result = (P.PULLED, node_id, oid, (P.LOC_SHM, dest, size, node_id), None)
+            except (objects.PullError, OSError, zmq.ZMQError) as exc:
+                log.warning("pulling object %s from %s failed: %s", oid.hex(), address, exc)
+                result = (P.PULLED, node_id, oid, None, str(exc))
+            self.pulled.append(result)
+            os.write(self.wake_w, b"x")
+
+        thread = threading.Thread(target=run, name="jray-pull", daemon=True)
+        thread.start()
+        self.pull_threads = [t for t in self.pull_threads if t.is_alive()] + [thread]
+
+    def report_pulls(self) -> None:
+        os.read(self.wake_r, 4096)
+        done: list[P.Msg] = []
+        while self.pulled:  # (list.pop is atomic: a pull thread may append meanwhile)
+            done.append(self.pulled.pop(0))
+        for msg in done:
+            self.pulling.discard(msg[2])
+        if done and not self.stopping:
+            transport.send_batch(self.sock, done)
 
     # --- pool of free segments --------------------------------------------------------
     def to_pool(self, names: list[str]) -> None:
@@ -301,8 +355,11 @@ class NodeDaemon:
     def register(self) -> None:
         resources = dict(json.loads(self.ns.resources))
         resources["_initial_workers"] = self.min_workers
-        transport.send_batch(self.sock, [(P.NODE_REGISTER, self.node_id, resources,
-                                          socket.gethostname(), os.getpid())])
+        msg: P.Msg = (P.NODE_REGISTER, self.node_id, resources, socket.gethostname(),
+                      os.getpid())
+        if self.server is not None:
+            msg = (*msg, objects.store_domain(), self.server.address)
+        transport.send_batch(self.sock, [msg])
         for _ in range(self.min_workers):
             self.spawn()
 
@@ -354,6 +411,8 @@ class NodeDaemon:
                             break
                         heard = time.monotonic()
                         self.handle(P.unpack(frame))
+                elif item == self.wake_r:
+                    self.report_pulls()
                 elif isinstance(item, int) and item in self.actor_fds:
                     actor_id = self.actor_fds.pop(item)
                     self.poller.unregister(item)
@@ -413,13 +472,20 @@ class NodeDaemon:
     def stop(self) -> None:
         self.stopping = True
         self._end_children()
+        for thread in self.pull_threads:  # (a pull's segment must not outlive the node)
+            thread.join(2.0)
         shm.cleanup(self.ns.shm_prefix)
         for fd in (self.spill_fd, self.spill_dfd):
             if fd is not None:
                 os.close(fd)
         self.spill_fd = self.spill_dfd = None
         shutil.rmtree(self.spill_dir, ignore_errors=True)
+        if self.server is not None:
+            self.server.stop()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
         self.sock.close(0)
+        curve.stop_zap(self.ctx)
         self.ctx.term()
         if self.ns.owns_session_dir:
             shutil.rmtree(self.ns.session_dir, ignore_errors=True)

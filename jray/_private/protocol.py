@@ -61,7 +61,8 @@ BORROW = 9
 UNBORROW = 10
 #: (RESERVE, request_id, oid, size, node_id)  ask for room before writing a segment
 RESERVE = 11
-#: (LOST, oid, loc_seen)  the object's bytes were not where loc_seen says
+#: (LOST, oid, loc_seen[, reader's node_id])  the object's bytes were not where
+#: loc_seen says (on another machine's node: the head has the reader's node pull it)
 LOST = 12
 #: (UNRESERVE, oid, node_id)  a granted (or still pending) reservation that will not be
 #: written (the write failed or the writer stopped waiting)
@@ -73,6 +74,12 @@ EVENTS_SUBSCRIBE = 14
 EVENTS_ACK = 15
 #: (EVENTS_UNSUBSCRIBE,)
 EVENTS_UNSUBSCRIBE = 16
+#: (DRIVER_EXIT,)  a driver that joined a cluster leaves: end what it owned
+#: (see ``driver_exit``)
+DRIVER_EXIT = 17
+#: (DRIVER_ALIVE, driver identity)  a joined driver's head watch, every 0.5 s: a
+#: driver not vouched for in ``driver_exit.SILENCE_S`` is taken to have exited
+DRIVER_ALIVE = 18
 
 # --- worker -> head ----------------------------------------------------------
 #: (WORKER_READY, node_id, pid, result_addr)
@@ -93,7 +100,8 @@ DONE_ERROR = 1
 DONE_RETRY = 2
 
 # --- node daemon -> head -----------------------------------------------------
-#: (NODE_REGISTER, node_id, resources: dict[str, float], hostname, pid)
+#: (NODE_REGISTER, node_id, resources: dict[str, float], hostname, pid[, store domain,
+#:  object server address])  the last two only on TCP clusters (see ``pulls``)
 NODE_REGISTER = 30
 #: (WORKER_DIED, worker_id, exitcode)  exitcode < 0 means killed by signal -exitcode
 WORKER_DIED = 31
@@ -108,6 +116,8 @@ RESTORED = 34
 POOL_STATE = 35
 #: (HEARTBEAT, node_id)  the node is alive (every ``HEARTBEAT_S``; answered in kind)
 HEARTBEAT = 36
+#: (PULLED, node_id, oid, loc | None, error: str | None)  a PULL_OBJECT finished
+PULLED = 37
 #: seconds between a node's heartbeats; a TCP head declares a node lost after
 #: ``NODE_TIMEOUT_S`` without a frame from it
 HEARTBEAT_S = 0.5
@@ -140,6 +150,9 @@ POOL = 56
 POOL_TRIM = 57
 #: (NODE_REJOIN,)  the head declared this node lost: drop everything, register anew
 NODE_REJOIN = 58
+#: (PULL_OBJECT, oid, loc, source object server address)  copy the object into this
+#: node's store from the node serving it (answered with PULLED)
+PULL_OBJECT = 59
 #: (HEARTBEAT,)  head -> node: the answer to a node's HEARTBEAT
 
 # --- head or worker -> client -------------------------------------------------

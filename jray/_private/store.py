@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from jray._private import lineage, shm
 from jray._private import protocol as P
+from jray._private.pulls import Pulls
 from jray._private.serialization import error_loc
 from jray.exceptions import ObjectStoreFullError
 
@@ -111,6 +112,8 @@ class StorePolicy:
         sched.register(P.RESTORED, self.on_restored)
         sched.register(P.POOL_STATE, self.on_pool_state)
         sched.register(P.UNRESERVE, self.on_unreserve)
+        #: copies of objects on other machines' nodes
+        self.pulls = Pulls(sched)
 
     def add_node(self, node: Node, capacity: int) -> None:
         self.stores[node.node_id] = NodeStore(capacity)
@@ -177,6 +180,7 @@ class StorePolicy:
         loc = obj.loc
         if loc is None:
             return []
+        self.pulls.removed(obj.oid)
         if loc[0] == P.LOC_SHM:
             st = self.stores.get(loc[3])
             msg: P.Msg = (P.UNLINK, [loc[1]])
@@ -261,6 +265,9 @@ class StorePolicy:
         need -= sum(st.lru.get(oid, 0) for oid in st.spilling)
         if need <= 0:
             return
+        if self.pulls.evict(node_id, need):  # copies of other machines' objects go first
+            self._grant(node_id)
+            return
         now = time.monotonic()
         victims: list[tuple[bytes, str, int]] = []
         objects = self.sched.objects
@@ -343,15 +350,21 @@ class StorePolicy:
 
     # --- lost objects ---------------------------------------------------------------
     def on_lost(self, sender: bytes, msg: P.Msg) -> None:
-        _, oid, seen = msg
+        _, oid, seen, *reader = msg
         obj = self.sched.objects.get(oid)
         if obj is None:
             self.sched.subscribe(sender, [oid])
             return
+        holder = self.sched.nodes.get(obj.loc[-1]) if obj.loc is not None else None
+        if reader and obj.loc is not None and (self.pulls.remote(obj.loc[-1], reader[0]) or (
+                holder is not None and not holder.alive)):  # (a copy may live elsewhere)
+            if self.pulls.on_lost(sender, obj, seen, reader[0]):
+                return  # the reader's node pulls it (or has a copy)
         if obj.loc is not None and obj.loc != seen:  # it moved (spilled): here it is now
             self.sched.send(sender, (P.OBJECT_READY, oid, obj.loc))
             return
         lineage.reconstruct(self.sched, obj, sender)
 
     def summary(self) -> dict[str, Any]:
-        return {node_id.hex(): st.summary() for node_id, st in self.stores.items()}
+        return {node_id.hex(): {**st.summary(), **self.pulls.node_summary(node_id)}
+                for node_id, st in self.stores.items()}

@@ -6,6 +6,8 @@ process died, its machine rebooted) marks the head gone at once, and a ping
 (a tiny state query) that gets no answer for ``TIMEOUT_S`` (the machine or the
 network is gone) does too. ``check`` is the core client's ``check_alive``,
 called while a ``get`` or ``wait`` waits, so those raise instead of hanging.
+Each ping also vouches that the driver lives (``DRIVER_ALIVE``): when a driver
+dies without saying goodbye (SIGKILL), the pings stop and the head ends its work.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class HeadWatch:
         self.shown = shown
         self.secret = secret
         self.gone: str | None = None
+        #: the identity of the driver this watch belongs to (set once it exists)
+        self.vouch_for: bytes | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="jray-headwatch", daemon=True)
         self._thread.start()
@@ -63,7 +67,10 @@ class HeadWatch:
             while not self._stop.is_set() and self.gone is None:
                 now = time.monotonic()
                 if now >= next_ping:
-                    sock.send(P.pack([(P.STATE, 0, "summary", None)]))
+                    ping: list[P.Msg] = [(P.STATE, 0, "summary", None)]
+                    if self.vouch_for is not None:  # the head ends its work when these stop
+                        ping.append((P.DRIVER_ALIVE, self.vouch_for))
+                    sock.send(P.pack(ping))
                     next_ping = now + PING_S
                 for item, _ in poller.poll(100):
                     if item is mon:

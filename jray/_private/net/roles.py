@@ -3,7 +3,8 @@
 A peer states its role in its handshake (``auth``); the head then accepts from it
 only the ops of that role and drops (and counts) any other. So a worker cannot
 ``SHUTDOWN`` the cluster, a driver cannot register a node or a worker, and a live
-view can only subscribe and query. A new op sent to the head must be listed here
+view can only subscribe and query (and, as a joined driver's head watch, vouch
+that its driver lives: ``DRIVER_ALIVE``). A new op sent to the head must be listed here
 under the roles that send it, or the head drops it.
 """
 
@@ -34,7 +35,7 @@ _OWNER = _QUERY | {
 }
 
 ALLOWED: dict[int, frozenset[int]] = {
-    DRIVER: frozenset(_OWNER | {P.HELLO, P.SHUTDOWN}),
+    DRIVER: frozenset(_OWNER | {P.HELLO, P.SHUTDOWN, P.DRIVER_EXIT}),
     WORKER: frozenset(_OWNER | {
         P.WORKER_READY, P.TASK_DONE, P.BLOCKED, P.UNBLOCKED, P.RETURN_TASKS,
         P.LEASE_RELEASED, P.LEASED_DONE,
@@ -43,9 +44,9 @@ ALLOWED: dict[int, frozenset[int]] = {
     }),
     NODE: frozenset({
         P.NODE_REGISTER, P.WORKER_DIED, P.WORKER_SPAWNED, P.SPILLED, P.RESTORED,
-        P.POOL_STATE, P.HEARTBEAT, A.ACTOR_PROC_DIED, P.STATE,
+        P.POOL_STATE, P.HEARTBEAT, A.ACTOR_PROC_DIED, P.STATE, P.PULLED,
     }),
-    VIEWER: frozenset(_QUERY),
+    VIEWER: frozenset(_QUERY | {P.DRIVER_ALIVE}),
 }
 
 

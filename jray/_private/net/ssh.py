@@ -1,4 +1,5 @@
-"""Node daemons on other machines over SSH (``%jray start --ssh user@host``).
+"""Node daemons on other machines over SSH (``%jray start --ssh user@host``,
+``jray.cluster.start_ssh``).
 
 For each host, the OpenSSH client (the user's own keys and ``~/.ssh/config``)
 runs a small bootstrap with the remote Python: it reads the cluster secret
@@ -52,6 +53,9 @@ finally:
 
 @dataclass
 class SshNode:
+    """A node daemon started over SSH: its ``host`` and the local ssh client running it;
+    ``stop()`` ends it (the remote bootstrap sees end-of-file and stops the node)."""
+
     host: str
     proc: subprocess.Popen[bytes]
 
