@@ -218,3 +218,26 @@ def test_the_head_wakes_up_for_a_delta_that_is_due_while_idle() -> None:
     assert 1 <= wait <= event_feed.PUSH_INTERVAL_S * 1000 + 1
     time.sleep(wait / 1000)
     assert _of(h.sched.take_outbox(), VIEWER, P.EVENTS_DELTA)  # what the idle head sends
+
+
+def test_model_keeps_the_store_totals_and_largest_objects_as_objects_come_and_go() -> None:
+    model = ViewModel()
+    tid = b"t" * 14 + b"\0\0"
+    node = b"n" * 8
+    evs: list[Any] = [
+        (1, 1.0, "task_submitted", tid, ("f", [], [P.return_id(tid, 0)], b"o", None)),
+        (2, 1.1, "object_created", P.return_id(tid, 0), (500, P.LOC_SHM, node)),
+        (3, 1.2, "object_created", b"p" * 14 + b"\xff\xff", (90, P.LOC_INLINE, None)),
+        (4, 1.3, "object_spilled", P.return_id(tid, 0), 500),
+    ]
+    model.apply([("delta", evs, {})])
+    s = model.summary()
+    assert (s["object_count"], s["object_bytes"]) == (2, 590)
+    big, small = s["objects"]
+    assert (big["id"], big["size"], big["where"], big["node"], big["task"]) == (
+        P.return_id(tid, 0).hex(), 500, "spilled", node.hex(), tid.hex())
+    assert (small["size"], small["where"], small["task"]) == (90, "inline", None)
+    model.apply([("delta", [(5, 1.4, "object_freed", P.return_id(tid, 0), 500)], {})])
+    s = model.summary()
+    assert (s["object_count"], s["object_bytes"], s["objects"][0]["size"]) == (1, 90, 90)
+    assert model.seq == 5 and model.counts == {"submitted": 1}
