@@ -241,3 +241,37 @@ def test_model_keeps_the_store_totals_and_largest_objects_as_objects_come_and_go
     s = model.summary()
     assert (s["object_count"], s["object_bytes"], s["objects"][0]["size"]) == (1, 90, 90)
     assert model.seq == 5 and model.counts == {"submitted": 1}
+
+
+def test_an_object_is_pinned_while_a_task_needs_it_and_the_model_shows_it(
+        no_interval: None) -> None:
+    h = Head({"CPU": 1.0})
+    w = h.worker()
+    model = ViewModel()
+    h.send(VIEWER, (P.EVENTS_SUBSCRIBE, 10_000))
+    a, _ = h.submit(name="a")
+    b, _ = h.submit(deps=(P.return_id(a, 0),), name="b")
+    ra = P.return_id(a, 0)
+    pinned = [e for e in h.sched.events.since(0) if e[2] == "object_pinned"]
+    assert [(e[3], e[4]) for e in pinned] == [(ra, b)]  # b's input, pinned by b at submit
+    _finish(h, w, a)
+    _feed(h, model)
+    assert model.summary()["objects"][0]["pins"] == 1  # created after the pin: still pinned
+    _finish(h, w, b)
+    unpinned = [e for e in h.sched.events.since(0) if e[2] == "object_unpinned"]
+    assert [(e[3], e[4]) for e in unpinned] == [(ra, b)]
+    assert h.sched.objects[ra].pins == 0
+    _feed(h, model)
+    by_id = {o["id"]: o for o in model.summary()["objects"]}
+    assert by_id[ra.hex()]["pins"] == 0
+
+
+def test_the_typescript_mirror_lists_every_event_kind() -> None:
+    import pathlib
+    import re
+
+    ts = (pathlib.Path(__file__).resolve().parent.parent / "labextension" / "src"
+          / "protocol.ts").read_text()
+    union = ts[ts.index("export type EventKind"):]
+    union = union[:union.index(";")]
+    assert sorted(re.findall(r"'([a-z_]+)'", union)) == sorted(EVENT_KINDS)

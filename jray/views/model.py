@@ -57,8 +57,10 @@ class ViewModel:
         self.tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._raw: dict[bytes, dict[str, Any]] = {}  # the same records by raw task id
         self._object_bytes = 0
+        self._pinned: set[bytes] = set()  # objects some unfinished task needs (events)
         #: object id (raw) -> (size, where, node id hex, task id hex, pins, created); the
-        #: largest are made records in ``summary``
+        #: largest are made records in ``summary``. ``pins``: the snapshot's count of
+        #: tasks that pin it, then 1 or 0 from the pinned / unpinned events
         self.objects: dict[bytes, tuple[Any, ...]] = {}
         self.nodes: dict[str, dict[str, Any]] = {}
         self.workers: dict[int, str] = {}  # pid -> node id
@@ -184,8 +186,18 @@ class ViewModel:
             self._object_bytes += int(size) - (int(old[0]) if old else 0)
             tid = P.task_of(ident)
             objects[ident] = (size, _WHERE.get(loc_kind, "?"), node.hex() if node else None,
-                              tid.hex() if tid else None, 0, t)
+                              tid.hex() if tid else None, int(ident in self._pinned), t)
+        elif kind == "object_pinned" or kind == "object_unpinned":
+            pinned = kind == "object_pinned"
+            if pinned:
+                self._pinned.add(ident)
+            else:
+                self._pinned.discard(ident)
+            obj = objects.get(ident)
+            if obj is not None:
+                objects[ident] = (*obj[:4], int(pinned), obj[5])
         elif kind == "object_freed":
+            self._pinned.discard(ident)
             gone = objects.pop(ident, None)
             if gone is not None:
                 self._object_bytes -= int(gone[0])
