@@ -222,7 +222,8 @@ class ViewModel:
         group = f"In [{cell[1]}] {label}" if cell and cell[1] is not None else label
         rec: dict[str, Any] = {
             "id": hid, "label": label, "state": "submitted",
-            "inputs": [r["id"] for r in srcs], "returns": [r.hex() for r in returns],
+            "inputs": [r["id"] for r in srcs] if srcs else [],
+            "returns": list(map(bytes.hex, returns)),
             "cell": cell, "group": group, "x": x, "y": y, "pid": None, "node": None,
             "submit": t, "start": None, "end": None,
         }
