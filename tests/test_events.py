@@ -275,3 +275,23 @@ def test_the_typescript_mirror_lists_every_event_kind() -> None:
     union = ts[ts.index("export type EventKind"):]
     union = union[:union.index(";")]
     assert sorted(re.findall(r"'([a-z_]+)'", union)) == sorted(EVENT_KINDS)
+
+
+def test_model_finds_the_largest_objects_again_only_as_they_change() -> None:
+    from jray.views.model import TOP_OBJECTS
+
+    model = ViewModel()
+    ids = [bytes([i]) * 14 + b"\xff\xff" for i in range(1, 40)]
+    seq = iter(range(1, 1000))
+    model.apply([("delta", [(next(seq), 1.0, "object_created", oid, (10 * i, P.LOC_INLINE, None))
+                            for i, oid in enumerate(ids)], {})])
+    sizes = [o["size"] for o in model.summary()["objects"]]
+    assert sizes == [10 * i for i in range(38, 38 - TOP_OBJECTS, -1)]
+    model.apply([("delta", [(next(seq), 2.0, "object_created", b"z" * 14 + b"\xff\xff",
+                             (1, P.LOC_INLINE, None)),  # too small to matter
+                            (next(seq), 2.1, "object_freed", ids[38], 380),
+                            (next(seq), 2.2, "object_created", b"y" * 14 + b"\xff\xff",
+                             (375, P.LOC_INLINE, None))], {})])
+    sizes = [o["size"] for o in model.summary()["objects"]]
+    assert sizes == [375] + [10 * i for i in range(37, 37 - TOP_OBJECTS + 1, -1)]
+    assert model.summary()["object_bytes"] == sum(10 * i for i in range(38)) + 1 + 375

@@ -30,6 +30,7 @@ from jray._private.events import TASK_KIND, TERMINAL_TASK_KINDS
 
 FOLD_AT = 5000
 TIMELINE_PER_WORKER = 20
+TOP_OBJECTS = 12
 _TERMINAL = {"finished", "failed", "cancelled"}
 _WHERE = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
           P.LOC_SPILLED: "spilled"}
@@ -58,10 +59,12 @@ class ViewModel:
         self._raw: dict[bytes, dict[str, Any]] = {}  # the same records by raw task id
         self._object_bytes = 0
         self._pinned: set[bytes] = set()  # objects some unfinished task needs (events)
-        #: object id (raw) -> (size, where, node id hex, task id hex, pins, created); the
+        #: object id (raw) -> (size, where, node id (raw) or None, pins, created); the
         #: largest are made records in ``summary``. ``pins``: the snapshot's count of
         #: tasks that pin it, then 1 or 0 from the pinned / unpinned events
         self.objects: dict[bytes, tuple[Any, ...]] = {}
+        self._top: list[bytes] | None = None  # the largest objects' ids; None: find again
+        self._top_min = -1  # the smallest size among them, once there are TOP_OBJECTS
         self.nodes: dict[str, dict[str, Any]] = {}
         self.workers: dict[int, str] = {}  # pid -> node id
         self.actors: dict[str, dict[str, Any]] = {}
@@ -111,8 +114,7 @@ class ViewModel:
             rec["end"] = ended or None
         for row in snap.get("objects", []):
             oid, size, where, node, task, _owner, pins, _holders, created = row
-            self.objects[oid] = (size, where, node.hex() if node else None,
-                                 task.hex() if task else None, pins, created)
+            self.objects[oid] = (size, where, node or None, pins, created)
             self._object_bytes += int(size)
 
     def _apply_events(self, events: list[tuple[Any, ...]]) -> None:
@@ -184,9 +186,11 @@ class ViewModel:
             size, loc_kind, node = detail
             old = objects.get(ident)
             self._object_bytes += int(size) - (int(old[0]) if old else 0)
-            tid = P.task_of(ident)
-            objects[ident] = (size, _WHERE.get(loc_kind, "?"), node.hex() if node else None,
-                              tid.hex() if tid else None, int(ident in self._pinned), t)
+            objects[ident] = (size, _WHERE.get(loc_kind, "?"), node or None,
+                              int(ident in self._pinned), t)
+            top = self._top
+            if top is not None and (size > self._top_min or old is not None):
+                self._top = None
         elif kind == "object_pinned" or kind == "object_unpinned":
             pinned = kind == "object_pinned"
             if pinned:
@@ -195,16 +199,23 @@ class ViewModel:
                 self._pinned.discard(ident)
             obj = objects.get(ident)
             if obj is not None:
-                objects[ident] = (*obj[:4], int(pinned), obj[5])
+                objects[ident] = (*obj[:3], int(pinned), obj[4])
+                self._touched(ident)
         elif kind == "object_freed":
             self._pinned.discard(ident)
             gone = objects.pop(ident, None)
             if gone is not None:
                 self._object_bytes -= int(gone[0])
+                self._touched(ident)
         elif kind == "object_spilled":
             obj = objects.get(ident)
             if obj is not None:
                 objects[ident] = (obj[0], "spilled", *obj[2:])
+                self._touched(ident)
+
+    def _touched(self, oid: bytes) -> None:
+        if self._top is not None and oid in self._top:
+            self._top = None  # one of the largest changed or went
 
     # --- tasks and layout -----------------------------------------------------------
     def _add_task(self, tid: bytes, label: str, deps: list[bytes], returns: list[bytes],
@@ -301,13 +312,27 @@ class ViewModel:
             "folded": list(self.folded.values()), "left_out": self.left_out,
             "timeline": {str(pid): [[r["id"], r["label"], r["start"], r["end"], r["state"]]
                                     for r in line] for pid, line in self.timeline.items()},
-            "objects": [{"id": oid.hex(), "size": o[0], "where": o[1], "node": o[2],
-                         "task": o[3], "pins": o[4], "created": o[5]}
-                        for oid, o in heapq.nlargest(12, self.objects.items(),
-                                                     key=lambda kv: int(kv[1][0]))],
+            "objects": self._largest(),
             "object_count": len(self.objects),
             "object_bytes": self._object_bytes,
         }
+
+    def _largest(self) -> list[dict[str, Any]]:
+        """The ``TOP_OBJECTS`` largest objects as records (found again only when an object
+        that could be among them came, changed or went)."""
+        objects = self.objects
+        if self._top is None:
+            top = heapq.nlargest(TOP_OBJECTS, objects.items(), key=lambda kv: int(kv[1][0]))
+            self._top = [oid for oid, _ in top]
+            self._top_min = int(top[-1][1][0]) if len(top) == TOP_OBJECTS else -1
+        out = []
+        for oid in self._top:
+            size, where, node, pins, created = objects[oid]
+            tid = P.task_of(oid)
+            out.append({"id": oid.hex(), "size": size, "where": where,
+                        "node": node.hex() if node else None, "task": tid.hex() if tid else None,
+                        "pins": pins, "created": created})
+        return out
 
     def full(self) -> dict[str, Any]:
         """Everything a renderer needs to draw from scratch. The task records are the
