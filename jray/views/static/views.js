@@ -10,6 +10,9 @@ const COL = 70, ROW = 26, R = 8, PAD = 30;
 // the task table keeps this many rows in the page (the newest that match the filter): a
 // table of thousands of rows costs the browser far more to lay out than the whole graph
 const TABLE_ROWS = 100;
+// nodes and edges go into groups of this many: the browser recomputes a group's bounds
+// over all its children when one changes, so small groups keep an update's layout small
+const CHUNK = 250;
 const STATES = ["submitted", "waiting", "ready", "running", "blocked", "finished", "failed",
   "cancelled", "reconstructing"];
 
@@ -108,7 +111,26 @@ export function createViews(root, opts = {}) {
   const groups = new Map();     // group -> {rect, label, x0, y0, x1, y1}
   const tracebacks = new Map();
   const edgesOf = new Map();    // id -> the edge paths that touch it (removal without a query)
-  let nodeFrag = document.createDocumentFragment(), edgeFrag = document.createDocumentFragment();
+  // the newest group of each layer, filled up to CHUNK, then a new one
+  const chunks = new Map([[nodeLayer, { g: null, n: 0 }], [edgeLayer, { g: null, n: 0 }]]);
+  function put(layer, child) {
+    const c = chunks.get(layer);
+    if (!c.g || c.n >= CHUNK) {
+      c.g = svg("g");
+      c.n = 0;
+      layer.appendChild(c.g);
+    }
+    c.g.appendChild(child);
+    c.n++;
+  }
+  function drop(child) {
+    const parent = child.parentNode;
+    child.remove();
+    if (parent && !parent.firstChild && parent.parentNode) {
+      for (const c of chunks.values()) if (c.g === parent) c.g = null;
+      parent.remove();
+    }
+  }
   let selected = null, maxX = 0, maxY = 0;
   const renderTimes = [];       // ms per update: the DOM changes, then style and layout
   const applyTimes = [];        // ms per update: the DOM changes alone
@@ -162,7 +184,7 @@ export function createViews(root, opts = {}) {
       if (!s) continue;
       const line = svg("path", { class: "jv-e", "data-from": src, "data-to": t.id,
         d: `M${px(s.x) + R},${py(s.y)} C${px(s.x) + COL / 2},${py(s.y)} ${px(t.x) - COL / 2},${py(t.y)} ${px(t.x) - R},${py(t.y)}` });
-      edgeFrag.appendChild(line);
+      put(edgeLayer, line);
       for (const end of [src, t.id]) {
         const list = edgesOf.get(end);
         if (list) list.push(line); else edgesOf.set(end, [line]);
@@ -173,7 +195,7 @@ export function createViews(root, opts = {}) {
     const title = svg("title");
     title.textContent = `${t.label} (${t.state})`;
     c.appendChild(title);
-    nodeFrag.appendChild(c);
+    put(nodeLayer, c);
     nodes.set(t.id, c);
   }
 
@@ -236,9 +258,11 @@ export function createViews(root, opts = {}) {
 
   function removeTask(id) {
     tasks.delete(id);
-    nodes.get(id)?.remove(); nodes.delete(id);
+    const c = nodes.get(id);
+    if (c) drop(c);
+    nodes.delete(id);
     rows.get(id)?.remove(); rows.delete(id);
-    for (const e of edgesOf.get(id) || []) e.remove();
+    for (const e of edgesOf.get(id) || []) drop(e);
     edgesOf.delete(id);
   }
 
@@ -369,7 +393,7 @@ export function createViews(root, opts = {}) {
     groupLayer.replaceChildren(); edgeLayer.replaceChildren(); nodeLayer.replaceChildren();
     for (const k of Object.keys(drawn)) drawn[k] = "";
     taskBody.replaceChildren(); grown.clear(); maxX = 0; maxY = 0; sizedX = -1; sizedY = -1;
-    nodeFrag = document.createDocumentFragment(); edgeFrag = document.createDocumentFragment();
+    for (const c of chunks.values()) { c.g = null; c.n = 0; }
   }
 
   function apply(m) {
@@ -397,8 +421,6 @@ export function createViews(root, opts = {}) {
     } else {
       return;
     }
-    edgeLayer.appendChild(edgeFrag);
-    nodeLayer.appendChild(nodeFrag);
     for (const gr of grown) drawGroup(gr);
     grown.clear();
     noteRows();
