@@ -135,3 +135,30 @@ def test_dashboard_keeps_updating_while_a_cell_blocks(kernel: Kernel) -> None:
 def test_dashboard_refuses_a_bad_height(kernel: Kernel) -> None:
     ex = kernel.execute("jray.dashboard(height='tall')", allow_error=True)
     assert not ex.ok and "jray.dashboard: height" in ex.reply["content"]["evalue"]
+
+
+class _GoneSink:
+    """A view that closes before the pump's first tick."""
+
+    joined = True
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, content: dict[str, Any]) -> None:
+        self.sent.append(content)
+
+    def alive(self) -> bool:
+        return False
+
+
+def test_the_pump_thread_ends_with_its_last_view() -> None:
+    from jray.jupyter.dashboard import Pump
+
+    pump = Pump()
+    pump.add(_GoneSink())
+    thread = pump.thread
+    assert thread is not None and thread.daemon and thread.name == "jray-views-pump"
+    thread.join(10)
+    assert not thread.is_alive() and pump.thread is None and pump.ticks == 1
+    pump.stop()  # nothing left to stop: returns at once
