@@ -34,7 +34,7 @@ from jray._private import api
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray.jupyter import cell_tags
-from jray.views.live import live
+from jray.views.live import Live, live_if_running
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "views" / "static"
 INTERVAL_S = 0.2
@@ -139,8 +139,8 @@ class Pump:
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
 
-    def _extras(self, msg: dict[str, Any]) -> dict[str, Any]:
-        model = live().model
+    def _extras(self, lv: Live, msg: dict[str, Any]) -> dict[str, Any]:
+        model = lv.model
         try:
             from IPython import get_ipython
 
@@ -170,7 +170,9 @@ class Pump:
         if text is not None:
             return text
         try:
-            client = api.client()
+            client = api._Session.client
+            if client is None or client.closed:
+                return "(no jray cluster in this kernel now)"
             if not client.lock.acquire(blocking=False):
                 return None
             try:
@@ -194,16 +196,17 @@ class Pump:
         self.widgets = [w for w in self.widgets if w.alive()]
         if not self.widgets:
             return
-        if not api.is_initialized():
+        lv = live_if_running()
+        if lv is None:
             for w in self.widgets:
                 if w.joined and not getattr(w, "told_no_cluster", False):
                     w.send({"type": "no_cluster"})
                     w.told_no_cluster = True  # type: ignore[attr-defined]
             return
-        patch = live().step()
+        patch = lv.step()
         if patch is None:
             return
-        self._extras(patch)
+        self._extras(lv, patch)
         for w in self.widgets:
             if w.joined:
                 if getattr(w, "told_no_cluster", False):
@@ -214,8 +217,9 @@ class Pump:
 
     def send_full(self, w: Sink) -> None:
         with self.lock:
-            if api.is_initialized():
-                w.send(self._extras(live().model.full()))
+            lv = live_if_running()
+            if lv is not None:
+                w.send(self._extras(lv, lv.model.full()))
             else:
                 w.send({"type": "no_cluster"})
                 w.told_no_cluster = True  # type: ignore[attr-defined]
