@@ -3,7 +3,7 @@
 ::
 
     head ──events──▶ Subscription ──▶ ViewModel (jray.views.live)
-                                         │  Pump.tick(), every 200 ms on the kernel's event loop
+                                         │  Pump.tick(), every 200 ms on the pump's own thread
                                          ▼
                          Dashboard widgets (anywidget) ──msg:custom──▶ views.js (browser)
 
