@@ -82,12 +82,20 @@ def main(address: str) -> None:
     model = ViewModel()
     deadline = time.monotonic() + 30
     items = 0
+    take_s = apply_s = 0.0
+    apply_too = not os.environ.get("JRAY_WATCHER_NO_APPLY")
     while not stop:
+        t0 = time.process_time()
         got = sub.take()
+        t1 = time.process_time()
+        if items:
+            take_s += t1 - t0
         if got:
-            if not os.environ.get("JRAY_WATCHER_NO_APPLY"):
+            if apply_too:
                 model.apply(got)
                 model.patch()
+                if items:
+                    apply_s += time.process_time() - t1
             if items == 0:
                 print("ready", flush=True)
             items += len(got)
@@ -96,7 +104,8 @@ def main(address: str) -> None:
             return
         time.sleep(INTERVAL_S if items else 0.01)
     sub.close()
-    print(json.dumps({"tasks_seen": sum(model.counts.values()), "items": items}), flush=True)
+    print(json.dumps({"tasks_seen": sum(model.counts.values()), "items": items,
+                      "take_cpu_s": take_s, "apply_cpu_s": apply_s}), flush=True)
 
 
 if __name__ == "__main__":

@@ -158,7 +158,9 @@ def single_client_tasks_async_watched(peer: Peer, sizes: Sizes) -> Measurement:
         time.sleep(0.5)  # let it take the last deltas
     seen = watcher.result()
     return Measurement(m.value, f"{m.detail}; the subscriber saw {seen['tasks_seen']} "
-                                f"tasks in {seen['items']} deltas")
+                                f"tasks in {seen['items']} deltas, using "
+                                f"{seen.get('take_cpu_s', 0):.3f} s CPU to receive them and "
+                                f"{seen.get('apply_cpu_s', 0):.3f} s to apply them")
 
 
 def single_client_put_calls(peer: Peer, sizes: Sizes) -> Measurement:

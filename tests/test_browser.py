@@ -6,7 +6,8 @@ tasks as nodes with their final states, the edges, the failed task's remote
 traceback on click, the store table. It saves screenshots of the inline view
 and the panel (next to JupyterLab's log in the test's temporary folder; with
 ``UPDATE_SCREENSHOTS=1``, into ``docs/images`` for README) and measures each
-update's render time in the page.
+update's render time in the page: from the message's arrival to the end of the
+style and layout it causes (forced at the end of the update, as before a paint).
 """
 
 from __future__ import annotations
@@ -140,6 +141,12 @@ SPEED_CELL = (
     "done = len(jray.get(held))\nheld = None\nprint('submitted in', time.monotonic() - t0)")
 
 
+BLOCKING_CELL = (
+    "import time\n@jray.remote\ndef nap(s):\n    time.sleep(s)\n    return s\n\n"
+    "more = [square.remote(i) for i in range(10, 13)]\njray.get(nap.remote(8.0))")
+KERNEL_STATUS = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status"
+
+
 def test_the_panel_ships_prebuilt_and_enabled() -> None:
     out = subprocess.run([sys.executable, "-m", "jupyterlab.labextensions", "list"],
                          capture_output=True, text=True, timeout=120)
@@ -199,6 +206,7 @@ def test_panel_and_inline_view_show_the_dag_states_edges_and_tracebacks(
             page.wait_for_function(
                 "document.querySelector('.jp-Notebook .jp-Cell.jp-mod-active')"
                 ".textContent.includes('square.remote(i)')")
+            _updates_while_a_cell_blocks(page)
             speed = _speed(page)
             (lab["log"].parent / "speed.json").write_text(json.dumps(speed))
             print("view speed:", json.dumps(speed))
@@ -210,22 +218,62 @@ def test_panel_and_inline_view_show_the_dag_states_edges_and_tracebacks(
             browser.close()
 
 
+def _updates_while_a_cell_blocks(page: Any) -> None:
+    """A cell blocked in ``jray.get`` holds the kernel; both views still show its tasks
+    finishing and running before it returns."""
+    page.evaluate("(code) => { const nb = window.jupyterapp.shell.currentWidget;"
+                  " window.__jrayBlockedDone = false;"
+                  " nb.sessionContext.session.kernel.requestExecute({code}).done"
+                  ".then(() => { window.__jrayBlockedDone = true; }); }", BLOCKING_CELL)
+    for scope in (".jray-views:not(#jray-views-panel *)", "#jray-views-panel"):
+        titles = f"[...document.querySelectorAll(`{scope} circle[data-task-id] title`)]"
+        page.wait_for_function(
+            f"{titles}.some(t => t.textContent === 'nap (running)') &&"
+            f" {titles}.filter(t => t.textContent === 'square (finished)').length >= 7",
+            timeout=20_000)
+    assert page.evaluate("window.__jrayBlockedDone") is False, "the cell ended first"
+    assert page.evaluate(KERNEL_STATUS) == "busy"
+    page.wait_for_function("window.__jrayBlockedDone === true", timeout=60_000)
+
+
+def _finished(page: Any) -> int:
+    text = page.evaluate("(document.querySelector('#jray-views-panel [data-count=finished]')"
+                         " || {}).textContent || 'finished 0'")
+    return int(text.split()[-1])
+
+
 def _speed(page: Any) -> dict[str, Any]:
     """Run 10,000 small tasks over about 10 s; the render time of each update, per view."""
-    page.evaluate("globalThis.__jrayViews[0].renderTimes.length = 0;"
-                  "window.__jrayPanelViews.renderTimes.length = 0")
+    page.evaluate("for (const v of [globalThis.__jrayViews[0], window.__jrayPanelViews])"
+                  " { v.renderTimes.length = 0; v.applyTimes.length = 0; }")
+    page.wait_for_function(  # the blocked cell's last patch has arrived
+        "document.querySelector('#jray-views-panel [data-count=running]') === null")
+    expected = _finished(page) + 10_000
     page.evaluate("(code) => { const nb = window.jupyterapp.shell.currentWidget;"
                   " return nb.sessionContext.session.kernel.requestExecute({code}).done; }",
                   SPEED_CELL)
     page.wait_for_function(
         "document.querySelectorAll('#jray-views-panel [data-count=finished]').length &&"
         " document.querySelector('#jray-views-panel [data-count=finished]').textContent"
-        " === 'finished 10005'", timeout=120_000)
+        f" === 'finished {expected}'", timeout=120_000)
     inline = page.evaluate("globalThis.__jrayViews[0].renderTimes")
     panel = page.evaluate("window.__jrayPanelViews.renderTimes")
+    panel_apply = page.evaluate("window.__jrayPanelViews.applyTimes")
     heap = page.evaluate("performance.memory ? performance.memory.usedJSHeapSize : null")
     drawn = page.locator("#jray-views-panel circle[data-task-id]").count()
+    # the task table keeps the newest rows in the page and says so; its filter still works
+    rows = page.locator("#jray-views-panel table[data-jv=tasks] tbody tr")
+    assert rows.count() == 100
+    assert "the newest 100 of 5000 tasks" in page.locator(
+        "#jray-views-panel [data-jv=tasks-note]").inner_text()
+    box = page.locator("#jray-views-panel input[type=search]")
+    box.fill("no task is called this")
+    assert rows.count() == 0
+    box.fill("tiny")
+    assert rows.count() == 100 and all("tiny" in t for t in rows.all_inner_texts())
+    box.fill("")
     return {"inline_updates": len(inline), "inline_p95_ms": round(_p95(inline), 1),
             "panel_updates": len(panel), "panel_p95_ms": round(_p95(panel), 1),
+            "panel_apply_p95_ms": round(_p95(panel_apply), 1),
             "panel_max_ms": round(max(panel), 1), "heap_mb": round(heap / 2**20, 1)
             if heap else None, "panel_nodes_drawn": drawn}

@@ -106,6 +106,59 @@ def test_dashboard_pushes_the_dag_store_and_tracebacks(kernel: Kernel) -> None:
     assert last["store"] and all("capacity" in s for s in last["store"].values())
 
 
+def test_dashboard_keeps_updating_while_a_cell_blocks(kernel: Kernel) -> None:
+    """A cell blocked in ``jray.get`` holds the kernel's shell; the view's patches must
+    still arrive (from the pump's thread) before that cell's reply."""
+    k = kernel
+    ex = k.execute("jray.dashboard()")  # the cell's value: an execute_result
+    (view,) = [m for m in ex.msgs if m["msg_type"] == "execute_result"]
+    comm_id = view["content"]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    _hello(k, comm_id)
+    _widget_msgs(k, comm_id, 30, lambda got: any(m["type"] == "full" for m in got))
+    k.execute("import time\n\n@jray.remote\ndef nap(s):\n    time.sleep(s)\n    return s\n\n"
+              "@jray.remote\ndef quick(i):\n    return i")
+    blocked = k.kc.execute("q = [quick.remote(i) for i in range(4)]\njray.get(nap.remote(8.0))")
+
+    def live_while_blocked(got: list[dict[str, Any]]) -> bool:
+        ts = _tasks(got).values()
+        return (sum(t["label"] == "quick" and t["state"] == "finished" for t in ts) == 4
+                and any(t["label"] == "nap" and t["state"] == "running" for t in ts))
+
+    _widget_msgs(k, comm_id, 30, live_while_blocked)
+    replied = [m for m in k.by_parent[blocked] if m["msg_type"] == "status"
+               and m["content"]["execution_state"] == "idle"]
+    assert not replied, "the view's updates came only after the blocked cell ended"
+    k.settle(blocked, 60)
+    assert k.value("jray.get(q)") == [0, 1, 2, 3]
+
+
 def test_dashboard_refuses_a_bad_height(kernel: Kernel) -> None:
     ex = kernel.execute("jray.dashboard(height='tall')", allow_error=True)
     assert not ex.ok and "jray.dashboard: height" in ex.reply["content"]["evalue"]
+
+
+class _GoneSink:
+    """A view that closes before the pump's first tick."""
+
+    joined = True
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def send(self, content: dict[str, Any]) -> None:
+        self.sent.append(content)
+
+    def alive(self) -> bool:
+        return False
+
+
+def test_the_pump_thread_ends_with_its_last_view() -> None:
+    from jray.jupyter.dashboard import Pump
+
+    pump = Pump()
+    pump.add(_GoneSink())
+    thread = pump.thread
+    assert thread is not None and thread.daemon and thread.name == "jray-views-pump"
+    thread.join(10)
+    assert not thread.is_alive() and pump.thread is None and pump.ticks == 1
+    pump.stop()  # nothing left to stop: returns at once

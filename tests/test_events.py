@@ -218,3 +218,80 @@ def test_the_head_wakes_up_for_a_delta_that_is_due_while_idle() -> None:
     assert 1 <= wait <= event_feed.PUSH_INTERVAL_S * 1000 + 1
     time.sleep(wait / 1000)
     assert _of(h.sched.take_outbox(), VIEWER, P.EVENTS_DELTA)  # what the idle head sends
+
+
+def test_model_keeps_the_store_totals_and_largest_objects_as_objects_come_and_go() -> None:
+    model = ViewModel()
+    tid = b"t" * 14 + b"\0\0"
+    node = b"n" * 8
+    evs: list[Any] = [
+        (1, 1.0, "task_submitted", tid, ("f", [], [P.return_id(tid, 0)], b"o", None)),
+        (2, 1.1, "object_created", P.return_id(tid, 0), (500, P.LOC_SHM, node)),
+        (3, 1.2, "object_created", b"p" * 14 + b"\xff\xff", (90, P.LOC_INLINE, None)),
+        (4, 1.3, "object_spilled", P.return_id(tid, 0), 500),
+    ]
+    model.apply([("delta", evs, {})])
+    s = model.summary()
+    assert (s["object_count"], s["object_bytes"]) == (2, 590)
+    big, small = s["objects"]
+    assert (big["id"], big["size"], big["where"], big["node"], big["task"]) == (
+        P.return_id(tid, 0).hex(), 500, "spilled", node.hex(), tid.hex())
+    assert (small["size"], small["where"], small["task"]) == (90, "inline", None)
+    model.apply([("delta", [(5, 1.4, "object_freed", P.return_id(tid, 0), 500)], {})])
+    s = model.summary()
+    assert (s["object_count"], s["object_bytes"], s["objects"][0]["size"]) == (1, 90, 90)
+    assert model.seq == 5 and model.counts == {"submitted": 1}
+
+
+def test_an_object_is_pinned_while_a_task_needs_it_and_the_model_shows_it(
+        no_interval: None) -> None:
+    h = Head({"CPU": 1.0})
+    w = h.worker()
+    model = ViewModel()
+    h.send(VIEWER, (P.EVENTS_SUBSCRIBE, 10_000))
+    a, _ = h.submit(name="a")
+    b, _ = h.submit(deps=(P.return_id(a, 0),), name="b")
+    ra = P.return_id(a, 0)
+    pinned = [e for e in h.sched.events.since(0) if e[2] == "object_pinned"]
+    assert [(e[3], e[4]) for e in pinned] == [(ra, b)]  # b's input, pinned by b at submit
+    _finish(h, w, a)
+    _feed(h, model)
+    assert model.summary()["objects"][0]["pins"] == 1  # created after the pin: still pinned
+    _finish(h, w, b)
+    unpinned = [e for e in h.sched.events.since(0) if e[2] == "object_unpinned"]
+    assert [(e[3], e[4]) for e in unpinned] == [(ra, b)]
+    assert h.sched.objects[ra].pins == 0
+    _feed(h, model)
+    by_id = {o["id"]: o for o in model.summary()["objects"]}
+    assert by_id[ra.hex()]["pins"] == 0
+
+
+def test_the_typescript_mirror_lists_every_event_kind() -> None:
+    import pathlib
+    import re
+
+    ts = (pathlib.Path(__file__).resolve().parent.parent / "labextension" / "src"
+          / "protocol.ts").read_text()
+    union = ts[ts.index("export type EventKind"):]
+    union = union[:union.index(";")]
+    assert sorted(re.findall(r"'([a-z_]+)'", union)) == sorted(EVENT_KINDS)
+
+
+def test_model_finds_the_largest_objects_again_only_as_they_change() -> None:
+    from jray.views.model import TOP_OBJECTS
+
+    model = ViewModel()
+    ids = [bytes([i]) * 14 + b"\xff\xff" for i in range(1, 40)]
+    seq = iter(range(1, 1000))
+    model.apply([("delta", [(next(seq), 1.0, "object_created", oid, (10 * i, P.LOC_INLINE, None))
+                            for i, oid in enumerate(ids)], {})])
+    sizes = [o["size"] for o in model.summary()["objects"]]
+    assert sizes == [10 * i for i in range(38, 38 - TOP_OBJECTS, -1)]
+    model.apply([("delta", [(next(seq), 2.0, "object_created", b"z" * 14 + b"\xff\xff",
+                             (1, P.LOC_INLINE, None)),  # too small to matter
+                            (next(seq), 2.1, "object_freed", ids[38], 380),
+                            (next(seq), 2.2, "object_created", b"y" * 14 + b"\xff\xff",
+                             (375, P.LOC_INLINE, None))], {})])
+    sizes = [o["size"] for o in model.summary()["objects"]]
+    assert sizes == [375] + [10 * i for i in range(37, 37 - TOP_OBJECTS + 1, -1)]
+    assert model.summary()["object_bytes"] == sum(10 * i for i in range(38)) + 1 + 375

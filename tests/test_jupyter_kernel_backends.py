@@ -206,7 +206,7 @@ def test_status_names_the_backend_and_its_resources(nb: Notebook) -> None:
 
 
 VIEW_TASKS = ("[(r['label'], r['state'], r['cell'] is not None, len(r['inputs'])) for r in "
-              "__import__('jray.jupyter.dashboard', fromlist=['_live'])._live().model"
+              "__import__('jray.jupyter.dashboard', fromlist=['_running'])._running().model"
               ".tasks.values()]")
 
 

@@ -79,7 +79,8 @@ def test_tasks_states_edges_and_cells() -> None:
     text = ev.traceback(two["id"])
     assert "ValueError: broken" in text and tid(2) in text
     assert "not one Ray reported" in ev.traceback("00" * 16)
-    assert [ln[1] for ln in model.timeline[4242]] == ["f", "f", "g" + UNKNOWN_INPUTS]
+    assert [ln[1] for ln in model.summary()["timeline"]["4242"]] == [
+        "f", "f", "g" + UNKNOWN_INPUTS]
 
 
 def test_a_task_first_seen_finished_is_drawn_with_its_run() -> None:
@@ -106,7 +107,7 @@ def test_objects_nodes_actors_and_the_store() -> None:
                                        "class_name": "Engine", "pid": 77}
     summary = model.summary()
     assert summary["object_count"] == 2 and summary["object_bytes"] == 2_000_015
-    made = {o["size"]: o for o in model.objects.values()}
+    made = {o["size"]: o for o in summary["objects"]}
     assert made[15]["task"] == next(iter(model.tasks)) and made[2_000_000]["task"] is None
     assert made[15]["where"] == "?" and made[15]["node"] == NODE  # Ray does not say where
     assert model.store == {NODE: {"used": 2_000_015, "capacity": 1000, "spilled_bytes": None}}

@@ -27,7 +27,8 @@ EventKind = Literal[
     "task_finished", "task_failed", "task_cancelled", "task_retried", "task_requeued",
     "task_reconstructing", "task_infeasible",
     # objects
-    "object_created", "object_spilled", "object_restored", "object_freed",
+    "object_created", "object_pinned", "object_unpinned", "object_spilled", "object_restored",
+    "object_freed",
     # actors (and the engines of ``%%remote --engines``, which are actors)
     "actor_created", "actor_spawning", "actor_alive", "actor_restarting", "actor_dead",
     "actor_infeasible",
@@ -52,6 +53,9 @@ DETAILS: dict[str, str] = {
     "task_reconstructing": "None",
     "task_infeasible": "why (text)",
     "object_created": "(size in bytes, location kind (protocol LOC_*), node_id or None)",
+    "object_pinned": "the task whose pin came first (raw id): a pending or running task "
+                     "now needs the object, so it is kept (sent when no task pinned it before)",
+    "object_unpinned": "the task whose pin went last (raw id): no unfinished task needs it",
     "object_spilled": "size in bytes",
     "object_restored": "count of objects read back on that node",
     "object_freed": "size in bytes",

@@ -237,8 +237,7 @@ class Scheduler(ObjectTable):
         for oid in (*task.spec[P.T_NESTED], *task.spec[P.T_DEPS]):
             obj = self.objects.get(oid)
             if obj is not None:
-                obj.pins += 1
-                task.pinned.append(oid)
+                task.pin(obj)
 
     def _admit(self, task: Task) -> None:
         """Pin a task's inputs and queue it once they exist (submit, or lineage rebuild)."""
@@ -248,8 +247,7 @@ class Scheduler(ObjectTable):
         for oid in spec[P.T_NESTED]:  # refs inside the arguments live while the task does
             obj = self.objects.get(oid)
             if obj is not None:
-                obj.pins += 1
-                task.pinned.append(oid)
+                task.pin(obj)
         for oid in spec[P.T_DEPS]:
             obj = self.objects.get(oid) or lineage.revive(self, oid)
             if obj is None:
@@ -259,8 +257,7 @@ class Scheduler(ObjectTable):
                 )
                 self._fail(task, error_loc(err))
                 return
-            obj.pins += 1
-            task.pinned.append(oid)
+            task.pin(obj)
             self.store.touched(obj)
             if obj.loc is None:
                 task.waiting += 1
@@ -315,7 +312,7 @@ class Scheduler(ObjectTable):
             task.event(why)
             pinned, task.pinned = task.pinned, []
             for oid in pinned:
-                objects[oid].pins -= 1
+                task.unpin(objects[oid])
             task.worker = None
             self._admit(task)
             return
@@ -334,7 +331,7 @@ class Scheduler(ObjectTable):
         for oid in pinned:
             obj = self.objects.get(oid)
             if obj is not None:
-                obj.pins -= 1
+                task.unpin(obj)
                 self._maybe_collect(obj)
         if state != "finished" or task.spec[P.T_MAX_RETRIES] == 0:
             # keep the arguments of retriable tasks: their outputs can be rebuilt (lineage)

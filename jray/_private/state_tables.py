@@ -94,6 +94,19 @@ class Task:
         if log is not None:
             log.record(t, TASK_KIND[state], self.spec[0], detail)
 
+    def pin(self, obj: Obj) -> None:
+        """This task keeps ``obj`` alive until it ends; the first pin is an event."""
+        obj.pins += 1
+        self.pinned.append(obj.oid)
+        if obj.pins == 1 and self.log is not None:
+            self.log.record(_now(), "object_pinned", obj.oid, self.spec[0])
+
+    def unpin(self, obj: Obj) -> None:
+        """Drop one pin of ``obj`` (the caller empties ``pinned``); the last is an event."""
+        obj.pins -= 1
+        if obj.pins == 0 and self.log is not None:
+            self.log.record(_now(), "object_unpinned", obj.oid, self.spec[0])
+
 
 class Obj:
     __slots__ = ("oid", "owner", "task", "loc", "size", "dependents", "subscribers", "freed",

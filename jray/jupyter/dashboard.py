@@ -3,23 +3,28 @@
 ::
 
     head ──events──▶ Subscription ──▶ ViewModel (jray.views.live)
-                                         │  Pump.tick(), every 200 ms on the kernel's event loop
+                                         │  Pump.tick(), every 200 ms on the pump's own thread
                                          ▼
                          Dashboard widgets (anywidget) ──msg:custom──▶ views.js (browser)
 
 The widget is an anywidget whose front end is ``jray/views/static/views.js``,
-the renderer the JupyterLab panel also uses. Updates are pushed from a
-periodic callback on the kernel's own event loop (never from a thread: since
-ipykernel 7, widget messages from other threads go missing), so they flow
-between cells and while ``--no-block`` cells run. The pump also adds what only
-the kernel knows: which notebook variables hold each large object, and the
-remote tracebacks of failed tasks.
+the renderer the JupyterLab panel also uses. Updates are pushed every 200 ms
+from the pump's own thread, not from the kernel's event loop, so they keep
+flowing while a cell blocks (in ``jray.get`` or ``time.sleep``): comm messages
+sent from another thread go out on iopub at once, even while the shell is
+busy. The event subscription has its own socket, and the driver's client
+(whose lock a blocked ``get`` holds) is touched only to fetch tracebacks, and
+then only when its lock is free. One lock (``Pump.lock``) keeps the model to
+one thread at a time (the pump's ticks, the shell's ``hello`` and traceback
+requests). The pump also adds what only the kernel knows: which notebook
+variables hold each large object, and the remote tracebacks of failed tasks.
 """
 
 from __future__ import annotations
 
-import asyncio
+import atexit
 import pathlib
+import threading
 from typing import Any, Protocol
 
 import anywidget
@@ -29,7 +34,7 @@ from jray._private import api
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray.jupyter import cell_tags
-from jray.views.live import live
+from jray.views.live import Live, live_if_running
 
 STATIC = pathlib.Path(__file__).resolve().parent.parent / "views" / "static"
 INTERVAL_S = 0.2
@@ -52,11 +57,13 @@ def on_front_msg(sink: Sink, content: Any) -> None:
         return
     kind = content.get("type")
     if kind == "hello":
-        sink.joined = True
-        PUMP.send_full(sink)
+        with PUMP.lock:
+            sink.joined = True
+            PUMP.send_full(sink)
     elif kind == "traceback" and isinstance(content.get("id"), str):
+        text = PUMP.traceback(content["id"])
         sink.send({"type": "traceback", "id": content["id"],
-                   "text": PUMP.traceback(content["id"])})
+                   "text": text or "(the kernel is busy; the traceback follows when it is free)"})
 
 
 class Dashboard(anywidget.AnyWidget):
@@ -93,33 +100,47 @@ def _holders(ns: dict[str, Any]) -> dict[str, list[str]]:
 
 
 class Pump:
-    """Steps the live model and sends each patch to every joined widget."""
+    """Steps the live model and sends each patch to every joined widget, from its own
+    thread (started with the first widget, ended when the last one closes)."""
 
     def __init__(self) -> None:
         self.widgets: list[Sink] = []
         self.errors: dict[str, str] = {}
-        self.handle: asyncio.TimerHandle | None = None
-        self.render_ms: list[float] = []
+        self.lock = threading.RLock()
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+        self.ticks = 0
 
     def add(self, w: Sink) -> None:
-        self.widgets.append(w)
-        if self.handle is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop (a plain script): call tick() yourself
-                return
-            self.handle = loop.call_later(INTERVAL_S, self._scheduled)
+        with self.lock:
+            self.widgets.append(w)
+            if self.thread is None or not self.thread.is_alive():
+                self.stopping.clear()
+                self.thread = threading.Thread(target=self._run, name="jray-views-pump",
+                                               daemon=True)
+                self.thread.start()
 
-    def _scheduled(self) -> None:
-        self.handle = None
-        try:
-            self.tick()
-        finally:
-            if self.widgets:
-                self.handle = asyncio.get_running_loop().call_later(INTERVAL_S, self._scheduled)
+    def _run(self) -> None:
+        while not self.stopping.wait(INTERVAL_S):
+            with self.lock:
+                try:
+                    self.tick()
+                except Exception as e:  # keep pumping; say what went wrong once per kind
+                    _warn_once(e)
+                self.ticks += 1
+                if not self.widgets:
+                    self.thread = None
+                    return
 
-    def _extras(self, msg: dict[str, Any]) -> dict[str, Any]:
-        model = _live().model
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the pump's thread (at exit, before the subscription closes)."""
+        self.stopping.set()
+        t = self.thread
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout)
+
+    def _extras(self, lv: Live, msg: dict[str, Any]) -> dict[str, Any]:
+        model = lv.model
         try:
             from IPython import get_ipython
 
@@ -134,12 +155,17 @@ class Pump:
             if rec["state"] in ("failed", "cancelled") and rec["id"] not in self.errors:
                 if fetched >= TRACEBACKS_PER_TICK:
                     break
-                tbs[rec["id"]] = self.traceback(rec["id"])
+                text = self.traceback(rec["id"])
+                if text is None:  # the driver's client is busy (a blocked get): later
+                    break
+                tbs[rec["id"]] = text
                 fetched += 1
         msg["tracebacks"] = tbs if msg["type"] == "patch" else dict(self.errors)
         return msg
 
-    def traceback(self, tid: str) -> str:
+    def traceback(self, tid: str) -> str | None:
+        """The remote traceback of task ``tid`` (hex); None while the driver's client is
+        held by another thread (a cell blocked in ``get``), so the pump never waits."""
         text = self.errors.get(tid)
         if text is not None:
             return text
@@ -147,7 +173,15 @@ class Pump:
             text = self.errors[tid] = str(source.traceback(tid))
             return text
         try:
-            loc = api.client().query("task_error", bytes.fromhex(tid), timeout=2.0)
+            client = api._Session.client
+            if client is None or client.closed:
+                return "(no jray cluster in this kernel now)"
+            if not client.lock.acquire(blocking=False):
+                return None
+            try:
+                loc = client.query("task_error", bytes.fromhex(tid), timeout=2.0)
+            finally:
+                client.lock.release()
         except Exception as e:  # the head may be gone; say so in the view
             return f"(the traceback could not be fetched: {type(e).__name__}: {e})"
         if loc is None or loc[0] != P.LOC_ERROR:
@@ -165,16 +199,17 @@ class Pump:
         self.widgets = [w for w in self.widgets if w.alive()]
         if not self.widgets:
             return
-        if not _up():
+        lv = _running()
+        if lv is None:
             for w in self.widgets:
                 if w.joined and not getattr(w, "told_no_cluster", False):
                     w.send({"type": "no_cluster"})
                     w.told_no_cluster = True  # type: ignore[attr-defined]
             return
-        patch = _live().step()
+        patch = lv.step()
         if patch is None:
             return
-        self._extras(patch)
+        self._extras(lv, patch)
         for w in self.widgets:
             if w.joined:
                 if getattr(w, "told_no_cluster", False):
@@ -184,25 +219,40 @@ class Pump:
                     w.send(patch)
 
     def send_full(self, w: Sink) -> None:
-        if _up():
-            w.send(self._extras(_live().model.full()))
-        else:
-            w.send({"type": "no_cluster"})
-            w.told_no_cluster = True  # type: ignore[attr-defined]
+        with self.lock:
+            lv = _running()
+            if lv is not None:
+                w.send(self._extras(lv, lv.model.full()))
+            else:
+                w.send({"type": "no_cluster"})
+                w.told_no_cluster = True  # type: ignore[attr-defined]
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(e: Exception) -> None:
+    import warnings
+
+    kind = type(e).__name__
+    if kind not in _warned:
+        _warned.add(kind)
+        warnings.warn(f"jray live views: an update failed ({kind}: {e}); still trying",
+                      RuntimeWarning, stacklevel=2)
 
 
 PUMP = Pump()
+atexit.register(PUMP.stop)
 #: Where the views' data comes from when not jray's cluster: an object with ``live()``,
 #: ``is_initialized()`` and ``traceback(task_id_hex)`` (the Ray backend installs one).
 source: Any = None
 
 
-def _live() -> Any:
-    return live() if source is None else source.live()
-
-
-def _up() -> bool:
-    return api.is_initialized() if source is None else bool(source.is_initialized())
+def _running() -> Any:
+    """The live subscription of the views' source, or None when it has no cluster now."""
+    if source is None:
+        return live_if_running()
+    return source.live() if source.is_initialized() else None
 
 
 def dashboard(height: int = 360) -> Dashboard:

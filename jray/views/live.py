@@ -35,8 +35,11 @@ _live: Live | None = None
 
 def live() -> Live:
     """The live model of the current cluster (made on first use, remade after a re-init)."""
+    return _live_for(api.client())
+
+
+def _live_for(client: Any) -> Live:
     global _live
-    client = api.client()
     if _live is None or _live.client is not client or client.closed:
         if _live is not None and _live.client is not None and not _live.client.closed:
             _live.close()
@@ -46,6 +49,15 @@ def live() -> Live:
                                "worker's")
         _live = Live(Subscription(str(addr)), client=client)
     return _live
+
+
+def live_if_running() -> Live | None:
+    """The live model when this process has a cluster, else None; never starts one
+    (what the views' pump thread calls: a ``shutdown`` on the shell may race it)."""
+    client = api._Session.client
+    if client is None or client.closed or not api.is_initialized():
+        return None
+    return _live_for(client)
 
 
 @atexit.register

@@ -21,17 +21,22 @@ ones fold into one summary node per group (cell or function).
 
 from __future__ import annotations
 
+import heapq
 from collections import OrderedDict, deque
 from typing import Any, Protocol
 
 from jray._private import protocol as P
-from jray._private.events import TERMINAL_TASK_KINDS
+from jray._private.events import TASK_KIND, TERMINAL_TASK_KINDS
 
 FOLD_AT = 5000
 TIMELINE_PER_WORKER = 20
+TOP_OBJECTS = 12
 _TERMINAL = {"finished", "failed", "cancelled"}
 _WHERE = {P.LOC_INLINE: "inline", P.LOC_SHM: "shared_memory", P.LOC_ERROR: "error",
           P.LOC_SPILLED: "spilled"}
+#: the state a task event moves a task to (a retried or requeued task waits again)
+_STATE_OF: dict[str, str] = {kind: "ready" if s in ("retried", "requeued") else s
+                             for s, kind in TASK_KIND.items() if s != "submitted"}
 
 
 class EventSource(Protocol):
@@ -51,14 +56,22 @@ class ViewModel:
     def reset(self) -> None:
         #: task id (hex) -> record (a dict the renderers read as JSON)
         self.tasks: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self.objects: dict[str, dict[str, Any]] = {}
+        self._raw: dict[bytes, dict[str, Any]] = {}  # the same records by raw task id
+        self._object_bytes = 0
+        self._pinned: set[bytes] = set()  # objects some unfinished task needs (events)
+        #: object id (raw) -> (size, where, node id (raw) or None, pins, created); the
+        #: largest are made records in ``summary``. ``pins``: the snapshot's count of
+        #: tasks that pin it, then 1 or 0 from the pinned / unpinned events
+        self.objects: dict[bytes, tuple[Any, ...]] = {}
+        self._top: list[bytes] | None = None  # the largest objects' ids; None: find again
+        self._top_min = -1  # the smallest size among them, once there are TOP_OBJECTS
         self.nodes: dict[str, dict[str, Any]] = {}
         self.workers: dict[int, str] = {}  # pid -> node id
         self.actors: dict[str, dict[str, Any]] = {}
         self.store: dict[str, dict[str, Any]] = {}
         self.counts: dict[str, int] = {}
         self.folded: dict[str, dict[str, Any]] = {}
-        self.timeline: dict[int, deque[list[Any]]] = {}
+        self.timeline: dict[int, deque[dict[str, Any]]] = {}  # pid -> ended task records
         self.left_out = 0
         self._occupied: set[tuple[int, int]] = set()
         self._next_row = 0
@@ -73,8 +86,7 @@ class ViewModel:
             if item[0] == "snapshot":
                 self._apply_snapshot(item[1], item[2])
             else:
-                for ev in item[1]:
-                    self._apply_event(ev)
+                self._apply_events(item[1])
                 if len(item) > 2:
                     self.store = item[2]
         self._fold()
@@ -95,46 +107,59 @@ class ViewModel:
         for (tid, label, state, deps, returns, _owner, tag, pid, submitted, started,
              ended) in snap.get("tasks", []):
             rec = self._add_task(tid, label, deps, returns, tag, submitted)
-            self._set_state(rec, state, submitted)
+            self._set_state(rec, state)
             rec["pid"] = pid
             rec["node"] = self.workers.get(pid) if pid is not None else None
             rec["start"] = started or None
             rec["end"] = ended or None
         for row in snap.get("objects", []):
             oid, size, where, node, task, _owner, pins, _holders, created = row
-            self.objects[oid.hex()] = {"id": oid.hex(), "size": size, "where": where,
-                                       "node": node.hex() if node else None,
-                                       "task": task.hex() if task else None,
-                                       "pins": pins, "created": created}
+            self.objects[oid] = (size, where, node or None, pins, created)
+            self._object_bytes += int(size)
+
+    def _apply_events(self, events: list[tuple[Any, ...]]) -> None:
+        """The hot path (several events per task, the views' whole cost): task state
+        changes inline, the rarer kinds through ``_apply_event``."""
+        raw, counts, changed, workers = self._raw, self.counts, self._changed, self.workers
+        state_of, terminal = _STATE_OF, TERMINAL_TASK_KINDS
+        for ev in events:
+            kind = ev[2]
+            state = state_of.get(kind)
+            if state is None:
+                if kind == "task_submitted":
+                    label, deps, returns, _owner, tag = ev[4]
+                    self._add_task(ev[3], label, deps, returns, tag, ev[1])
+                elif kind == "object_created":
+                    self._apply_object(kind, ev[3], ev[4], ev[1])
+                else:
+                    self._apply_event(ev)
+                continue
+            rec = raw.get(ev[3])
+            if rec is None:
+                continue
+            old = rec["state"]
+            if old != state:
+                counts[old] -= 1
+                counts[state] = counts.get(state, 0) + 1
+                rec["state"] = state
+                changed.add(rec["id"])
+            if state == "running":
+                rec["pid"] = ev[4]
+                rec["node"] = workers.get(ev[4])
+                rec["start"] = ev[1]
+            elif kind in terminal:
+                rec["end"] = ev[1]
+                self._on_ended(rec)
+        if events:
+            self.seq = events[-1][0]
 
     def _apply_event(self, ev: tuple[Any, ...]) -> None:
         seq, t, kind, ident, detail = ev
-        self.seq = seq
-        if kind.startswith("task_"):
-            hid = ident.hex()
-            if kind == "task_submitted":
-                label, deps, returns, _owner, tag = detail
-                self._add_task(ident, label, deps, returns, tag, t)
-                self._set_state(self.tasks[hid], "submitted", t)
-                return
-            rec = self.tasks.get(hid)
-            if rec is None:
-                return
-            if kind == "task_infeasible":
+        if kind == "task_infeasible":
+            rec = self._raw.get(ident)
+            if rec is not None:
                 rec["infeasible"] = detail
-                self._changed.add(hid)
-                return
-            state = kind[5:]
-            if state in ("retried", "requeued"):
-                state = "ready"
-            self._set_state(rec, state, t)
-            if kind == "task_running":
-                rec["pid"] = detail
-                rec["node"] = self.workers.get(detail)
-                rec["start"] = t
-            elif kind in TERMINAL_TASK_KINDS:
-                rec["end"] = t
-                self._on_ended(rec)
+                self._changed.add(rec["id"])
         elif kind.startswith("object_"):
             self._apply_object(kind, ident, detail, t)
         elif kind == "worker_started":
@@ -156,62 +181,88 @@ class ViewModel:
                 rec["pid"] = detail
 
     def _apply_object(self, kind: str, ident: bytes, detail: Any, t: float) -> None:
-        hid = ident.hex()
+        objects = self.objects
         if kind == "object_created":
-            tid = P.task_of(ident)
             size, loc_kind, node = detail
-            self.objects[hid] = {"id": hid, "size": size, "where": _WHERE.get(loc_kind, "?"),
-                                 "node": node.hex() if node else None,
-                                 "task": tid.hex() if tid else None, "pins": 0, "created": t}
-        elif kind == "object_freed":
-            self.objects.pop(hid, None)
-        elif kind == "object_spilled":
-            obj = self.objects.get(hid)
+            old = objects.get(ident)
+            self._object_bytes += int(size) - (int(old[0]) if old else 0)
+            objects[ident] = (size, _WHERE.get(loc_kind, "?"), node or None,
+                              int(ident in self._pinned), t)
+            top = self._top
+            if top is not None and (size > self._top_min or old is not None):
+                self._top = None
+        elif kind == "object_pinned" or kind == "object_unpinned":
+            pinned = kind == "object_pinned"
+            if pinned:
+                self._pinned.add(ident)
+            else:
+                self._pinned.discard(ident)
+            obj = objects.get(ident)
             if obj is not None:
-                obj["where"] = "spilled"
+                objects[ident] = (*obj[:3], int(pinned), obj[4])
+                self._touched(ident)
+        elif kind == "object_freed":
+            self._pinned.discard(ident)
+            gone = objects.pop(ident, None)
+            if gone is not None:
+                self._object_bytes -= int(gone[0])
+                self._touched(ident)
+        elif kind == "object_spilled":
+            obj = objects.get(ident)
+            if obj is not None:
+                objects[ident] = (obj[0], "spilled", *obj[2:])
+                self._touched(ident)
+
+    def _touched(self, oid: bytes) -> None:
+        if self._top is not None and oid in self._top:
+            self._top = None  # one of the largest changed or went
 
     # --- tasks and layout -----------------------------------------------------------
     def _add_task(self, tid: bytes, label: str, deps: list[bytes], returns: list[bytes],
                   tag: Any, t: float) -> dict[str, Any]:
         hid = tid.hex()
-        inputs: list[str] = []
-        for oid in deps:
-            src = P.task_of(oid)
-            if src is not None and src.hex() in self.tasks and src.hex() not in inputs:
-                inputs.append(src.hex())
-        x, y = self._place(inputs)
-        cell = list(tag) if isinstance(tag, (tuple, list)) and len(tag) == 2 else None
+        srcs: list[dict[str, Any]] = []
+        if deps:
+            raw, task_of = self._raw, P.task_of
+            for oid in deps:
+                src = raw.get(task_of(oid) or b"")
+                if src is not None and src not in srcs:
+                    srcs.append(src)
+        x, y = self._place(srcs)
+        cell = list(tag) if type(tag) in (tuple, list) and len(tag) == 2 else None
         group = f"In [{cell[1]}] {label}" if cell and cell[1] is not None else label
         rec: dict[str, Any] = {
-            "id": hid, "label": label, "state": "submitted", "inputs": inputs,
-            "returns": [r.hex() for r in returns], "cell": cell, "group": group,
-            "x": x, "y": y, "pid": None, "node": None, "submit": t, "start": None,
-            "end": None,
+            "id": hid, "label": label, "state": "submitted",
+            "inputs": [r["id"] for r in srcs] if srcs else [],
+            "returns": list(map(bytes.hex, returns)),
+            "cell": cell, "group": group, "x": x, "y": y, "pid": None, "node": None,
+            "submit": t, "start": None, "end": None,
         }
         self.tasks[hid] = rec
+        self._raw[tid] = rec
         self._new[hid] = None
+        self.counts["submitted"] = self.counts.get("submitted", 0) + 1
         return rec
 
-    def _place(self, inputs: list[str]) -> tuple[int, int]:
-        if inputs:
-            recs = [self.tasks[i] for i in inputs]
-            x = 1 + max(r["x"] for r in recs)
-            y = round(sum(r["y"] for r in recs) / len(recs))
+    def _place(self, srcs: list[dict[str, Any]]) -> tuple[int, int]:
+        occupied = self._occupied
+        if srcs:
+            x = 1 + max(r["x"] for r in srcs)
+            y = round(sum(r["y"] for r in srcs) / len(srcs))
         else:
             x, y = 0, self._next_row
-        while (x, y) in self._occupied:
+        while (x, y) in occupied:
             y += 1
-        self._occupied.add((x, y))
-        self._next_row = max(self._next_row, y + 1) if not inputs else self._next_row
+        occupied.add((x, y))
+        if not srcs:
+            self._next_row = max(self._next_row, y + 1)
         return x, y
 
-    def _set_state(self, rec: dict[str, Any], state: str, t: float) -> None:
+    def _set_state(self, rec: dict[str, Any], state: str) -> None:
         old = rec["state"]
-        if old == state and rec["id"] not in self._new:
+        if old == state:
             return
-        if rec.get("_counted"):
-            self.counts[old] = self.counts.get(old, 1) - 1
-        rec["_counted"] = True
+        self.counts[old] -= 1
         self.counts[state] = self.counts.get(state, 0) + 1
         rec["state"] = state
         self._changed.add(rec["id"])
@@ -223,24 +274,28 @@ class ViewModel:
         line = self.timeline.get(pid)
         if line is None:
             line = self.timeline[pid] = deque(maxlen=TIMELINE_PER_WORKER)
-        line.append([rec["id"], rec["label"], rec["start"], rec["end"], rec["state"]])
+        line.append(rec)
 
     def _fold(self) -> None:
         """Fold the oldest finished tasks into their group's summary node."""
         excess = len(self.tasks) - self.fold_at
         if excess <= 0:
             return
-        for hid in list(self.tasks):
-            if excess <= 0:
-                break
-            rec = self.tasks[hid]
-            if rec["state"] not in _TERMINAL:
-                continue
+        victims: list[dict[str, Any]] = []
+        for rec in self.tasks.values():  # oldest first; stops at the first `excess` ended
+            if rec["state"] in _TERMINAL:
+                victims.append(rec)
+                if len(victims) >= excess:
+                    break
+        for rec in victims:
+            hid = rec["id"]
             del self.tasks[hid]
+            del self._raw[bytes.fromhex(hid)]
             self._occupied.discard((rec["x"], rec["y"]))
-            g = self.folded.setdefault(rec["group"], {"group": rec["group"], "count": 0,
-                                                      "failed": 0, "x": rec["x"],
-                                                      "y": rec["y"]})
+            g = self.folded.get(rec["group"])
+            if g is None:
+                g = self.folded[rec["group"]] = {"group": rec["group"], "count": 0,
+                                                 "failed": 0, "x": rec["x"], "y": rec["y"]}
             g["count"] += 1
             g["failed"] += rec["state"] != "finished"
             self._changed.discard(hid)
@@ -248,27 +303,41 @@ class ViewModel:
                 del self._new[hid]
             else:
                 self._removed.append(hid)
-            excess -= 1
 
     # --- reading --------------------------------------------------------------------
-    @staticmethod
-    def _public(rec: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in rec.items() if not k.startswith("_")}
-
     def summary(self) -> dict[str, Any]:
         return {
             "seq": self.seq, "counts": dict(self.counts), "store": self.store,
             "nodes": list(self.nodes.values()), "actors": list(self.actors.values()),
             "folded": list(self.folded.values()), "left_out": self.left_out,
-            "timeline": {str(pid): list(v) for pid, v in self.timeline.items()},
-            "objects": sorted(self.objects.values(), key=lambda o: -int(o["size"]))[:12],
+            "timeline": {str(pid): [[r["id"], r["label"], r["start"], r["end"], r["state"]]
+                                    for r in line] for pid, line in self.timeline.items()},
+            "objects": self._largest(),
             "object_count": len(self.objects),
-            "object_bytes": sum(int(o["size"]) for o in self.objects.values()),
+            "object_bytes": self._object_bytes,
         }
 
+    def _largest(self) -> list[dict[str, Any]]:
+        """The ``TOP_OBJECTS`` largest objects as records (found again only when an object
+        that could be among them came, changed or went)."""
+        objects = self.objects
+        if self._top is None:
+            top = heapq.nlargest(TOP_OBJECTS, objects.items(), key=lambda kv: int(kv[1][0]))
+            self._top = [oid for oid, _ in top]
+            self._top_min = int(top[-1][1][0]) if len(top) == TOP_OBJECTS else -1
+        out = []
+        for oid in self._top:
+            size, where, node, pins, created = objects[oid]
+            tid = P.task_of(oid)
+            out.append({"id": oid.hex(), "size": size, "where": where,
+                        "node": node.hex() if node else None, "task": tid.hex() if tid else None,
+                        "pins": pins, "created": created})
+        return out
+
     def full(self) -> dict[str, Any]:
-        """Everything a renderer needs to draw from scratch."""
-        return {"type": "full", "tasks": [self._public(r) for r in self.tasks.values()],
+        """Everything a renderer needs to draw from scratch. The task records are the
+        model's own (no copies): encode the message before the next ``apply``."""
+        return {"type": "full", "tasks": list(self.tasks.values()),
                 **self.summary()}
 
     def patch(self) -> dict[str, Any] | None:
@@ -283,7 +352,7 @@ class ViewModel:
         new = self._new
         out = {
             "type": "patch",
-            "new": [self._public(self.tasks[h]) for h in self._new if h in self.tasks],
+            "new": [r for h in new if (r := self.tasks.get(h)) is not None],
             "changed": [[h, r["state"], r["pid"], r["node"], r["start"], r["end"]]
                         for h in self._changed if h not in new
                         and (r := self.tasks.get(h)) is not None],

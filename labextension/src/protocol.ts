@@ -9,11 +9,12 @@ export const REGISTER_CODE =
   'except ImportError:\n    pass\n';
 
 export type EventKind =
-  | 'driver_connected' | 'node_added' | 'node_lost' | 'worker_started' | 'worker_died'
+  | 'driver_connected' | 'driver_left' | 'node_added' | 'node_lost' | 'worker_started' | 'worker_died'
   | 'task_submitted' | 'task_waiting' | 'task_ready' | 'task_running' | 'task_blocked'
   | 'task_finished' | 'task_failed' | 'task_cancelled' | 'task_retried' | 'task_requeued'
   | 'task_reconstructing' | 'task_infeasible'
-  | 'object_created' | 'object_spilled' | 'object_restored' | 'object_freed'
+  | 'object_created' | 'object_pinned' | 'object_unpinned' | 'object_spilled'
+  | 'object_restored' | 'object_freed'
   | 'actor_created' | 'actor_spawning' | 'actor_alive' | 'actor_restarting' | 'actor_dead'
   | 'actor_infeasible';
 

@@ -23,6 +23,7 @@ export interface Views {
   apply(msg: Record<string, unknown>): void;
   select(id: string): void;
   renderTimes: number[];
+  applyTimes: number[];
   tasks: Map<string, TaskRecord>;
   destroy(): void;
 }

@@ -7,6 +7,12 @@
 
 const NS = "http://www.w3.org/2000/svg";
 const COL = 70, ROW = 26, R = 8, PAD = 30;
+// the task table keeps this many rows in the page (the newest that match the filter): a
+// table of thousands of rows costs the browser far more to lay out than the whole graph
+const TABLE_ROWS = 100;
+// nodes and edges go into groups of this many: the browser recomputes a group's bounds
+// over all its children when one changes, so small groups keep an update's layout small
+const CHUNK = 250;
 const STATES = ["submitted", "waiting", "ready", "running", "blocked", "finished", "failed",
   "cancelled", "reconstructing"];
 
@@ -56,13 +62,16 @@ const CSS = `
 .jray-views svg .jv-fold{fill:#fff;stroke:#456;stroke-dasharray:3 2}
 .jray-views .jv-detail{white-space:pre-wrap;font-family:var(--jp-code-font-family,monospace);background:#f7f7f7;padding:4px;max-height:200px;overflow:auto}
 .jray-views table{border-collapse:collapse;width:100%}
+.jray-views table[data-jv=tasks]{table-layout:fixed}
+.jray-views table[data-jv=tasks] td{overflow:hidden;white-space:nowrap;text-overflow:ellipsis}
 .jray-views td,.jray-views th{text-align:left;padding:1px 6px;border-bottom:1px solid #eee}
 .jray-views .jv-bar{height:8px;background:#eee;position:relative;min-width:120px}
 .jray-views .jv-bar>span{position:absolute;left:0;top:0;bottom:0;background:#4a90d9}
 .jray-views .jv-tl{position:relative;height:10px;background:#f3f3f3;margin:1px 0}
 .jray-views .jv-tl>span{position:absolute;top:0;bottom:0;min-width:1px}
 .jray-views .jv-tables{display:flex;gap:16px;flex-wrap:wrap}
-.jray-views .jv-tables>div{flex:1 1 300px;max-height:240px;overflow:auto}
+.jray-views .jv-tables>div{flex:1 1 300px;max-height:240px;overflow:auto;contain:content}
+.jray-views .jv-note{color:#666;font-size:11px}
 `;
 
 export function createViews(root, opts = {}) {
@@ -85,10 +94,12 @@ export function createViews(root, opts = {}) {
   const taskBox = el("div");
   const filter = el("input", { type: "search", placeholder: "filter tasks", "aria-label": "filter tasks" });
   const taskTable = el("table", { "data-jv": "tasks" });
-  taskTable.innerHTML = "<thead><tr><th>task</th><th>state</th><th>node</th><th>duration</th></tr></thead>";
+  taskTable.innerHTML = "<colgroup><col style='width:46%'><col style='width:18%'><col style='width:18%'>" +
+    "<col style='width:18%'></colgroup><thead><tr><th>task</th><th>state</th><th>node</th><th>duration</th></tr></thead>";
   const taskBody = el("tbody");
   taskTable.appendChild(taskBody);
-  taskBox.append(filter, taskTable);
+  const taskNote = el("div", { class: "jv-note", "data-jv": "tasks-note" });
+  taskBox.append(filter, taskNote, taskTable);
   const storeBox = el("div", { "data-jv": "store" });
   const tlBox = el("div", { "data-jv": "timeline" });
   tables.append(taskBox, storeBox, tlBox);
@@ -100,15 +111,46 @@ export function createViews(root, opts = {}) {
   const groups = new Map();     // group -> {rect, label, x0, y0, x1, y1}
   const tracebacks = new Map();
   const edgesOf = new Map();    // id -> the edge paths that touch it (removal without a query)
+  // the newest group of each layer, filled up to CHUNK, then a new one
+  const chunks = new Map([[nodeLayer, { g: null, n: 0 }], [edgeLayer, { g: null, n: 0 }]]);
+  function put(layer, child) {
+    const c = chunks.get(layer);
+    if (!c.g || c.n >= CHUNK) {
+      c.g = svg("g");
+      c.n = 0;
+      layer.appendChild(c.g);
+    }
+    c.g.appendChild(child);
+    c.n++;
+  }
+  function drop(child) {
+    const parent = child.parentNode;
+    child.remove();
+    if (parent && !parent.firstChild && parent.parentNode) {
+      for (const c of chunks.values()) if (c.g === parent) c.g = null;
+      parent.remove();
+    }
+  }
   let selected = null, maxX = 0, maxY = 0;
-  const renderTimes = [];
+  const renderTimes = [];       // ms per update: the DOM changes, then style and layout
+  const applyTimes = [];        // ms per update: the DOM changes alone
 
+  let sizedX = -1, sizedY = -1;
   function resize() {
-    g.setAttribute("width", String(PAD * 2 + (maxX + 1) * COL));
-    g.setAttribute("height", String(PAD * 2 + (maxY + 1) * ROW));
+    // grow in steps (columns by 4, rows by a quarter more): resizing the svg lays out
+    // every node in it again, so it happens every few updates, not on each one
+    if (maxX > sizedX) {
+      sizedX = maxX + 4;
+      g.setAttribute("width", String(PAD * 2 + (sizedX + 1) * COL));
+    }
+    if (maxY > sizedY) {
+      sizedY = Math.ceil((maxY + 8) * 1.25);
+      g.setAttribute("height", String(PAD * 2 + (sizedY + 1) * ROW));
+    }
   }
   const px = (x) => PAD + x * COL, py = (y) => PAD + y * ROW;
 
+  const grown = new Set();       // groups whose box changed in this update
   function growGroup(t) {
     let gr = groups.get(t.group);
     if (!gr) {
@@ -117,9 +159,15 @@ export function createViews(root, opts = {}) {
       gr.label.textContent = t.group;
       groupLayer.append(gr.rect, gr.label);
       groups.set(t.group, gr);
+    } else if (t.x >= gr.x0 && t.x <= gr.x1 && t.y >= gr.y0 && t.y <= gr.y1) {
+      return;
     }
     gr.x0 = Math.min(gr.x0, t.x); gr.y0 = Math.min(gr.y0, t.y);
     gr.x1 = Math.max(gr.x1, t.x); gr.y1 = Math.max(gr.y1, t.y);
+    grown.add(gr);
+  }
+
+  function drawGroup(gr) {
     const x = px(gr.x0) - 14, y = py(gr.y0) - 20;
     gr.rect.setAttribute("x", x); gr.rect.setAttribute("y", y);
     gr.rect.setAttribute("width", px(gr.x1) - px(gr.x0) + 28);
@@ -136,7 +184,7 @@ export function createViews(root, opts = {}) {
       if (!s) continue;
       const line = svg("path", { class: "jv-e", "data-from": src, "data-to": t.id,
         d: `M${px(s.x) + R},${py(s.y)} C${px(s.x) + COL / 2},${py(s.y)} ${px(t.x) - COL / 2},${py(t.y)} ${px(t.x) - R},${py(t.y)}` });
-      edgeLayer.appendChild(line);
+      put(edgeLayer, line);
       for (const end of [src, t.id]) {
         const list = edgesOf.get(end);
         if (list) list.push(line); else edgesOf.set(end, [line]);
@@ -147,16 +195,49 @@ export function createViews(root, opts = {}) {
     const title = svg("title");
     title.textContent = `${t.label} (${t.state})`;
     c.appendChild(title);
-    c.addEventListener("click", () => select(t.id));
-    nodeLayer.appendChild(c);
+    put(nodeLayer, c);
     nodes.set(t.id, c);
+  }
+
+  function makeRow(t) {
     const tr = el("tr", { "data-task-id": t.id });
     tr.append(el("td", {}, t.group), el("td", {}, t.state), el("td", {}, t.node ? t.node.slice(0, 8) : ""),
       el("td", {}, fmtDur(t)));
-    tr.addEventListener("click", () => select(t.id));
-    taskBody.insertBefore(tr, taskBody.firstChild);
     rows.set(t.id, tr);
-    applyFilter(tr, t);
+    return tr;
+  }
+
+  const matches = (t, q) => !q || `${t.group} ${t.label} ${t.state}`.toLowerCase().includes(q);
+
+  // rows for tasks just added (oldest first): the newest matching go on top, and the
+  // table keeps TABLE_ROWS rows
+  function addRows(added) {
+    const q = filter.value.trim().toLowerCase();
+    const frag = document.createDocumentFragment();
+    let n = 0;
+    for (let i = added.length - 1; i >= 0 && n < TABLE_ROWS; i--) {
+      if (matches(added[i], q)) { frag.appendChild(makeRow(added[i])); n++; }
+    }
+    taskBody.prepend(frag);
+    while (rows.size > TABLE_ROWS) {
+      const last = taskBody.lastElementChild;
+      rows.delete(last.getAttribute("data-task-id"));
+      last.remove();
+    }
+  }
+
+  function refilter() {
+    rows.clear();
+    taskBody.replaceChildren();
+    addRows([...tasks.values()]);
+    noteRows();
+  }
+
+  function noteRows() {
+    const q = filter.value.trim();
+    taskNote.textContent = rows.size >= TABLE_ROWS
+      ? `the newest ${rows.size} of ${tasks.size} tasks${q ? " that match" : ""} (filter to find others)`
+      : "";
   }
 
   function updateTask(t) {
@@ -177,17 +258,23 @@ export function createViews(root, opts = {}) {
 
   function removeTask(id) {
     tasks.delete(id);
-    nodes.get(id)?.remove(); nodes.delete(id);
+    const c = nodes.get(id);
+    if (c) drop(c);
+    nodes.delete(id);
     rows.get(id)?.remove(); rows.delete(id);
-    for (const e of edgesOf.get(id) || []) e.remove();
+    for (const e of edgesOf.get(id) || []) drop(e);
     edgesOf.delete(id);
   }
 
-  function applyFilter(tr, t) {
-    const q = filter.value.trim().toLowerCase();
-    tr.style.display = !q || `${t.group} ${t.label} ${t.state}`.toLowerCase().includes(q) ? "" : "none";
-  }
-  filter.addEventListener("input", () => { for (const [id, tr] of rows) applyFilter(tr, tasks.get(id)); });
+  filter.addEventListener("input", refilter);
+  // one listener per layer, not one per task
+  const clicked = (ev) => {
+    const hit = ev.target.closest("[data-task-id]");
+    if (hit) select(hit.getAttribute("data-task-id"));
+  };
+  nodeLayer.addEventListener("click", clicked);
+  taskBody.addEventListener("click", clicked);
+  tlBox.addEventListener("click", clicked);
 
   function showDetail(t) {
     const when = (v) => (v == null ? "–" : new Date(v * 1000).toLocaleTimeString());
@@ -227,14 +314,31 @@ export function createViews(root, opts = {}) {
     }
   }
 
+  // each part of the summary is rebuilt only when what it shows changed
+  const drawn = { top: "", store: "", objects: "", timeline: "" };
+  function changed(part, value) {
+    const key = JSON.stringify(value);
+    if (drawn[part] === key) return false;
+    drawn[part] = key;
+    return true;
+  }
+
   function drawSummary(m) {
+    if (changed("top", [m.counts, m.object_count, m.object_bytes, m.left_out])) drawTop(m);
+    if (changed("store", [m.store, m.objects])) drawStore(m);
+    if (changed("timeline", m.timeline)) drawTimeline(m);
+  }
+
+  function drawTop(m) {
     top.replaceChildren(el("b", {}, "jray"));
     for (const s of STATES) {
       if (m.counts[s]) top.appendChild(el("span", { class: `jv-chip`, "data-count": s }, `${s} ${m.counts[s]}`));
     }
     top.appendChild(el("span", { class: "jv-chip" }, `${m.object_count} objects, ${fmtBytes(m.object_bytes)}`));
     if (m.left_out) top.appendChild(el("span", { class: "jv-chip" }, `${m.left_out} older tasks not shown`));
-    // store
+  }
+
+  function drawStore(m) {
     const st = [el("b", {}, "object store")];
     const t = el("table");
     for (const [node, s] of Object.entries(m.store || {})) {
@@ -260,6 +364,9 @@ export function createViews(root, opts = {}) {
     }
     st.push(big);
     storeBox.replaceChildren(...st);
+  }
+
+  function drawTimeline(m) {
     // timelines: the last tasks of each worker, over the span they cover
     const tl = [el("b", {}, "workers (recent tasks)")];
     const lines = Object.entries(m.timeline || {});
@@ -270,11 +377,10 @@ export function createViews(root, opts = {}) {
       const row = el("div", { class: "jv-tl", title: `worker pid ${pid}`, "data-pid": pid });
       for (const [id, label, a, b, state] of items) {
         if (a == null || b == null) continue;
-        const s = el("span", { class: `st-${state}`, title: `${label} (${state})` });
+        const s = el("span", { class: `st-${state}`, title: `${label} (${state})`, "data-task-id": id });
         s.style.left = `${(100 * (a - t0)) / span}%`;
         s.style.width = `${(100 * (b - a)) / span}%`;
         s.style.background = state === "finished" ? "#4caf50" : "#e53935";
-        s.addEventListener("click", () => select(id));
         row.appendChild(s);
       }
       tl.push(el("div", {}, `pid ${pid}`), row);
@@ -285,7 +391,9 @@ export function createViews(root, opts = {}) {
   function clear() {
     tasks.clear(); nodes.clear(); rows.clear(); groups.clear(); edgesOf.clear();
     groupLayer.replaceChildren(); edgeLayer.replaceChildren(); nodeLayer.replaceChildren();
-    taskBody.replaceChildren(); maxX = 0; maxY = 0;
+    for (const k of Object.keys(drawn)) drawn[k] = "";
+    taskBody.replaceChildren(); grown.clear(); maxX = 0; maxY = 0; sizedX = -1; sizedY = -1;
+    for (const c of chunks.values()) { c.g = null; c.n = 0; }
   }
 
   function apply(m) {
@@ -299,9 +407,11 @@ export function createViews(root, opts = {}) {
     if (m.type === "full") {
       clear();
       for (const t of m.tasks) addTask(t);
+      addRows(m.tasks);
     } else if (m.type === "patch") {
       for (const id of m.removed) removeTask(id);
       for (const t of m.new) addTask(t);
+      addRows(m.new);
       for (const [id, state, pid, node, start, end] of m.changed) {
         const t = tasks.get(id);
         if (!t) continue;
@@ -311,15 +421,22 @@ export function createViews(root, opts = {}) {
     } else {
       return;
     }
+    for (const gr of grown) drawGroup(gr);
+    grown.clear();
+    noteRows();
     for (const [id, text] of Object.entries(m.tracebacks || {})) tracebacks.set(id, text);
     drawFolded(m.folded || []);
     drawSummary(m);
     resize();
-    renderTimes.push(performance.now() - t0);
-    if (renderTimes.length > 10000) renderTimes.shift();
+    const t1 = performance.now();
+    void root.offsetHeight;  // style and layout now, inside the measured time (as before a paint)
+    const t2 = performance.now();
+    applyTimes.push(t1 - t0);
+    renderTimes.push(t2 - t0);
+    if (renderTimes.length > 10000) { renderTimes.shift(); applyTimes.shift(); }
   }
 
-  return { apply, select, renderTimes, tasks, destroy() { root.replaceChildren(); } };
+  return { apply, select, renderTimes, applyTimes, tasks, destroy() { root.replaceChildren(); } };
 }
 
 // anywidget entry point: the kernel sends `full` / `patch` / `traceback` messages.
