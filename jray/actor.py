@@ -14,9 +14,11 @@ Options (``@jray.remote(...)`` or ``Cls.options(...)``):
 - ``name``, ``namespace``: find it with ``jray.get_actor(name, namespace)``;
   a second actor with the same name raises ``ValueError`` unless
   ``get_if_exists=True`` (then the existing actor's handle is returned).
-- ``lifetime="detached"``: the actor outlives its handles. Otherwise an unnamed
-  actor exits (after the calls already sent) once every handle made in its
-  creating process is gone and none was ever passed to another process.
+- ``lifetime="detached"``: the actor outlives its handles. Otherwise the actor
+  (named or not) exits, after the calls already sent, once its creator's handle
+  and every copy of it passed to tasks, actors or objects are gone (the head
+  counts the copies like borrowed refs), or when the actor that created it dies.
+  Handles from ``get_actor`` and ``current_actor`` are weak: they do not count.
 - ``max_restarts`` (default 0, -1 forever): restart the process when it dies;
   ``max_task_retries`` (default 0, -1 forever): send calls that were in
   flight at the crash again to the restarted actor (at-least-once).
@@ -63,10 +65,11 @@ import inspect
 import math
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from jray._private import actor_client, generators
 from jray._private import actor_protocol as A
+from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private.actor_calls import call_name, exception_names
 from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
@@ -74,6 +77,9 @@ from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import ActorClassInheritanceException, ArgumentError, SerializationError
 from jray.remote_function import check_int, demand_of, validate_options
+
+if TYPE_CHECKING:
+    from jray._private.core import CoreClient
 
 ACTOR_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
@@ -365,9 +371,10 @@ class ActorClass:
             "detached": detached,
             "get_if_exists": bool(opts.get("get_if_exists")),
             "output_addr": core.output_addr,
+            "owner_actor": _hosted_actor(),
         }
-        actor_id, meta = client.create(spec, hold, collectable=name is None and not detached)
-        original = actor_id == spec["actor_id"] and name is None and not detached
+        actor_id, meta = client.create(spec, hold, collectable=not detached)
+        original = actor_id == spec["actor_id"] and not detached
         return ActorHandle(actor_id, meta, client if original else None)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -458,14 +465,19 @@ class ActorHandle:
     Picklable: pass it to tasks and other actors, or store it in objects.
     """
 
-    __slots__ = ("_actor_id", "_meta", "_methods", "_client", "__weakref__")
+    __slots__ = ("_actor_id", "_meta", "_methods", "_client", "_life", "__weakref__")
 
     def __init__(self, actor_id: bytes, meta: A.ActorMeta,
-                 client: actor_client.ActorClient | None = None) -> None:
+                 client: actor_client.ActorClient | None = None,
+                 life: ObjectRef | None = None) -> None:
         self._actor_id = actor_id
         self._meta = meta
         self._methods: dict[str, ActorMethod] = {}
         self._client = client  # set on the handles whose loss may end the actor
+        # a ref to the actor's lifetime object (``A.lifetime_id``): the counted handles
+        # hold one; None in a weak handle (get_actor, current_actor) and in an original
+        # handle that never left its process (its client counts it)
+        self._life = life
         if client is not None:
             client.handle_created(actor_id)
 
@@ -491,9 +503,12 @@ class ActorHandle:
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if self._client is not None:
-            self._client.handle_escaped(self._actor_id)
-        return (_rebuild_handle, (self._actor_id, self._meta))
+        client = self._client
+        if client is not None:
+            client.handle_escaped(self._actor_id)  # its client no longer ends it
+            if self._life is None:
+                self._life = _lifetime_ref(client.core, self._actor_id)
+        return (_rebuild_handle, (self._actor_id, self._meta, self._life))
 
     def __del__(self) -> None:
         client = self._client
@@ -513,8 +528,30 @@ class ActorHandle:
         return f"Actor({self._meta['class_name']}, {self._actor_id.hex()})"
 
 
-def _rebuild_handle(actor_id: bytes, meta: A.ActorMeta) -> ActorHandle:
-    return ActorHandle(actor_id, meta)
+def _rebuild_handle(actor_id: bytes, meta: A.ActorMeta,
+                    life: ObjectRef | None = None) -> ActorHandle:
+    return ActorHandle(actor_id, meta, None, life)
+
+
+def _lifetime_ref(core: CoreClient, actor_id: bytes) -> ObjectRef:
+    """The owner's ref to the lifetime object of ``actor_id``, made (and made known to
+    the head) the first time a counted handle leaves this process. Every copy of the
+    handle carries it, so the head counts the copies as borrowers; once the owner's
+    handle and every copy are gone, the head collects the object and ends the actor."""
+    oid = A.lifetime_id(actor_id)
+    with core.lock:
+        core.cache[oid] = (P.LOC_INLINE, S.dumps(None))
+        core.owned.add(oid)
+        core._register(oid)
+        return ObjectRef(oid, core.addr)
+
+
+def _hosted_actor() -> bytes | None:
+    """The id of the actor this process hosts (None in a driver or a task worker)."""
+    from jray.runtime_context import _actor_process
+
+    hosted = _actor_process()
+    return bytes.fromhex(hosted[0]) if hosted is not None else None
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

@@ -37,6 +37,7 @@ def _spec(n: int = 1, **over: Any) -> A.ActorSpec:
         "detached": False,
         "get_if_exists": False,
         "output_addr": "",
+        "owner_actor": None,
     }
     spec.update(over)  # type: ignore[typeddict-item]
     return spec

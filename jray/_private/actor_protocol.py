@@ -124,6 +124,9 @@ class ActorSpec(TypedDict):
     detached: bool
     get_if_exists: bool
     output_addr: str
+    #: the actor whose process created this one (None: a driver or a task did): an
+    #: actor that is not detached dies with the process of its owner, as in Ray
+    owner_actor: bytes | None
 
 
 _MARK = 0xC0
@@ -147,6 +150,21 @@ def control_addr(call_addr: str) -> str:
         return f"{host}:{int(port) + 1}"
     return call_addr[: -len(".call.sock")] + ".ctl.sock" if call_addr.endswith(
         ".call.sock") else call_addr + ".ctl"
+
+
+#: the last two bytes of an actor's lifetime object (``lifetime_id``); its high byte is
+#: not an actor result's marker, and as a task return index (0xbffe) it never occurs
+LIFETIME_TAG = b"\xfe\xbf"
+
+
+def lifetime_id(actor_id: bytes) -> bytes:
+    """The id of the object that stands for the counted handles of an actor.
+
+    Its owner (the actor's creator) makes it when a handle first leaves the creating
+    process; every pickled handle carries a ref to it, so the head counts the copies
+    the way it counts borrowed refs. When the head collects it, the actor exits.
+    """
+    return actor_id[:14] + LIFETIME_TAG
 
 
 def is_actor_result(oid: bytes) -> bool:

@@ -86,7 +86,10 @@ class ActorTable:
         self.named: dict[tuple[str, str], bytes] = {}
         self.pending: deque[ActorRecord] = deque()
         self.per_node: dict[bytes, int] = {}
+        #: lifetime object id -> actor id, for actors that die with their handles
+        self.by_life: dict[bytes, bytes] = {}
         sched.holders.append(self._held)
+        sched.lifetime_hooks.append(self._on_lifetime_end)
         for op, fn in (
             (A.ACTOR_CREATE, self._on_create),
             (A.ACTOR_LOOKUP, self._on_lookup),
@@ -151,6 +154,8 @@ class ActorTable:
             self.named[(ns, name)] = spec["actor_id"]
         rec = ActorRecord(spec, sender)
         self.actors[rec.actor_id] = rec
+        if not spec["detached"]:
+            self.by_life[A.lifetime_id(rec.actor_id)] = rec.actor_id
         self._event(rec, "actor_created", spec["meta"]["class_name"])
         self._reply(sender, req, True, (rec.actor_id, spec["meta"]))
         self._check_feasible(rec)
@@ -283,6 +288,7 @@ class ActorTable:
         if rec is None:
             return
         self._release(rec)
+        self._owner_gone(rec)
         label = rec.label
         if rec.exit_reason:
             text = f"{label} exited: {rec.exit_reason}"
@@ -311,6 +317,35 @@ class ActorTable:
         self.pending.append(rec)
         self.place_pending()
 
+    # --- lifetimes --------------------------------------------------------------------
+    def _on_lifetime_end(self, oid: bytes) -> None:
+        """The lifetime object of an actor was collected: every counted handle is gone."""
+        actor_id = self.by_life.pop(oid, None)
+        rec = self.actors.get(actor_id) if actor_id is not None else None
+        if rec is not None and rec.state != A.DEAD:
+            self._end(rec, "all handles to it went out of scope")
+
+    def _owner_gone(self, owner: ActorRecord) -> None:
+        """The process of ``owner`` died: the actors it created (not detached) die too."""
+        for rec in list(self.actors.values()):
+            if (rec.spec.get("owner_actor") == owner.actor_id and rec.state != A.DEAD
+                    and not rec.spec["detached"]):
+                self._end(rec, f"its owner, {owner.label}, died")
+
+    def _end(self, rec: ActorRecord, reason: str) -> None:
+        """Stop ``rec`` for good: a live process exits gracefully (after the calls it
+        has), a starting one is killed, one not placed yet dies here."""
+        rec.no_restart = True
+        rec.exit_reason = reason
+        self._unname(rec)
+        if rec.state == A.ALIVE and rec.proc:
+            self.sched.send(rec.proc, (A.ACTOR_SHUTDOWN, reason))
+        elif rec.spawned and rec.node is not None:
+            self.sched.send(rec.node.ident,
+                            (A.ACTOR_SIGNAL, rec.actor_id, rec.incarnation, SIGKILL))
+        else:
+            self._die(rec, error_loc(ActorDiedError(f"{rec.label} exited: {reason}")))
+
     def _unname(self, rec: ActorRecord) -> None:
         name = rec.spec["name"]
         key = (rec.spec["namespace"], name or "")
@@ -323,6 +358,7 @@ class ActorTable:
         rec.addr = ""
         self._release(rec)
         self._unname(rec)
+        self.by_life.pop(A.lifetime_id(rec.actor_id), None)
         if rec.checkpoint is not None:
             self.sched.unlink(rec.checkpoint)
             rec.checkpoint = None

@@ -398,15 +398,18 @@ class ActorRuntime:
                     self.exit_reason = "its node daemon died"
                     break
                 self._idle_checkpoint(mode)
+            shutdown = ""
             if self.head in events:
                 while readable(self.head):
                     for msg in P.unpack(self.head.recv()):
                         if msg[0] == A.ACTOR_SHUTDOWN:
-                            self.exit_reason = msg[1]
-            if calls in events:
+                            shutdown = msg[1]
+            if calls in events or shutdown:  # the calls that came before a shutdown run
                 while not self.exit_reason and readable(calls):
                     self._dispatch(P.unpack(calls.recv()))
                     self.flush()
+            if shutdown and not self.exit_reason:
+                self.exit_reason = shutdown
             self.flush()
             self._send_output()
         self._exit(mode)
