@@ -408,3 +408,28 @@ def test_actor_output_reaches_the_driver(cluster: dict[str, object],
     t = Talker.remote()
     jray.get(t.say.remote("hello from the actor"), timeout=T)
     assert eventually(lambda: "hello from the actor" in capsys.readouterr().out or False, 5)
+
+
+def test_an_instance_attribute_does_not_hide_a_method(cluster: dict[str, object]) -> None:
+    # Ray looks methods up on the class: ``self.called`` (data) and ``called()`` coexist
+    @jray.remote
+    class Flag:
+        def __init__(self) -> None:
+            self.called = False
+
+        def called(self) -> None:  # type: ignore[no-redef]
+            self.called = True  # type: ignore[assignment,method-assign]
+
+        def was_called(self) -> bool:
+            return self.called  # type: ignore[return-value]
+
+        @staticmethod
+        def twice(x: int) -> int:
+            return 2 * x
+
+    f = Flag.remote()
+    assert jray.get(f.was_called.remote(), timeout=T) is False
+    jray.get(f.called.remote(), timeout=T)
+    jray.get(f.called.remote(), timeout=T)  # still the method, not the attribute
+    assert jray.get(f.was_called.remote(), timeout=T) is True
+    assert jray.get(f.twice.remote(21), timeout=T) == 42

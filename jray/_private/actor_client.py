@@ -478,7 +478,7 @@ class ActorClient:
         """Cancel the call of this process that returns ``oid`` (see module docstring)."""
         if force:
             raise ValueError(
-                "jray.cancel(force=True) is not supported for actor calls: use "
+                "jray.cancel(): force=True is not supported for actor calls: use "
                 "jray.kill(actor) to stop the actor's process")
         key = A.call_key(oid)
         core = self.core

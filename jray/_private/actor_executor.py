@@ -16,22 +16,22 @@ the main thread, which sends after each batch of calls; in the concurrent
 modes the thread that finished the call sends them itself (no hand-off to
 the main thread, whose only job is then to receive calls).
 
-Cancellation (``request_cancel``, from the control thread, see
-``actor_cancel``): the call's key goes into ``requested``; a call whose key
-is there when it would start is dropped (its result: ``TaskCancelledError``).
-A running call is interrupted: sync mode — ``current`` names the call on the
-main thread while the method runs, and the control thread signals the main
-thread, whose handler raises only if ``current`` is a requested key (so a
-signal landing in runtime code, or after the call, does nothing); thread mode
-— ``PyThreadState_SetAsyncExc`` on the call's thread (best effort: it fires
-at the next bytecode, not inside a blocking C call); async mode — the call's
-asyncio task is cancelled. Plain methods of an async actor are not interrupted.
+Cancellation (``request_cancel``, from the control thread): the call's key
+goes into ``requested``; a call whose key is there when it would start is
+dropped (its result: ``TaskCancelledError``). As in Ray, a running call of a
+sync or threaded actor is not interrupted (an actor has state a half-run
+method would leave broken): it may look at ``get_runtime_context().is_canceled()``
+and stop early, and its result is ``TaskCancelledError`` however it ends; a
+generator method stops at its next item. In an async actor the call's asyncio
+task is cancelled (``asyncio.CancelledError`` inside it).
+
+Methods are looked up on the class (bound to the instance), as in Ray, so an
+instance attribute of the same name does not hide a method.
 """
 
 from __future__ import annotations
 
 import contextvars
-import ctypes
 import functools
 import inspect
 import os
@@ -55,6 +55,8 @@ from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledEr
 #: the key of the actor call running in this thread or asyncio task (the runtime context)
 CURRENT_CALL: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
     "jray_current_call", default=None)
+#: the runner of the actor this process hosts (``is_canceled``)
+ACTIVE: list[CallRunner] = []
 #: (oid, loc, refs contained in the value)
 Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
@@ -95,6 +97,19 @@ BUILTIN_METHODS: dict[str, Callable[..., Any]] = {
 }
 
 
+def _bound(instance: Any, name: str) -> Any:
+    """The method ``name`` of ``instance``, found on its class (Ray's lookup: an instance
+    attribute of that name does not hide it); an attribute only the instance has
+    (``__getattr__``, set in ``__init__``) otherwise."""
+    cls = type(instance)
+    try:
+        raw = inspect.getattr_static(cls, name)
+    except AttributeError:
+        return getattr(instance, name, None)
+    get = getattr(type(raw), "__get__", None)
+    return get(raw, instance, cls) if get is not None else raw
+
+
 class _DepFailed(Exception):
     def __init__(self, loc: P.Loc) -> None:
         self.loc = loc
@@ -110,23 +125,22 @@ class CallRunner:
         self.class_name = class_name
         self.methods: dict[str, Any] = {}
         for name in methods:
-            fn = getattr(instance, name, None)
+            fn = _bound(instance, name)
             if fn is None and name in BUILTIN_METHODS:
                 fn = functools.partial(BUILTIN_METHODS[name], instance)
             if fn is not None:
                 self.methods[name] = fn
         self.after_call = after_call
         self.exit_requested = False
+        self.is_async = False  # set by the worker: is_canceled() is refused there
         # cancellation (see module docstring)
         self.lock = threading.Lock()
         self.requested: dict[bytes, None] = {}
-        self.current: bytes | None = None  # the call running on the main thread
-        self.threads: dict[bytes, int] = {}  # call key -> thread running it (thread mode)
-        self.hit: set[bytes] = set()  # calls whose thread got an asynchronous exception
+        ACTIVE[:] = [self]
 
     # --- cancellation ---------------------------------------------------------------
-    def request_cancel(self, key: bytes) -> bool:
-        """Remember that ``key`` is cancelled; True if it runs now on the main thread."""
+    def request_cancel(self, key: bytes) -> None:
+        """Remember that ``key`` is cancelled (a running call sees it in ``is_canceled``)."""
         with self.lock:
             self.requested[key] = None
             if len(self.requested) > REQUESTED_MAX:
@@ -134,19 +148,6 @@ class CallRunner:
                     del self.requested[next(iter(self.requested))]
                 except (RuntimeError, KeyError, StopIteration):
                     pass
-            ident = self.threads.get(key)
-            if ident is not None and key not in self.hit:
-                self.hit.add(key)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(ident), ctypes.py_object(TaskCancelledError))
-        return self.current == key
-
-    def on_signal(self) -> None:
-        """The main thread's signal handler: interrupt the current call if cancelled."""
-        key = self.current
-        if key is not None and key in self.requested:
-            self.current = None
-            raise TaskCancelledError("actor call cancelled by jray.cancel()")
 
     def cancelled(self, msg: P.Msg) -> list[Result]:
         self.requested.pop(msg[A.C_RETURNS][0], None)
@@ -187,32 +188,32 @@ class CallRunner:
     def _invoke(self, msg: P.Msg, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
                 main: bool) -> Any:
         token = CURRENT_CALL.set(key)
-        if main:
-            self.current = key
-            try:
-                if key in self.requested:
-                    raise TaskCancelledError
-                return self._stream(msg, fn(*args, **kwargs))
-            finally:
-                self.current = None
-                CURRENT_CALL.reset(token)
-        ident = threading.get_ident()
-        with self.lock:
-            self.threads[key] = ident
         try:
             if key in self.requested:
                 raise TaskCancelledError
-            return self._stream(msg, fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
+            if type(result) in GS.STREAMED and not inspect.isasyncgen(result):
+                result = self._until_cancelled(key, result)
+            return self._stream(msg, result)
         finally:
             CURRENT_CALL.reset(token)
-            self._thread_done(key, ident)
 
-    def _thread_done(self, key: bytes, ident: int) -> None:
-        with self.lock:
-            self.threads.pop(key, None)
-            if key in self.hit:  # the exception may not have fired yet: withdraw it
-                self.hit.discard(key)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+    def _until_cancelled(self, key: bytes, gen: Any) -> Any:
+        """A sync generator's items until its call is cancelled (then it is closed)."""
+        try:
+            for item in gen:
+                if key in self.requested:
+                    raise TaskCancelledError
+                yield item
+        finally:
+            gen.close()
+
+    def is_canceled(self) -> bool:
+        """Whether the call running in this thread was cancelled (``is_canceled``)."""
+        if self.is_async:
+            raise RuntimeError("This method is not supported in an async actor.")
+        key = CURRENT_CALL.get()
+        return key is not None and key in self.requested
 
     def method(self, name: str) -> Any:
         name = split_call(name)[0]
@@ -352,8 +353,8 @@ class CallRunner:
         if isinstance(exc, ExitActor):
             self.exit_requested = True
             exc = None
-        elif isinstance(exc, cancel) and key in self.requested:
-            return self.cancelled(msg)
+        elif key in self.requested and (isinstance(exc, cancel) or cancel is TaskCancelledError):
+            return self.cancelled(msg)  # a sync call's result, however it ended
         results = self.finish(msg, result) if exc is None else self.failed(msg, exc)
         self.after_call()
         return results
@@ -372,11 +373,7 @@ class SyncMode:
         self.done = done
 
     def dispatch(self, msg: P.Msg) -> None:
-        try:
-            results = self.runner.run(msg)
-        except TaskCancelledError:  # the signal landed just after the method returned
-            results = self.runner.cancelled(msg)
-        self.done(msg, results)
+        self.done(msg, self.runner.run(msg))
 
     def running(self) -> int:
         return 0
@@ -405,11 +402,7 @@ class ThreadMode:
 
     def _run(self, msg: P.Msg) -> None:
         try:
-            try:
-                results = self.runner.run(msg, main=False)
-            except TaskCancelledError:  # fired just after the method returned
-                results = self.runner.cancelled(msg)
-            self.done(msg, results)
+            self.done(msg, self.runner.run(msg, main=False))
         finally:
             with self.lock:
                 self.count -= 1

@@ -21,11 +21,10 @@ thread finished calls (``flush``: one sender at a time, nobody waits).
 Cancellation: callers send ``ACTOR_CANCEL`` to a second PULL socket
 (``control_addr``), read by a control thread, because the main thread of a
 sync actor is busy running the call and does not read its call socket. The
-control thread records the key (a call that arrives later is dropped) and, if
-that call runs now on the main thread, sends ``CANCEL_SIGNAL`` to the main
-thread (``pthread_kill``: a blocking ``sleep`` is woken); the handler raises
-``TaskCancelledError`` only if the running call is a cancelled one (see
-``actor_executor``). Async actors cancel the call's asyncio task instead.
+control thread records the key: a call that arrives later is dropped, a
+running one sees ``is_canceled()`` and ends as cancelled (it is not
+interrupted, as in Ray; see ``actor_executor``). Async actors cancel the
+call's asyncio task.
 
 It is started with ``python -m jray._private.actor_worker`` and dies with its
 node daemon (PR_SET_PDEATHSIG).
@@ -87,7 +86,6 @@ REPORT_MAX = 256
 LINGER_MS = 2000
 INTERNAL_ERROR = 70  # exit code of an actor process whose runtime failed
 #: sent by the control thread to the main thread to interrupt a cancelled sync call
-CANCEL_SIGNAL = signal.SIGUSR1
 
 
 class ActorRuntime:
@@ -174,6 +172,7 @@ class ActorRuntime:
             return False
         self.runner = CallRunner(self.core, self.instance, self.class_name, meta["methods"],
                                  self._after_call)
+        self.runner.is_async = bool(meta["is_async"])
         n = spec["max_concurrency"]
         groups = meta.get("groups")
         if groups:
@@ -186,8 +185,6 @@ class ActorRuntime:
             self.mode = SyncMode(self.runner, self._done)
         self.calls, ctl, self.call_addr = transport.bound_pull_pair(
             self.ctx, self.ns.session_dir, self.call_name, A.control_addr)
-        runner = self.runner
-        signal.signal(CANCEL_SIGNAL, lambda *_: runner.on_signal())
         self.control = threading.Thread(target=self._control_loop, args=(ctl,),
                                         name="jray-actor-control", daemon=True)
         self.control.start()
@@ -302,9 +299,8 @@ class ActorRuntime:
 
     # --- cancellation (control thread) ------------------------------------------------
     def _control_loop(self, sock: zmq.Socket[bytes]) -> None:
-        main = threading.main_thread().ident
         runner, mode = self.runner, self.mode
-        assert runner is not None and main is not None
+        assert runner is not None
         try:
             while not self.stopping:
                 if not sock.poll(100):
@@ -314,9 +310,8 @@ class ActorRuntime:
                         if msg[0] != A.ACTOR_CANCEL:
                             continue
                         for key in msg[1]:
-                            if runner.request_cancel(key):
-                                signal.pthread_kill(main, CANCEL_SIGNAL)
-                            elif isinstance(mode, (AsyncMode, GroupedMode)):
+                            runner.request_cancel(key)
+                            if isinstance(mode, (AsyncMode, GroupedMode)):
                                 mode.cancel(key)
         finally:
             sock.close(0)
