@@ -97,6 +97,33 @@ BUILTIN_METHODS: dict[str, Callable[..., Any]] = {
 }
 
 
+class _Rerun(Exception):
+    """A streamed generator method raised ``cause``, which its call retries."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+def _retrying(gen: Any, spec: Any) -> Any:
+    try:
+        yield from gen
+    except Exception as exc:
+        if retryable(spec, exc):
+            raise _Rerun(exc) from exc
+        raise
+
+
+async def _retrying_async(gen: Any, spec: Any) -> Any:
+    try:
+        async for item in gen:
+            yield item
+    except Exception as exc:
+        if retryable(spec, exc):
+            raise _Rerun(exc) from exc
+        raise
+
+
 def _bound(instance: Any, name: str) -> Any:
     """The method ``name`` of ``instance``, found on its class (Ray's lookup: an instance
     attribute of that name does not hide it); an attribute only the instance has
@@ -164,21 +191,30 @@ class CallRunner:
         return GS.Producer(self.core, msg[A.C_RETURNS][0], msg[A.C_CALLER],
                                    self.label(msg))
 
-    def _stream(self, msg: P.Msg, result: Any) -> Any:
-        """A generator's items: streamed, stored (dynamic) or as the call's returns."""
+    def _stream(self, msg: P.Msg, result: Any, retry: Any = None) -> Any:
+        """A generator's items: streamed, stored (dynamic) or as the call's returns.
+
+        ``retry``: what the call still retries; a streamed generator that raises one
+        of those fails the call (it reruns, and its caller skips the items it has)."""
         if type(result) not in GS.STREAMED:
             return result
         mode = split_call(msg[A.C_METHOD])[1].get("g")
         if mode == "streaming":
+            if retry:
+                wrap = _retrying_async if inspect.isasyncgen(result) else _retrying
+                return GS.run_stream(self.producer(msg), wrap(result, retry), (_Rerun,))
             return GS.run_stream(self.producer(msg), result)
         if mode == "dynamic":
             return GS.run_dynamic(result, self.label(msg))
         return GS.collect_returns(result, len(msg[A.C_RETURNS]), self.label(msg))
 
-    async def stream_async(self, msg: P.Msg, result: Any) -> Any:
+    async def stream_async(self, msg: P.Msg, result: Any, retry: Any = None) -> Any:
         """``_stream`` on an async actor's event loop."""
         mode = split_call(msg[A.C_METHOD])[1].get("g")
         if mode == "streaming":
+            if retry and inspect.isasyncgen(result):
+                return await GS.run_stream_async(
+                    self.producer(msg), _retrying_async(result, retry), (_Rerun,))
             return await GS.run_stream_async(self.producer(msg), result)
         if mode == "dynamic":
             return await GS.run_dynamic_async(result, self.label(msg))
@@ -186,7 +222,7 @@ class CallRunner:
                                                       self.label(msg))
 
     def _invoke(self, msg: P.Msg, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
-                main: bool) -> Any:
+                retry: Any) -> Any:
         token = CURRENT_CALL.set(key)
         try:
             if key in self.requested:
@@ -194,7 +230,7 @@ class CallRunner:
             result = fn(*args, **kwargs)
             if type(result) in GS.STREAMED and not inspect.isasyncgen(result):
                 result = self._until_cancelled(key, result)
-            return self._stream(msg, result)
+            return self._stream(msg, result, retry)
         finally:
             CURRENT_CALL.reset(token)
 
@@ -328,8 +364,11 @@ class CallRunner:
         left, spec = self.retries(msg, fn)
         while True:
             try:
-                result = self._invoke(msg, key, fn, args, kwargs, main)
+                retry = spec if spec and left != 0 else None
+                result = self._invoke(msg, key, fn, args, kwargs, retry)
             except BaseException as exc:  # user code: anything, SystemExit included
+                if isinstance(exc, _Rerun):
+                    exc = exc.cause
                 if spec and left != 0 and key not in self.requested and retryable(spec, exc):
                     left -= 1  # retry_exceptions: run it again (-1: forever)
                     continue
@@ -504,8 +543,11 @@ class AsyncMode:
                 if inspect.isawaitable(result) and type(result) is not ObjectRef:
                     result = await result
                 elif type(result) in GS.STREAMED:
-                    result = await runner.stream_async(msg, result)
+                    result = await runner.stream_async(
+                        msg, result, spec if spec and left != 0 else None)
             except BaseException as exc:  # user code
+                if isinstance(exc, _Rerun):
+                    exc = exc.cause
                 if spec and left != 0 and key not in runner.requested and \
                         retryable(spec, exc):
                     left -= 1
