@@ -433,3 +433,60 @@ def test_an_instance_attribute_does_not_hide_a_method(cluster: dict[str, object]
     jray.get(f.called.remote(), timeout=T)  # still the method, not the attribute
     assert jray.get(f.was_called.remote(), timeout=T) is True
     assert jray.get(f.twice.remote(21), timeout=T) == 42
+
+
+@jray.remote(num_cpus=0)
+class Gate:
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.waiting = 0
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        await self.opened.wait()
+
+    async def open(self) -> None:
+        self.opened.set()
+
+    async def waiters(self) -> int:
+        return self.waiting
+
+
+@pytest.mark.parametrize("kind", ["threaded", "async"])
+def test_concurrent_actors_run_a_call_whose_argument_is_ready_first(
+        cluster: dict[str, object], kind: str) -> None:
+    # Ray: threaded and async actors give no order; a call waiting for its argument
+    # does not hold back the calls behind it
+    @jray.remote
+    class Echo:
+        def echo(self, x: object) -> object:
+            return x
+
+    @jray.remote
+    class AsyncEcho:
+        async def echo(self, x: object) -> object:
+            return x
+
+    gate = Gate.remote()
+    cls = Echo if kind == "threaded" else AsyncEcho
+    e = cls.options(max_concurrency=2).remote()
+    blocked = e.echo.remote(gate.wait.remote())
+    assert jray.get(e.echo.remote(jray.put(2)), timeout=10) == 2
+    jray.get(gate.open.remote(), timeout=T)
+    assert jray.get(blocked, timeout=T) is None
+
+
+def test_threads_of_an_actor_wait_for_objects_at_the_same_time(
+        cluster: dict[str, object]) -> None:
+    @jray.remote
+    class Waiter:
+        def through(self, gate: Any, i: int) -> int:
+            jray.get(gate.wait.remote(), timeout=T)
+            return i
+
+    gate = Gate.remote()
+    w = Waiter.options(max_concurrency=3).remote()
+    refs = [w.through.remote(gate, i) for i in range(3)]
+    assert eventually(lambda: jray.get(gate.waiters.remote(), timeout=T) == 3, 20)
+    jray.get(gate.open.remote(), timeout=T)
+    assert jray.get(refs, timeout=T) == [0, 1, 2]

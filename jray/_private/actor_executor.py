@@ -531,6 +531,12 @@ class AsyncMode:
         if key in runner.requested:
             return runner.cancelled(msg)
         CURRENT_CALL.set(key)  # this asyncio task's own context
+        # arguments not ready yet are awaited here, not fetched on the loop: the calls
+        # behind this one run meanwhile (out of order, as in Ray's async actors)
+        pending = [ObjectRef(oid) for oid, loc in msg[A.C_DEPS] or ()
+                   if loc is None and oid not in runner.core.cache]
+        if pending:
+            await self.asyncio.wait([self.asyncio.wrap_future(r.future()) for r in pending])
         try:
             fn, args, kwargs = runner.prepare(msg)
         except BaseException as exc:
