@@ -403,22 +403,35 @@ Done = Callable[[P.Msg, list[Result]], None]
 
 
 class SyncMode:
-    """One call at a time, on the calling (main) thread."""
+    """One call at a time, on the calling (main) thread; a call sent to Ray's
+    ``_ray_system`` group runs on a thread of its own (``system``, made when the
+    first one comes), so a blocked method does not hold it up."""
 
     concurrent = False
 
-    def __init__(self, runner: CallRunner, done: Done) -> None:
+    def __init__(self, runner: CallRunner, done: Done,
+                 system: Callable[[], ThreadMode] | None = None) -> None:
         self.runner = runner
         self.done = done
+        self.system = system
+        self.system_mode: ThreadMode | None = None
 
     def dispatch(self, msg: P.Msg) -> None:
+        method = msg[A.C_METHOD]
+        if self.system is not None and "\x00" in method and \
+                split_call(method)[1].get("c") == SYSTEM_GROUP:
+            if self.system_mode is None:
+                self.system_mode = self.system()
+            self.system_mode.dispatch(msg)
+            return
         self.done(msg, self.runner.run(msg))
 
     def running(self) -> int:
-        return 0
+        return self.system_mode.running() if self.system_mode is not None else 0
 
     def stop(self) -> None:
-        pass
+        if self.system_mode is not None:
+            self.system_mode.stop()
 
 
 class ThreadMode:
@@ -459,7 +472,7 @@ class AsyncMode:
     concurrent = True
 
     def __init__(self, runner: CallRunner, done: Done, send: Callable[[], None],
-                 max_concurrency: int) -> None:
+                 max_concurrency: int, loop: Any = None) -> None:
         import asyncio
 
         self.asyncio = asyncio
@@ -467,7 +480,7 @@ class AsyncMode:
         self.done = done
         self.send = send
         self.send_scheduled = False
-        self.loop = asyncio.new_event_loop()
+        self.loop = loop if loop is not None else asyncio.new_event_loop()
         self.sem = asyncio.Semaphore(max_concurrency)
         self.tasks: set[Any] = set()
         self.by_key: dict[bytes, Any] = {}  # call key -> its asyncio task (loop thread only)

@@ -43,6 +43,7 @@ results of that call leave. A restarted incarnation gets the newest one with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import os
 import pickle
@@ -161,6 +162,11 @@ class ActorRuntime:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.ckpt_calls = spec["checkpoint_interval"]
         self.ckpt_s = spec["checkpoint_interval_s"]
+        # an async actor's constructor sees the event loop its (default group's) calls
+        # will run on as the current loop, as in Ray
+        loop = asyncio.new_event_loop() if meta["is_async"] else None
+        if loop is not None:
+            asyncio.set_event_loop(loop)
         try:
             cls = cloudpickle.loads(spec["class_blob"])
             args, kwargs = self._ctor_args(spec["args"])
@@ -176,13 +182,15 @@ class ActorRuntime:
         n = spec["max_concurrency"]
         groups = meta.get("groups")
         if groups:
-            self.mode = self._grouped(groups, n, meta["is_async"])
+            self.mode = self._grouped(groups, n, meta["is_async"], loop)
         elif meta["is_async"]:
-            self.mode = AsyncMode(self.runner, self._done, self._send_all, n)
+            self.mode = AsyncMode(self.runner, self._done, self._send_all, n, loop)
         elif n > 1:
             self.mode = ThreadMode(self.runner, self._done_and_send, n)
         else:
-            self.mode = SyncMode(self.runner, self._done)
+            runner = self.runner
+            self.mode = SyncMode(runner, self._done,
+                                 lambda: ThreadMode(runner, self._done_and_send, 1))
         self.calls, ctl, self.call_addr = transport.bound_pull_pair(
             self.ctx, self.ns.session_dir, self.call_name, A.control_addr)
         self.control = threading.Thread(target=self._control_loop, args=(ctl,),
@@ -415,18 +423,20 @@ class ActorRuntime:
                 if time.monotonic() - self.last_ckpt >= self.ckpt_s:
                     self._checkpoint()
 
-    def _grouped(self, groups: dict[str, int], n: int, is_async: bool) -> GroupedMode:
+    def _grouped(self, groups: dict[str, int], n: int, is_async: bool,
+                 loop: asyncio.AbstractEventLoop | None) -> GroupedMode:
         runner = self.runner
         assert runner is not None
 
-        def make(size: int) -> ThreadMode | AsyncMode:
+        def make(size: int, loop: asyncio.AbstractEventLoop | None = None
+                 ) -> ThreadMode | AsyncMode:
             if is_async:
-                return AsyncMode(runner, self._done, self._send_all, size)
+                return AsyncMode(runner, self._done, self._send_all, size, loop)
             return ThreadMode(runner, self._done_and_send, size)
 
         modes = {name: make(size) for name, size in groups.items()}
         modes.setdefault(SYSTEM_GROUP, make(1))
-        return GroupedMode(runner, modes, make(n))
+        return GroupedMode(runner, modes, make(n, loop))
 
     def _exit(self, mode: Mode) -> None:
         deadline = time.monotonic() + 30
