@@ -172,3 +172,36 @@ def test_a_generator_method_is_rerun_and_its_caller_skips_the_items_it_has(
     with pytest.raises(Other):
         assert [ray.get(ref, timeout=60) for ref in gen] == ["a"]
     assert ray.get(counter.value.remote(), timeout=60) == 2
+
+
+@ray.remote(max_restarts=1)
+class Unsteady:
+    @ray.method(retry_exceptions=[Flaky])
+    def act(self, counter: object, script: list[str]) -> int:
+        i = ray.get(counter.inc.remote(), timeout=60)  # type: ignore[attr-defined]
+        step = script[i] if i < len(script) else "return"
+        if step == "raise":
+            raise Flaky()
+        if step == "exit":
+            sys.exit(1)
+        return int(i)
+
+
+@pytest.mark.parametrize("script, outcome", [
+    (["exit", "raise", "raise"], Flaky),
+    (["raise", "exit", "raise"], Flaky),
+    (["raise", "raise", "exit"], ray.exceptions.ActorUnavailableError),
+    (["raise", "exit"], 2),
+])
+def test_exceptions_and_restarts_share_one_retry_budget(
+        cluster: dict[str, object], script: list[str], outcome: object) -> None:
+    # Ray: max_task_retries=2 is three tries in all, whether a try raised or its
+    # actor's process died (the restart counts, as do the exceptions before it)
+    counter = Counter.remote()
+    ref = Unsteady.remote().act.options(max_task_retries=2).remote(counter, script)
+    if isinstance(outcome, int):
+        assert ray.get(ref, timeout=60) == outcome
+    else:
+        with pytest.raises(outcome):  # type: ignore[call-overload]
+            ray.get(ref, timeout=60)
+    assert ray.get(counter.value.remote(), timeout=60) == min(3, len(script) + 1)

@@ -51,6 +51,7 @@ from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import transport
+from jray._private.actor_calls import resent
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray.exceptions import (
@@ -385,6 +386,7 @@ class ActorClient:
             elif call.retries != 0:
                 if call.retries > 0:
                     call.retries -= 1
+                    call.msg = resent(call.msg, call.retries)
                 again.append(call)
             else:
                 failed.append(call)

@@ -50,7 +50,12 @@ from jray._private import serialization as S
 from jray._private.actor_calls import retry_spec, retryable, split_call
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
-from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledError
+from jray.exceptions import (
+    ActorUnavailableError,
+    ObjectLostError,
+    SerializationError,
+    TaskCancelledError,
+)
 
 #: the key of the actor call running in this thread or asyncio task (the runtime context)
 CURRENT_CALL: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
@@ -160,6 +165,10 @@ class CallRunner:
         self.after_call = after_call
         self.exit_requested = False
         self.is_async = False  # set by the worker: is_canceled() is refused there
+        # exception retries: those earlier incarnations used (by call key), and who hears
+        # of each new one (the head, through the worker)
+        self.used: dict[bytes, int] = {}
+        self.on_retry: Callable[[bytes], None] = lambda key: None
         # cancellation (see module docstring)
         self.lock = threading.Lock()
         self.requested: dict[bytes, None] = {}
@@ -362,6 +371,9 @@ class CallRunner:
         except BaseException as exc:
             return self.conclude(msg, key, None, exc, TaskCancelledError)
         left, spec = self.retries(msg, fn)
+        left = self.budget(key, left)
+        if left < -1:
+            return self.exhausted(msg)
         while True:
             try:
                 retry = spec if spec and left != 0 else None
@@ -370,10 +382,26 @@ class CallRunner:
                 if isinstance(exc, _Rerun):
                     exc = exc.cause
                 if spec and left != 0 and key not in self.requested and retryable(spec, exc):
-                    left -= 1  # retry_exceptions: run it again (-1: forever)
+                    left -= left > 0  # retry_exceptions: run it again (-1: forever)
+                    self.on_retry(key)
                     continue
                 return self.conclude(msg, key, None, exc, TaskCancelledError)
             return self.conclude(msg, key, result, None, TaskCancelledError)
+
+    def budget(self, key: bytes, left: int) -> int:
+        """``left`` less the exception retries earlier incarnations used on this call
+        (one budget for exceptions and restarts, as in Ray); below -1: used up."""
+        used = self.used.get(key, 0)
+        if left < 0 or not used:
+            return left
+        return left - used if left - used >= 0 else -2
+
+    def exhausted(self, msg: P.Msg) -> list[Result]:
+        """A resent call whose retries the actor's earlier runs used up."""
+        loc = S.error_loc(ActorUnavailableError(
+            f"actor call {self.label(msg)}() was in flight when its actor restarted, and "
+            f"its max_task_retries were used up by earlier tries"))
+        return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
 
     def retries(self, msg: P.Msg, fn: Any) -> tuple[int, Any]:
         """(retries left, what to retry) of a call: the method's ``retry_exceptions``
@@ -555,6 +583,9 @@ class AsyncMode:
         except BaseException as exc:
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
         left, spec = runner.retries(msg, fn)
+        left = runner.budget(key, left)
+        if left < -1:
+            return runner.exhausted(msg)
         while True:
             try:
                 result = fn(*args, **kwargs)
@@ -569,7 +600,8 @@ class AsyncMode:
                     exc = exc.cause
                 if spec and left != 0 and key not in runner.requested and \
                         retryable(spec, exc):
-                    left -= 1
+                    left -= left > 0
+                    runner.on_retry(key)
                     continue
                 return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
             return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)

@@ -48,9 +48,13 @@ ACTOR_RESULTS = 113
 ACTOR_CHECKPOINT = 114
 #: (ACTOR_EXITING, actor_id, incarnation, reason)  exits on purpose: do not restart
 ACTOR_EXITING = 115
+#: (ACTOR_RETRIED, actor_id, incarnation, call_key)  the call raised an exception it
+#: retries and runs again: one of its retries is used (counted across restarts)
+ACTOR_RETRIED = 116
 
 # --- head -> actor process ------------------------------------------------------
-#: (ACTOR_INIT, ActorSpec | None, checkpoint_loc | None)  None spec: exit at once
+#: (ACTOR_INIT, ActorSpec | None, checkpoint_loc | None, {call_key: retries used})
+#: None spec: exit at once; the dict: exception retries earlier incarnations used
 ACTOR_INIT = 120
 #: (ACTOR_SHUTDOWN, reason)
 ACTOR_SHUTDOWN = 121

@@ -40,13 +40,15 @@ if TYPE_CHECKING:
     from jray._private.scheduler import Scheduler
 
 SIGKILL = 9
+#: exception retries remembered per actor (for calls that may be resent after a restart)
+RETRIED_MAX = 4096
 
 
 class ActorRecord:
     __slots__ = ("actor_id", "spec", "owner", "state", "incarnation", "node", "proc", "addr",
                  "pid", "restarts_left", "num_restarts", "subscribers", "checkpoint",
                  "checkpoints", "cause", "holding", "gpu_ids", "no_restart", "killed",
-                 "exit_reason", "spawned", "created")
+                 "exit_reason", "spawned", "created", "retried")
 
     def __init__(self, spec: A.ActorSpec, owner: bytes) -> None:
         self.actor_id = spec["actor_id"]
@@ -71,6 +73,8 @@ class ActorRecord:
         self.exit_reason = ""
         self.spawned = False
         self.created = time.time()
+        #: call key -> exception retries used (``ACTOR_RETRIED``), for restarts
+        self.retried: dict[bytes, int] = {}
 
     @property
     def label(self) -> str:
@@ -103,6 +107,7 @@ class ActorTable:
             (A.ACTOR_RESULTS, self._on_results),
             (A.ACTOR_CHECKPOINT, self._on_checkpoint),
             (A.ACTOR_EXITING, self._on_exiting),
+            (A.ACTOR_RETRIED, self._on_retried),
             (A.ACTOR_PROC_DIED, self._on_proc_died),
         ):
             sched.register(op, fn)
@@ -236,7 +241,7 @@ class ActorTable:
             self.sched.send(sender, (A.ACTOR_INIT, None, None))
             return
         rec.proc = sender
-        self.sched.send(sender, (A.ACTOR_INIT, rec.spec, rec.checkpoint))
+        self.sched.send(sender, (A.ACTOR_INIT, rec.spec, rec.checkpoint, dict(rec.retried)))
 
     def _on_alive(self, sender: bytes, msg: P.Msg) -> None:
         _, actor_id, inc, addr, pid = msg
@@ -256,6 +261,14 @@ class ActorTable:
         if rec is not None:
             rec.no_restart = True
             self._die(rec, loc)
+
+    def _on_retried(self, sender: bytes, msg: P.Msg) -> None:
+        _, actor_id, _inc, key = msg
+        rec = self.actors.get(actor_id)  # any incarnation: it may come after its death
+        if rec is not None and rec.state != A.DEAD:
+            if len(rec.retried) >= RETRIED_MAX:  # the oldest calls are long done
+                del rec.retried[next(iter(rec.retried))]
+            rec.retried[key] = rec.retried.get(key, 0) + 1
 
     def _on_exiting(self, sender: bytes, msg: P.Msg) -> None:
         _, actor_id, inc, reason = msg
@@ -359,6 +372,7 @@ class ActorTable:
         self._release(rec)
         self._unname(rec)
         self.by_life.pop(A.lifetime_id(rec.actor_id), None)
+        rec.retried.clear()
         if rec.checkpoint is not None:
             self.sched.unlink(rec.checkpoint)
             rec.checkpoint = None

@@ -150,7 +150,8 @@ class ActorRuntime:
             for msg in P.unpack(self.head.recv()):
                 if msg[0] == A.ACTOR_INIT:
                     init = msg
-        _, spec, checkpoint = init
+        spec, checkpoint = init[1], init[2]
+        used: dict[bytes, int] = init[3] if len(init) > 3 else {}
         if spec is None:
             return False
         meta = spec["meta"]
@@ -179,6 +180,8 @@ class ActorRuntime:
         self.runner = CallRunner(self.core, self.instance, self.class_name, meta["methods"],
                                  self._after_call)
         self.runner.is_async = bool(meta["is_async"])
+        self.runner.used = used
+        self.runner.on_retry = self._retried
         n = spec["max_concurrency"]
         groups = meta.get("groups")
         if groups:
@@ -253,6 +256,12 @@ class ActorRuntime:
                 if core.rt.events:
                     core._settle_refs()
                 core.flush()
+
+    def _retried(self, key: bytes) -> None:
+        """A call runs again after an exception: the head counts it (for restarts)."""
+        with self.out_lock:
+            self.to_head.append((A.ACTOR_RETRIED, self.actor_id, self.inc, key))
+        self.flush(wait=True, force=True)
 
     def _done_and_send(self, msg: P.Msg, results: list[Result]) -> None:
         self._done(msg, results)
