@@ -65,21 +65,18 @@ import inspect
 import math
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from jray._private import actor_client, generators
 from jray._private import actor_protocol as A
-from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private.actor_calls import call_name, exception_names
 from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
+from jray._private.actor_lifetime import hosted_actor, lifetime_ref
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import ActorClassInheritanceException, ArgumentError, SerializationError
 from jray.remote_function import check_int, demand_of, validate_options
-
-if TYPE_CHECKING:
-    from jray._private.core import CoreClient
 
 ACTOR_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
@@ -371,7 +368,7 @@ class ActorClass:
             "detached": detached,
             "get_if_exists": bool(opts.get("get_if_exists")),
             "output_addr": core.output_addr,
-            "owner_actor": _hosted_actor(),
+            "owner_actor": hosted_actor(),
         }
         actor_id, meta = client.create(spec, hold, collectable=not detached)
         original = actor_id == spec["actor_id"] and not detached
@@ -388,11 +385,11 @@ class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
     __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check",
-                 "_retry_exc", "_group", "_call")
+                 "_retry_exc", "_group", "_title", "_call")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
                  retries: int, check: ArgCheck, retry_exc: Any = None,
-                 group: str | None = None) -> None:
+                 group: str | None = None, title: str | None = None) -> None:
         self._actor_id = actor_id
         self._class = class_name
         self._name = name
@@ -401,6 +398,7 @@ class ActorMethod:
         self._check = check
         self._retry_exc = retry_exc
         self._group = group
+        self._title = title
         opts: dict[str, str] = {}  # what the actor must know of this call (see call_name)
         if num_returns in (STREAMING, DYNAMIC):
             opts["g"] = "streaming" if num_returns == STREAMING else "dynamic"
@@ -411,6 +409,8 @@ class ActorMethod:
                          else exception_names(retry_exc))
         if group is not None:
             opts["c"] = group
+        if title is not None:
+            opts["n"] = title.encode().hex()
         self._call = call_name(name, opts)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -429,25 +429,31 @@ class ActorMethod:
 
     def options(self, *, num_returns: int | str | None = None,
                 max_task_retries: int | None = None, retry_exceptions: Any = None,
-                concurrency_group: str | None = None, **unknown: Any) -> ActorMethod:
+                concurrency_group: str | None = None, name: str | None = None,
+                **unknown: Any) -> ActorMethod:
+        """Options of one call. ``name``: the call's name; while it runs, the actor's
+        process title is ``ray::<name>`` (as in Ray, for ``ps`` and ``top``)."""
         where = f"{self._class}.{self._name}.options()"
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
-                             f"valid: concurrency_group, max_task_retries, num_returns, "
+                             f"valid: concurrency_group, max_task_retries, name, num_returns, "
                              f"retry_exceptions")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{where}: name must be a non-empty str, got {name!r}")
         _group_opt(where, concurrency_group)
         _num_returns_opt(where, num_returns)
         _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
         retry = _retry_exceptions_opt(where, retry_exceptions)
         if num_returns is None and max_task_retries is None and retry is None \
-                and concurrency_group is None:
+                and concurrency_group is None and name is None:
             return self
         return ActorMethod(
             self._actor_id, self._class, self._name,
             self._num_returns if num_returns is None else _num_returns_code(num_returns),
             self._retries if max_task_retries is None else max_task_retries, self._check,
             self._retry_exc if retry is None else retry,
-            self._group if concurrency_group is None else concurrency_group)
+            self._group if concurrency_group is None else concurrency_group,
+            self._title if name is None else name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -507,7 +513,7 @@ class ActorHandle:
         if client is not None:
             client.handle_escaped(self._actor_id)  # its client no longer ends it
             if self._life is None:
-                self._life = _lifetime_ref(client.core, self._actor_id)
+                self._life = lifetime_ref(client.core, self._actor_id)
         return (_rebuild_handle, (self._actor_id, self._meta, self._life))
 
     def __del__(self) -> None:
@@ -531,27 +537,6 @@ class ActorHandle:
 def _rebuild_handle(actor_id: bytes, meta: A.ActorMeta,
                     life: ObjectRef | None = None) -> ActorHandle:
     return ActorHandle(actor_id, meta, None, life)
-
-
-def _lifetime_ref(core: CoreClient, actor_id: bytes) -> ObjectRef:
-    """The owner's ref to the lifetime object of ``actor_id``, made (and made known to
-    the head) the first time a counted handle leaves this process. Every copy of the
-    handle carries it, so the head counts the copies as borrowers; once the owner's
-    handle and every copy are gone, the head collects the object and ends the actor."""
-    oid = A.lifetime_id(actor_id)
-    with core.lock:
-        core.cache[oid] = (P.LOC_INLINE, S.dumps(None))
-        core.owned.add(oid)
-        core._register(oid)
-        return ObjectRef(oid, core.addr)
-
-
-def _hosted_actor() -> bytes | None:
-    """The id of the actor this process hosts (None in a driver or a task worker)."""
-    from jray.runtime_context import _actor_process
-
-    hosted = _actor_process()
-    return bytes.fromhex(hosted[0]) if hosted is not None else None
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

@@ -490,3 +490,21 @@ def test_threads_of_an_actor_wait_for_objects_at_the_same_time(
     assert eventually(lambda: jray.get(gate.waiters.remote(), timeout=T) == 3, 20)
     jray.get(gate.open.remote(), timeout=T)
     assert jray.get(refs, timeout=T) == [0, 1, 2]
+
+
+def test_a_named_call_sets_the_process_title_while_it_runs(
+        cluster: dict[str, object]) -> None:
+    import psutil
+
+    @jray.remote
+    class Titled:
+        def title(self) -> str:
+            return psutil.Process().cmdline()[0]
+
+    t = Titled.remote()
+    assert jray.get(t.title.options(name="load-shard-3").remote(), timeout=T) == \
+        "ray::load-shard-3"
+    assert jray.get(t.title.options(name="other").remote(), timeout=T) == "ray::other"
+    assert not jray.get(t.title.remote(), timeout=T).startswith("ray::")  # put back after
+    with pytest.raises(ValueError, match="name"):
+        t.title.options(name="")

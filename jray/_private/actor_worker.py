@@ -62,15 +62,8 @@ from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import transport
 from jray._private.actor_client import readable
-from jray._private.actor_executor import (
-    SYSTEM_GROUP,
-    AsyncMode,
-    CallRunner,
-    GroupedMode,
-    Result,
-    SyncMode,
-    ThreadMode,
-)
+from jray._private.actor_executor import CallRunner, Result
+from jray._private.actor_modes import SYSTEM_GROUP, AsyncMode, GroupedMode, SyncMode, ThreadMode
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray._private.worker import TaskOutput
