@@ -268,3 +268,39 @@ def test_calls_from_a_background_thread_of_a_task(cluster: object) -> None:
     # the first call arrives while the task's main thread sleeps
     assert eventually(lambda: "bg" in jray.get(h.history.remote(), timeout=T), 1.5)
     assert jray.get(ref, timeout=T) == [3]
+
+
+@jray.remote(num_cpus=0)
+class Gate:
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.waiting = 0
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        await self.opened.wait()
+
+    async def open(self) -> None:
+        self.opened.set()
+
+    async def waiters(self) -> int:
+        return self.waiting
+
+
+@jray.remote
+class Checker:
+    def through(self, gate: Any) -> bool:
+        jray.get(gate.wait.remote(), timeout=T)
+        return bool(jray.get_runtime_context().is_canceled())
+
+
+def test_a_cancel_arrives_before_what_the_caller_sends_next(cluster: object) -> None:
+    # cancel, then at once unblock the call: the call must see the cancel
+    for _ in range(5):
+        gate, checker = Gate.remote(), Checker.remote()
+        ref = checker.through.remote(gate)
+        assert eventually(lambda g=gate: jray.get(g.waiters.remote(), timeout=T) == 1, T)
+        jray.cancel(ref)
+        jray.get(gate.open.remote(), timeout=T)
+        with pytest.raises(TaskCancelledError):
+            jray.get(ref, timeout=T)

@@ -508,8 +508,12 @@ class ActorClient:
                 ctl = A.control_addr(conn.addr)
                 sock = self.pushers.get(ctl)
                 if sock is None:
-                    sock = self.pushers[ctl] = transport.push(self.ctx, ctl)
-                transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
+                    # a cancel must arrive before what the caller sends next
+                    sock = self.pushers[ctl] = transport.push(self.ctx, ctl, 1000)
+                try:
+                    transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
+                except zmq.Again:  # the actor is gone: its death fails the call
+                    pass
 
     # --- handle lifetimes -----------------------------------------------------------
     def handle_created(self, actor_id: bytes) -> None:
