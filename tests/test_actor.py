@@ -508,3 +508,21 @@ def test_a_named_call_sets_the_process_title_while_it_runs(
     assert not jray.get(t.title.remote(), timeout=T).startswith("ray::")  # put back after
     with pytest.raises(ValueError, match="name"):
         t.title.options(name="")
+
+
+@jray.remote
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+def test_refs_to_tasks_an_actor_submitted_come_back_usable(
+        cluster: dict[str, object]) -> None:
+    # the head hears of the actor's tasks before the caller looks their refs up
+    @jray.remote
+    class Submitter:
+        def submit(self, n: int) -> list[Any]:
+            return [plus_one.remote(i) for i in range(n)]
+
+    s = Submitter.remote()
+    for _ in range(10):
+        assert jray.get(jray.get(s.submit.remote(5), timeout=T), timeout=T) == [1, 2, 3, 4, 5]

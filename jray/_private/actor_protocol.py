@@ -27,6 +27,7 @@ ACTOR_CREATE = 100
 #: (ACTOR_LOOKUP, actor_id)  subscribe to the actor's state; answered by ACTOR_STATE
 ACTOR_LOOKUP = 101
 #: (ACTOR_REQUEST, request_id, kind, arg)  "get_named" (name, namespace) | "list" None
+#: | "get_by_id" actor_id | "barrier" None (answered after all the sender sent before)
 ACTOR_REQUEST = 102
 #: (ACTOR_KILL, actor_id, no_restart)
 ACTOR_KILL = 103

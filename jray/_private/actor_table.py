@@ -428,6 +428,8 @@ class ActorTable:
             rec.subscribers.add(sender)
             self._reply(sender, req, True, (rec.actor_id, rec.spec["meta"]))
             self.sched.send(sender, self._state_msg(rec))
+        elif kind == "barrier":  # answered after what the sender sent before it
+            self._reply(sender, req, True, None)
         elif kind == "list":
             self._reply(sender, req, True, [self.row(r) for r in self.actors.values()])
         else:

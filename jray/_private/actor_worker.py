@@ -57,10 +57,10 @@ from typing import Any
 import cloudpickle
 import zmq
 
+from jray._private import actor_client, transport
 from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import transport
 from jray._private.actor_client import readable
 from jray._private.actor_executor import CallRunner, Result
 from jray._private.actor_modes import SYSTEM_GROUP, AsyncMode, GroupedMode, SyncMode, ThreadMode
@@ -249,6 +249,11 @@ class ActorRuntime:
                 if core.rt.events:
                     core._settle_refs()
                 core.flush()
+            if direct:  # the caller will ask the head about the refs in these results
+                # (tasks this actor submitted, say): the head answers this barrier only
+                # after everything sent before it, so they are known there first
+                actor_client.current().request(
+                    lambda req: (A.ACTOR_REQUEST, req, "barrier", None))
 
     def _retried(self, key: bytes) -> None:
         """A call runs again after an exception: the head counts it (for restarts)."""
