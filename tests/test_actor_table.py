@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 import pytest
@@ -305,8 +306,24 @@ def test_list_and_unknown_lookup() -> None:
     rows = out[OTHER][0][3]
     assert [(r["class_name"], r["state"], r["name"]) for r in rows] == [("Counter", A.ALIVE, "a")]
     out = head.send(OTHER, (A.ACTOR_LOOKUP, b"z" * 16))
+    assert OTHER not in out  # it may be created in a moment: the answer waits
+    head.table.early[b"z" * 16] = (time.monotonic() - 60, [OTHER])  # long ago
+    out = head.send(OTHER, (A.ACTOR_REQUEST, 4, "list", None))  # any batch expires it
     assert _state(out, OTHER)[2] == A.DEAD
     assert "unknown to this cluster" in str(_error(_state(out, OTHER)[5]))
+
+
+def test_a_lookup_before_the_creation_is_answered_by_it() -> None:
+    # a handle can reach another process, and its lookup the head, before the
+    # creator's ACTOR_CREATE does
+    head = Head()
+    spec = _spec(1)
+    out = head.send(OTHER, (A.ACTOR_LOOKUP, spec["actor_id"]))
+    assert OTHER not in out
+    out = head.send(DRIVER, (A.ACTOR_CREATE, spec, 0))
+    assert _state(out, OTHER)[2] == A.PENDING
+    out = head.alive(spec["actor_id"], 0)
+    assert _state(out, OTHER)[2] == A.ALIVE
 
 
 def test_gpu_actors_get_distinct_devices() -> None:

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 SIGKILL = 9
 #: exception retries remembered per actor (for calls that may be resent after a restart)
 RETRIED_MAX = 4096
+#: how long the head waits for the creation of an actor it is asked about
+EARLY_LOOKUP_S = 5.0
 
 
 class ActorRecord:
@@ -92,6 +94,10 @@ class ActorTable:
         self.per_node: dict[bytes, int] = {}
         #: lifetime object id -> actor id, for actors that die with their handles
         self.by_life: dict[bytes, bytes] = {}
+        #: lookups of actors not created yet: a handle can reach a process (and its
+        #: lookup the head) before the creator's ACTOR_CREATE (peers are read in no
+        #: global order); actor id -> (when first asked, who asked)
+        self.early: dict[bytes, tuple[float, list[bytes]]] = {}
         sched.holders.append(self._held)
         sched.lifetime_hooks.append(self._on_lifetime_end)
         for op, fn in (
@@ -112,6 +118,7 @@ class ActorTable:
         ):
             sched.register(op, fn)
         sched.schedule_hooks.append(self.place_pending)
+        sched.schedule_hooks.append(self._expire_early)
         sched.node_lost_hooks.append(self._on_node_lost)
         sched.snapshot_parts["actors"] = lambda: [self.row(r) for r in self.actors.values()]
 
@@ -159,6 +166,11 @@ class ActorTable:
             self.named[(ns, name)] = spec["actor_id"]
         rec = ActorRecord(spec, sender)
         self.actors[rec.actor_id] = rec
+        early = self.early.pop(rec.actor_id, None)
+        if early is not None:
+            for ident in early[1]:
+                rec.subscribers.add(ident)
+                self.sched.send(ident, self._state_msg(rec))
         if not spec["detached"]:
             self.by_life[A.lifetime_id(rec.actor_id)] = rec.actor_id
         self._event(rec, "actor_created", spec["meta"]["class_name"])
@@ -398,14 +410,28 @@ class ActorTable:
 
     def _on_lookup(self, sender: bytes, msg: P.Msg) -> None:
         rec = self.actors.get(msg[1])
-        if rec is None:
-            err = ActorDiedError(
-                f"actor {msg[1].hex()[:12]} is unknown to this cluster (its handle comes from "
-                f"another session, or the head was restarted)")
-            self.sched.send(sender, (A.ACTOR_STATE, msg[1], A.DEAD, 1 << 30, "", error_loc(err)))
+        if rec is None:  # not created yet, or never: answered at creation or expiry
+            first, who = self.early.setdefault(msg[1], (time.monotonic(), []))
+            who.append(sender)
             return
         rec.subscribers.add(sender)
         self.sched.send(sender, self._state_msg(rec))
+
+    def _expire_early(self) -> None:
+        """Lookups of actors still unknown after ``EARLY_LOOKUP_S``: they are dead."""
+        if not self.early:
+            return
+        now = time.monotonic()
+        for actor_id, (first, who) in list(self.early.items()):
+            if now - first < EARLY_LOOKUP_S:
+                continue
+            del self.early[actor_id]
+            err = ActorDiedError(
+                f"actor {actor_id.hex()[:12]} is unknown to this cluster (its handle comes "
+                f"from another session, or the head was restarted)")
+            for ident in who:
+                self.sched.send(ident, (A.ACTOR_STATE, actor_id, A.DEAD, 1 << 30, "",
+                                        error_loc(err)))
 
     def _on_request(self, sender: bytes, msg: P.Msg) -> None:
         _, req, kind, arg = msg
