@@ -526,3 +526,34 @@ def test_refs_to_tasks_an_actor_submitted_come_back_usable(
     s = Submitter.remote()
     for _ in range(10):
         assert jray.get(jray.get(s.submit.remote(5), timeout=T), timeout=T) == [1, 2, 3, 4, 5]
+
+
+@jray.remote(num_cpus=0)
+def after(s: float, value: Any) -> Any:
+    time.sleep(s)
+    return value
+
+
+@jray.remote(num_cpus=0)
+def relay(handle: Any, arg_ref: Any) -> Any:
+    return jray.get(handle.echo.remote(arg_ref), timeout=T)
+
+
+def test_a_sync_actor_runs_another_callers_call_while_one_waits_for_its_argument(
+        cluster: dict[str, object]) -> None:
+    @jray.remote
+    class Echo:
+        def echo(self, x: object) -> object:
+            return x
+
+    e = Echo.remote()
+    jray.get(e.echo.remote(0), timeout=T)
+    slow = relay.remote(e, after.remote(6, "slow"))  # its call waits for its argument
+    time.sleep(1)
+    start = time.monotonic()
+    assert jray.get(relay.remote(e, jray.put("fast")), timeout=T) == "fast"
+    assert time.monotonic() - start < 4
+    assert jray.get(slow, timeout=T) == "slow"
+    # one caller's calls keep their order, waiting included
+    assert jray.get([e.echo.remote(after.remote(1, "first")), e.echo.remote("second")],
+                    timeout=T) == ["first", "second"]

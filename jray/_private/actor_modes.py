@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,7 +41,12 @@ Done = Callable[[P.Msg, list[Result]], None]
 class SyncMode:
     """One call at a time, on the calling (main) thread; a call sent to Ray's
     ``_ray_system`` group runs on a thread of its own (``system``, made when the
-    first one comes), so a blocked method does not hold it up."""
+    first one comes), so a blocked method does not hold it up.
+
+    A call whose arguments are not ready waits aside (``parked``, with the calls
+    its caller sent after it), so calls from other callers run meanwhile, as in
+    Ray (whose callers send a call only once its arguments are ready); the main
+    loop runs it (``run_parked``) once they are."""
 
     concurrent = False
 
@@ -50,6 +56,8 @@ class SyncMode:
         self.done = done
         self.system = system
         self.system_mode: ThreadMode | None = None
+        #: caller -> its calls waiting, oldest first, each with the refs it waits for
+        self.parked: dict[str, deque[tuple[P.Msg, list[ObjectRef]]]] = {}
 
     def dispatch(self, msg: P.Msg) -> None:
         method = msg[A.C_METHOD]
@@ -59,10 +67,38 @@ class SyncMode:
                 self.system_mode = self.system()
             self.system_mode.dispatch(msg)
             return
-        self.done(msg, self.runner.run(msg))
+        caller = msg[A.C_CALLER]
+        queue = self.parked.get(caller)
+        cache = self.runner.core.cache
+        waiting = [ObjectRef(oid) for oid, loc in msg[A.C_DEPS] or ()
+                   if loc is None and oid not in cache]
+        if queue is None and not waiting:
+            self.done(msg, self.runner.run(msg))
+            return
+        for ref in waiting:
+            ref.future()  # the waiter thread fetches it meanwhile
+        if queue is None:
+            queue = self.parked[caller] = deque()
+        queue.append((msg, waiting))
+
+    def run_parked(self) -> None:
+        """Run the parked calls whose arguments arrived (each caller's in order)."""
+        cache = self.runner.core.cache
+        requested = self.runner.requested
+        for caller, queue in list(self.parked.items()):
+            while queue:
+                msg, waiting = queue[0]
+                if any(r.id not in cache for r in waiting) and \
+                        msg[A.C_RETURNS][0] not in requested:
+                    break
+                queue.popleft()
+                self.done(msg, self.runner.run(msg))
+            if not queue:
+                del self.parked[caller]
 
     def running(self) -> int:
-        return self.system_mode.running() if self.system_mode is not None else 0
+        parked = sum(len(q) for q in self.parked.values())
+        return parked + (self.system_mode.running() if self.system_mode is not None else 0)
 
     def stop(self) -> None:
         if self.system_mode is not None:

@@ -77,6 +77,8 @@ FLUSH_EVERY_S = 0.002
 #: the head tracks those objects as pending meanwhile, and nobody else needs them yet
 REPORT_DELAY_S = 0.002
 REPORT_MAX = 256
+#: how often the main loop looks at calls parked for their arguments (sync actors)
+PARKED_POLL_MS = 2
 LINGER_MS = 2000
 INTERNAL_ERROR = 70  # exit code of an actor process whose runtime failed
 #: sent by the control thread to the main thread to interrupt a cancelled sync call
@@ -402,7 +404,13 @@ class ActorRuntime:
                 break
             due = self._report_in()
             wait = tick if due > tick / 1000 else max(0, int(due * 1000) + 1)
+            parking = isinstance(mode, SyncMode) and mode.parked
+            if parking:  # calls wait aside for their arguments: look again soon
+                wait = min(wait, PARKED_POLL_MS)
             events = dict(poller.poll(wait))
+            if parking:
+                assert isinstance(mode, SyncMode)
+                mode.run_parked()
             if not events:
                 if os.getppid() != parent:
                     self.exit_reason = "its node daemon died"
@@ -448,6 +456,8 @@ class ActorRuntime:
     def _exit(self, mode: Mode) -> None:
         deadline = time.monotonic() + 30
         while mode.running() and time.monotonic() < deadline:
+            if isinstance(mode, SyncMode):
+                mode.run_parked()
             time.sleep(0.005)
         self._shutdown_hooks()
         self.flush(wait=True, force=True)
