@@ -56,6 +56,10 @@ REMEDIES = {
     "ObjectStoreFullError": "Nothing more could be spilled: free refs (`del`), raise "
     "`object_store_memory`, or give `spill_dir` a disk with room (the message names it).",
     "ActorError": "Base of actor failures; catch it to handle any of them.",
+    "ActorUnavailableError": "An actor call was in flight when its actor restarted and its "
+    "`max_task_retries` (shared by exceptions and restarts) were used up: raise "
+    "`max_task_retries` on the method or the call, or make the call idempotent and send it "
+    "again.",
     "ActorDiedError": "The actor's process died or its constructor raised (the constructor's "
     "traceback is in `traceback_str`). Use `max_restarts` / `max_task_retries` to survive "
     "crashes.",

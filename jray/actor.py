@@ -14,9 +14,11 @@ Options (``@jray.remote(...)`` or ``Cls.options(...)``):
 - ``name``, ``namespace``: find it with ``jray.get_actor(name, namespace)``;
   a second actor with the same name raises ``ValueError`` unless
   ``get_if_exists=True`` (then the existing actor's handle is returned).
-- ``lifetime="detached"``: the actor outlives its handles. Otherwise an unnamed
-  actor exits (after the calls already sent) once every handle made in its
-  creating process is gone and none was ever passed to another process.
+- ``lifetime="detached"``: the actor outlives its handles. Otherwise the actor
+  (named or not) exits, after the calls already sent, once its creator's handle
+  and every copy of it passed to tasks, actors or objects are gone (the head
+  counts the copies like borrowed refs), or when the actor that created it dies.
+  Handles from ``get_actor`` and ``current_actor`` are weak: they do not count.
 - ``max_restarts`` (default 0, -1 forever): restart the process when it dies;
   ``max_task_retries`` (default 0, -1 forever): send calls that were in
   flight at the crash again to the restarted actor (at-least-once).
@@ -70,6 +72,7 @@ from jray._private import actor_protocol as A
 from jray._private import serialization as S
 from jray._private.actor_calls import call_name, exception_names
 from jray._private.actor_executor import BUILTIN_METHODS, ExitActor
+from jray._private.actor_lifetime import hosted_actor, lifetime_ref
 from jray._private.object_ref import ObjectRef
 from jray._private.signature import ArgCheck, Params, check_of, params_of
 from jray.exceptions import ActorClassInheritanceException, ArgumentError, SerializationError
@@ -365,9 +368,10 @@ class ActorClass:
             "detached": detached,
             "get_if_exists": bool(opts.get("get_if_exists")),
             "output_addr": core.output_addr,
+            "owner_actor": hosted_actor(),
         }
-        actor_id, meta = client.create(spec, hold, collectable=name is None and not detached)
-        original = actor_id == spec["actor_id"] and name is None and not detached
+        actor_id, meta = client.create(spec, hold, collectable=not detached)
+        original = actor_id == spec["actor_id"] and not detached
         return ActorHandle(actor_id, meta, client if original else None)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -381,11 +385,11 @@ class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
     __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check",
-                 "_retry_exc", "_group", "_call")
+                 "_retry_exc", "_group", "_title", "_call")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
                  retries: int, check: ArgCheck, retry_exc: Any = None,
-                 group: str | None = None) -> None:
+                 group: str | None = None, title: str | None = None) -> None:
         self._actor_id = actor_id
         self._class = class_name
         self._name = name
@@ -394,6 +398,7 @@ class ActorMethod:
         self._check = check
         self._retry_exc = retry_exc
         self._group = group
+        self._title = title
         opts: dict[str, str] = {}  # what the actor must know of this call (see call_name)
         if num_returns in (STREAMING, DYNAMIC):
             opts["g"] = "streaming" if num_returns == STREAMING else "dynamic"
@@ -404,6 +409,8 @@ class ActorMethod:
                          else exception_names(retry_exc))
         if group is not None:
             opts["c"] = group
+        if title is not None:
+            opts["n"] = title.encode().hex()
         self._call = call_name(name, opts)
 
     def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -422,25 +429,31 @@ class ActorMethod:
 
     def options(self, *, num_returns: int | str | None = None,
                 max_task_retries: int | None = None, retry_exceptions: Any = None,
-                concurrency_group: str | None = None, **unknown: Any) -> ActorMethod:
+                concurrency_group: str | None = None, name: str | None = None,
+                **unknown: Any) -> ActorMethod:
+        """Options of one call. ``name``: the call's name; while it runs, the actor's
+        process title is ``ray::<name>`` (as in Ray, for ``ps`` and ``top``)."""
         where = f"{self._class}.{self._name}.options()"
         if unknown:
             raise ValueError(f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
-                             f"valid: concurrency_group, max_task_retries, num_returns, "
+                             f"valid: concurrency_group, max_task_retries, name, num_returns, "
                              f"retry_exceptions")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{where}: name must be a non-empty str, got {name!r}")
         _group_opt(where, concurrency_group)
         _num_returns_opt(where, num_returns)
         _int_opt(where, {"max_task_retries": max_task_retries}, "max_task_retries", -1)
         retry = _retry_exceptions_opt(where, retry_exceptions)
         if num_returns is None and max_task_retries is None and retry is None \
-                and concurrency_group is None:
+                and concurrency_group is None and name is None:
             return self
         return ActorMethod(
             self._actor_id, self._class, self._name,
             self._num_returns if num_returns is None else _num_returns_code(num_returns),
             self._retries if max_task_retries is None else max_task_retries, self._check,
             self._retry_exc if retry is None else retry,
-            self._group if concurrency_group is None else concurrency_group)
+            self._group if concurrency_group is None else concurrency_group,
+            self._title if name is None else name)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -458,14 +471,19 @@ class ActorHandle:
     Picklable: pass it to tasks and other actors, or store it in objects.
     """
 
-    __slots__ = ("_actor_id", "_meta", "_methods", "_client", "__weakref__")
+    __slots__ = ("_actor_id", "_meta", "_methods", "_client", "_life", "__weakref__")
 
     def __init__(self, actor_id: bytes, meta: A.ActorMeta,
-                 client: actor_client.ActorClient | None = None) -> None:
+                 client: actor_client.ActorClient | None = None,
+                 life: ObjectRef | None = None) -> None:
         self._actor_id = actor_id
         self._meta = meta
         self._methods: dict[str, ActorMethod] = {}
         self._client = client  # set on the handles whose loss may end the actor
+        # a ref to the actor's lifetime object (``A.lifetime_id``): the counted handles
+        # hold one; None in a weak handle (get_actor, current_actor) and in an original
+        # handle that never left its process (its client counts it)
+        self._life = life
         if client is not None:
             client.handle_created(actor_id)
 
@@ -491,9 +509,12 @@ class ActorHandle:
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if self._client is not None:
-            self._client.handle_escaped(self._actor_id)
-        return (_rebuild_handle, (self._actor_id, self._meta))
+        client = self._client
+        if client is not None:
+            client.handle_escaped(self._actor_id)  # its client no longer ends it
+            if self._life is None:
+                self._life = lifetime_ref(client.core, self._actor_id)
+        return (_rebuild_handle, (self._actor_id, self._meta, self._life))
 
     def __del__(self) -> None:
         client = self._client
@@ -513,8 +534,9 @@ class ActorHandle:
         return f"Actor({self._meta['class_name']}, {self._actor_id.hex()})"
 
 
-def _rebuild_handle(actor_id: bytes, meta: A.ActorMeta) -> ActorHandle:
-    return ActorHandle(actor_id, meta)
+def _rebuild_handle(actor_id: bytes, meta: A.ActorMeta,
+                    life: ObjectRef | None = None) -> ActorHandle:
+    return ActorHandle(actor_id, meta, None, life)
 
 
 def get_actor(name: str, namespace: str | None = None) -> ActorHandle:

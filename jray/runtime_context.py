@@ -69,6 +69,18 @@ class RuntimeContext:
         client.conn(actor_id, subscribed=True)
         return ActorHandle(payload[0], payload[1])
 
+    def is_canceled(self) -> bool:
+        """Whether ``jray.cancel()`` was called on the actor call running here.
+
+        As in Ray, a running call of a sync or threaded actor is not interrupted: it
+        may look here and stop early (its result is ``TaskCancelledError`` either
+        way). ``RuntimeError`` in an async actor (its calls are cancelled as asyncio
+        tasks instead); False outside actor calls.
+        """
+        from jray._private.actor_executor import ACTIVE
+
+        return ACTIVE[0].is_canceled() if ACTIVE else False
+
     @property
     def was_current_actor_reconstructed(self) -> bool:
         """True in an actor process that is a restart (``max_restarts``) of its actor."""

@@ -408,3 +408,152 @@ def test_actor_output_reaches_the_driver(cluster: dict[str, object],
     t = Talker.remote()
     jray.get(t.say.remote("hello from the actor"), timeout=T)
     assert eventually(lambda: "hello from the actor" in capsys.readouterr().out or False, 5)
+
+
+def test_an_instance_attribute_does_not_hide_a_method(cluster: dict[str, object]) -> None:
+    # Ray looks methods up on the class: ``self.called`` (data) and ``called()`` coexist
+    @jray.remote
+    class Flag:
+        def __init__(self) -> None:
+            self.called = False
+
+        def called(self) -> None:  # type: ignore[no-redef]
+            self.called = True  # type: ignore[assignment,method-assign]
+
+        def was_called(self) -> bool:
+            return self.called  # type: ignore[return-value]
+
+        @staticmethod
+        def twice(x: int) -> int:
+            return 2 * x
+
+    f = Flag.remote()
+    assert jray.get(f.was_called.remote(), timeout=T) is False
+    jray.get(f.called.remote(), timeout=T)
+    jray.get(f.called.remote(), timeout=T)  # still the method, not the attribute
+    assert jray.get(f.was_called.remote(), timeout=T) is True
+    assert jray.get(f.twice.remote(21), timeout=T) == 42
+
+
+@jray.remote(num_cpus=0)
+class Gate:
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.waiting = 0
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        await self.opened.wait()
+
+    async def open(self) -> None:
+        self.opened.set()
+
+    async def waiters(self) -> int:
+        return self.waiting
+
+
+@pytest.mark.parametrize("kind", ["threaded", "async"])
+def test_concurrent_actors_run_a_call_whose_argument_is_ready_first(
+        cluster: dict[str, object], kind: str) -> None:
+    # Ray: threaded and async actors give no order; a call waiting for its argument
+    # does not hold back the calls behind it
+    @jray.remote
+    class Echo:
+        def echo(self, x: object) -> object:
+            return x
+
+    @jray.remote
+    class AsyncEcho:
+        async def echo(self, x: object) -> object:
+            return x
+
+    gate = Gate.remote()
+    cls = Echo if kind == "threaded" else AsyncEcho
+    e = cls.options(max_concurrency=2).remote()
+    blocked = e.echo.remote(gate.wait.remote())
+    assert jray.get(e.echo.remote(jray.put(2)), timeout=10) == 2
+    jray.get(gate.open.remote(), timeout=T)
+    assert jray.get(blocked, timeout=T) is None
+
+
+def test_threads_of_an_actor_wait_for_objects_at_the_same_time(
+        cluster: dict[str, object]) -> None:
+    @jray.remote
+    class Waiter:
+        def through(self, gate: Any, i: int) -> int:
+            jray.get(gate.wait.remote(), timeout=T)
+            return i
+
+    gate = Gate.remote()
+    w = Waiter.options(max_concurrency=3).remote()
+    refs = [w.through.remote(gate, i) for i in range(3)]
+    assert eventually(lambda: jray.get(gate.waiters.remote(), timeout=T) == 3, 20)
+    jray.get(gate.open.remote(), timeout=T)
+    assert jray.get(refs, timeout=T) == [0, 1, 2]
+
+
+def test_a_named_call_sets_the_process_title_while_it_runs(
+        cluster: dict[str, object]) -> None:
+    import psutil
+
+    @jray.remote
+    class Titled:
+        def title(self) -> str:
+            return psutil.Process().cmdline()[0]
+
+    t = Titled.remote()
+    assert jray.get(t.title.options(name="load-shard-3").remote(), timeout=T) == \
+        "ray::load-shard-3"
+    assert jray.get(t.title.options(name="other").remote(), timeout=T) == "ray::other"
+    assert not jray.get(t.title.remote(), timeout=T).startswith("ray::")  # put back after
+    with pytest.raises(ValueError, match="name"):
+        t.title.options(name="")
+
+
+@jray.remote
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+def test_refs_to_tasks_an_actor_submitted_come_back_usable(
+        cluster: dict[str, object]) -> None:
+    # the head hears of the actor's tasks before the caller looks their refs up
+    @jray.remote
+    class Submitter:
+        def submit(self, n: int) -> list[Any]:
+            return [plus_one.remote(i) for i in range(n)]
+
+    s = Submitter.remote()
+    for _ in range(10):
+        assert jray.get(jray.get(s.submit.remote(5), timeout=T), timeout=T) == [1, 2, 3, 4, 5]
+
+
+@jray.remote(num_cpus=0)
+def after(s: float, value: Any) -> Any:
+    time.sleep(s)
+    return value
+
+
+@jray.remote(num_cpus=0)
+def relay(handle: Any, arg_ref: Any) -> Any:
+    return jray.get(handle.echo.remote(arg_ref), timeout=T)
+
+
+def test_a_sync_actor_runs_another_callers_call_while_one_waits_for_its_argument(
+        cluster: dict[str, object]) -> None:
+    @jray.remote
+    class Echo:
+        def echo(self, x: object) -> object:
+            return x
+
+    e = Echo.remote()
+    jray.get(e.echo.remote(0), timeout=T)
+    slow = relay.remote(e, after.remote(6, "slow"))  # its call waits for its argument
+    time.sleep(1)
+    start = time.monotonic()
+    assert jray.get(relay.remote(e, jray.put("fast")), timeout=T) == "fast"
+    assert time.monotonic() - start < 4
+    assert jray.get(slow, timeout=T) == "slow"
+    # one caller's calls keep their order, waiting included
+    assert jray.get([e.echo.remote(after.remote(1, "first")), e.echo.remote("second")],
+                    timeout=T) == ["first", "second"]

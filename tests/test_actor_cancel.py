@@ -44,6 +44,25 @@ class Log:
         self.log.append(tag)
         return tag
 
+    def poll(self, tag: str, s: float, mark: str) -> str:
+        """Runs until cancelled (``is_canceled``) or ``s`` seconds pass."""
+        open(mark, "w").close()
+        end = time.monotonic() + s
+        while time.monotonic() < end:
+            if jray.get_runtime_context().is_canceled():
+                self.log.append(f"{tag} saw the cancel")
+                return tag
+            time.sleep(0.01)
+        self.log.append(tag)
+        return tag
+
+    def count(self, n: int, mark: str) -> Any:
+        for i in range(n):
+            if i == 1:
+                open(mark, "w").close()
+            time.sleep(0.05)
+            yield i
+
     def history(self) -> list[Any]:
         return self.log
 
@@ -70,6 +89,9 @@ class AsyncLog:
     async def history(self) -> list[Any]:
         return self.log
 
+    async def canceled(self) -> bool:
+        return jray.get_runtime_context().is_canceled()
+
     async def begun(self) -> list[str]:
         return self.started
 
@@ -78,11 +100,14 @@ def _started(h: Any, tag: str) -> bool:
     return tag in jray.get(h.begun.remote(), timeout=T)
 
 
-def test_cancel_running_sync_call_keeps_the_actor(cluster: object, tmp_path: Any) -> None:
+def test_a_running_sync_call_is_not_interrupted_but_sees_is_canceled(
+        cluster: object, tmp_path: Any) -> None:
+    # Ray: a running call of a sync actor is not interrupted (the actor has state); it
+    # can look at is_canceled() and stop, and its result is TaskCancelledError
     h = Log.remote()
     assert jray.get(h.append.remote("a"), timeout=T) == 1
     mark = str(tmp_path / "started")
-    running = h.sleep.remote("long", 30, mark)
+    running = h.poll.remote("long", 30, mark)
     queued = h.append.remote("queued")  # behind the running call
     later = [h.append.remote(i) for i in range(3)]
     assert eventually(lambda: os.path.exists(mark), T)  # it runs (the actor is busy)
@@ -91,10 +116,11 @@ def test_cancel_running_sync_call_keeps_the_actor(cluster: object, tmp_path: Any
     with pytest.raises(TaskCancelledError):
         jray.get(running, timeout=T)
     assert time.monotonic() - t0 < 5
-    # the actor lives, kept its state, and ran the later calls in order
-    assert jray.get(queued, timeout=T) == 2
-    assert jray.get(later, timeout=T) == [3, 4, 5]
-    assert jray.get(h.history.remote(), timeout=T) == ["a", "queued", 0, 1, 2]
+    # the actor lives, kept its state (the method ran to its end), ran the later calls
+    assert jray.get(queued, timeout=T) == 3
+    assert jray.get(later, timeout=T) == [4, 5, 6]
+    assert jray.get(h.history.remote(), timeout=T) == [
+        "a", "long saw the cancel", "queued", 0, 1, 2]
 
 
 def test_cancel_queued_sync_call_drops_it(cluster: object) -> None:
@@ -119,15 +145,39 @@ def test_cancel_before_the_actor_is_up(cluster: object) -> None:
     assert jray.get(h.append.remote("y"), timeout=T) == 1
 
 
-def test_cancel_running_busy_loop(cluster: object, tmp_path: Any) -> None:
+def test_a_cancelled_busy_loop_runs_to_its_end_as_cancelled(
+        cluster: object, tmp_path: Any) -> None:
     h = Log.remote()
     mark = str(tmp_path / "spinning")
-    ref = h.spin.remote("spin", 30, mark)
+    ref = h.spin.remote("spin", 1.0, mark)
     assert eventually(lambda: os.path.exists(mark), T)
     jray.cancel(ref)
     with pytest.raises(TaskCancelledError):
         jray.get(ref, timeout=10)
+    assert jray.get(h.append.remote("after"), timeout=T) == 2
+    assert jray.get(h.history.remote(), timeout=T) == ["spin", "after"]
+
+
+def test_a_cancelled_generator_method_stops_at_its_next_item(
+        cluster: object, tmp_path: Any) -> None:
+    h = Log.remote()
+    mark = str(tmp_path / "second")
+    gen = h.count.remote(1000, mark)
+    assert eventually(lambda: os.path.exists(mark), T)
+    jray.cancel(gen)
+    got = []
+    with pytest.raises(TaskCancelledError):
+        for ref in gen:
+            got.append(jray.get(ref, timeout=T))
+    assert 1 <= len(got) < 1000 and got == list(range(len(got)))
     assert jray.get(h.append.remote("after"), timeout=T) == 1
+
+
+def test_is_canceled_is_refused_in_an_async_actor(cluster: object) -> None:
+    h = AsyncLog.remote()
+    with pytest.raises(RuntimeError, match="not supported in an async actor"):
+        jray.get(h.canceled.remote(), timeout=T)
+    assert jray.get(h.append.remote("x"), timeout=T) == 1
 
 
 def test_cancel_running_async_call(cluster: object) -> None:
@@ -154,23 +204,25 @@ def test_cancel_queued_threaded_call(cluster: object) -> None:
     assert "queued" not in jray.get(h.history.remote(), timeout=T)
 
 
-def test_cancel_running_threaded_busy_loop(cluster: object, tmp_path: Any) -> None:
+def test_a_running_threaded_call_sees_is_canceled_the_others_do_not(
+        cluster: object, tmp_path: Any) -> None:
     h = Log.options(max_concurrency=2).remote()
-    mark = str(tmp_path / "spinning")
-    ref = h.spin.remote("spin", 30, mark)
-    other = h.sleep.remote("other", 0.5)
+    mark = str(tmp_path / "polling")
+    ref = h.poll.remote("cancelled", 30, str(mark))
+    other = h.poll.remote("other", 0.5, str(tmp_path / "other"))
     assert eventually(lambda: os.path.exists(mark), T)
     jray.cancel(ref)
     with pytest.raises(TaskCancelledError):
         jray.get(ref, timeout=10)
     assert jray.get(other, timeout=T) == "other"
-    assert jray.get(h.append.remote("after"), timeout=T) == 2
+    assert sorted(jray.get(h.history.remote(), timeout=T)) == [
+        "cancelled saw the cancel", "other"]
 
 
 def test_cancel_force_is_refused(cluster: object) -> None:
     h = Log.remote()
     ref = h.append.remote(1)
-    with pytest.raises(ValueError, match="jray.kill"):
+    with pytest.raises(ValueError, match="force=True is not supported.*jray.kill"):
         jray.cancel(ref, force=True)
     assert jray.get(ref, timeout=T) == 1
 
@@ -216,3 +268,39 @@ def test_calls_from_a_background_thread_of_a_task(cluster: object) -> None:
     # the first call arrives while the task's main thread sleeps
     assert eventually(lambda: "bg" in jray.get(h.history.remote(), timeout=T), 1.5)
     assert jray.get(ref, timeout=T) == [3]
+
+
+@jray.remote(num_cpus=0)
+class Gate:
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.waiting = 0
+
+    async def wait(self) -> None:
+        self.waiting += 1
+        await self.opened.wait()
+
+    async def open(self) -> None:
+        self.opened.set()
+
+    async def waiters(self) -> int:
+        return self.waiting
+
+
+@jray.remote
+class Checker:
+    def through(self, gate: Any) -> bool:
+        jray.get(gate.wait.remote(), timeout=T)
+        return bool(jray.get_runtime_context().is_canceled())
+
+
+def test_a_cancel_arrives_before_what_the_caller_sends_next(cluster: object) -> None:
+    # cancel, then at once unblock the call: the call must see the cancel
+    for _ in range(5):
+        gate, checker = Gate.remote(), Checker.remote()
+        ref = checker.through.remote(gate)
+        assert eventually(lambda g=gate: jray.get(g.waiters.remote(), timeout=T) == 1, T)
+        jray.cancel(ref)
+        jray.get(gate.open.remote(), timeout=T)
+        with pytest.raises(TaskCancelledError):
+            jray.get(ref, timeout=T)

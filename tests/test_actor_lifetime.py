@@ -66,19 +66,107 @@ def test_a_loop_of_unreferenced_actors_returns_cpu_and_memory(
     assert len(dead) == ROUNDS and all(a.get("state") == "DEAD" for a in dead), dead[:2]
 
 
-def test_a_named_actor_outlives_its_handles_until_killed(cluster: dict[str, object]) -> None:
+def test_a_named_actor_dies_with_its_handles_a_detached_one_lives_until_killed(
+        cluster: dict[str, object]) -> None:
+    # as in Ray: a name does not keep an actor alive, and get_actor's handles are weak
     named = Holder.options(name="kept", num_cpus=0).remote()
     ray.get(named.size.remote(), timeout=60)
+    for _ in range(3):
+        assert ray.get(ray.get_actor("kept").size.remote(), timeout=60) == HOLD_BYTES
     del named
+
+    def name_gone() -> bool:
+        try:
+            ray.get_actor("kept")
+        except ValueError:
+            return True
+        return False
+
+    assert _settled(name_gone)
+    detached = Holder.options(name="stays", num_cpus=0, lifetime="detached").remote()
+    ray.get(detached.size.remote(), timeout=60)
+    del detached
     time.sleep(0.5)
-    again = ray.get_actor("kept")
+    again = ray.get_actor("stays")
     assert ray.get(again.size.remote(), timeout=60) == HOLD_BYTES
     ray.kill(again)
     with pytest.raises(ValueError):  # as in Ray: its name is gone as soon as it is killed
-        ray.get_actor("kept")
+        ray.get_actor("stays")
     restartable = Holder.options(name="back", num_cpus=0, max_restarts=1,
                                  max_task_retries=-1).remote()
     ray.get(restartable.size.remote(), timeout=60)
     ray.kill(restartable, no_restart=False)  # restarted: the name stays
     assert ray.get(ray.get_actor("back").size.remote(), timeout=60) == HOLD_BYTES
     ray.kill(restartable)
+
+
+@ray.remote(num_cpus=0)
+class Pid:
+    def __init__(self) -> None:
+        self.kept: list[object] = []
+
+    def pid(self) -> int:
+        return psutil.Process().pid
+
+    def keep(self, handle: object) -> None:
+        self.kept.append(handle)
+
+    def drop(self) -> None:
+        self.kept.clear()
+
+    def look(self, handle: object) -> int:
+        return 0
+
+    def make(self, n: int) -> int:
+        self.kept = [Pid.remote() for _ in range(n)]
+        return len(self.kept)
+
+    def pids(self) -> list[int]:
+        return ray.get([h.pid.remote() for h in self.kept], timeout=60)  # type: ignore[attr-defined]
+
+
+@ray.remote(num_cpus=0)
+def use_later(handle: object, delay: float) -> int:
+    time.sleep(delay)  # the caller drops its own handle meanwhile
+    return int(ray.get(handle.pid.remote(), timeout=60))  # type: ignore[attr-defined]
+
+
+def _exited(pid: int, timeout: float = 30) -> bool:
+    return _settled(lambda: not psutil.pid_exists(pid)
+                    or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout)
+
+
+def test_handles_passed_to_tasks_and_actors_are_counted(cluster: dict[str, object]) -> None:
+    # a copy of the handle in a task's arguments keeps the actor after the creator's goes
+    a = Pid.remote()
+    pid = ray.get(a.pid.remote(), timeout=60)
+    x = use_later.remote(a, 1.0)
+    del a
+    assert ray.get(x, timeout=60) == pid
+    assert _exited(pid)
+    # a copy an actor keeps counts until that actor drops it
+    a = Pid.remote()
+    pid = ray.get(a.pid.remote(), timeout=60)
+    keeper = Pid.remote()
+    ray.get(keeper.keep.remote(a), timeout=60)
+    del a
+    time.sleep(1.0)
+    assert psutil.pid_exists(pid), "the actor died while another actor held its handle"
+    ray.get(keeper.drop.remote(), timeout=60)
+    assert _exited(pid)
+    # an actor given its own handle in calls does not keep itself alive
+    a = Pid.remote()
+    pid = ray.get(a.pid.remote(), timeout=60)
+    for _ in range(3):
+        ray.get(a.look.remote(a), timeout=60)
+    del a
+    assert _exited(pid)
+    del keeper
+
+
+def test_actors_die_with_the_actor_that_created_them(cluster: dict[str, object]) -> None:
+    owner = Pid.remote()
+    assert ray.get(owner.make.remote(2), timeout=60) == 2
+    pids = ray.get(owner.pids.remote(), timeout=60)
+    del owner  # the owner exits: the actors it created go with it
+    assert all(_exited(pid) for pid in pids)

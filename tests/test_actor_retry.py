@@ -123,3 +123,85 @@ def test_sys_exit_in_a_method_restarts_the_actor_and_retries(
     a = Exits.remote(counter)
     assert ray.get(a.once.remote(), timeout=60) == "second run"
     assert ray.get(counter.value.remote()) == 2
+
+
+@ray.remote(max_task_retries=2)
+class Streams:
+    @ray.method(num_returns="streaming")
+    def plain(self, counter: object, script: list[object]) -> object:
+        while True:  # each run goes on where the script is
+            i = ray.get(counter.inc.remote(), timeout=60)  # type: ignore[attr-defined]
+            if isinstance(script[i], BaseException):
+                raise script[i]
+            yield script[i]
+            if i == len(script) - 1:
+                return
+
+    @ray.method(num_returns="streaming")
+    async def asynchronous(self, counter: object, script: list[object]) -> object:
+        while True:  # each run goes on where the script is
+            i = await counter.inc.remote()  # type: ignore[attr-defined]
+            if isinstance(script[i], BaseException):
+                raise script[i]
+            yield script[i]
+            if i == len(script) - 1:
+                return
+
+
+@pytest.mark.parametrize("method", ["plain", "asynchronous"])
+def test_a_generator_method_is_rerun_and_its_caller_skips_the_items_it_has(
+        cluster: dict[str, object], method: str) -> None:
+    # two failures, two retries (the actor's max_task_retries): the third run finishes
+    counter = Counter.remote()
+    gen = getattr(Streams.remote(), method).options(retry_exceptions=[Flaky]).remote(
+        counter, ["a", Flaky(), "a", Flaky(), "a", "b", "c"])
+    assert [ray.get(ref, timeout=60) for ref in gen] == ["a", "b", "c"]
+    assert ray.get(counter.value.remote(), timeout=60) == 7
+    # three failures: the last one is the stream's end, after the items it had
+    counter = Counter.remote()
+    gen = getattr(Streams.remote(), method).options(retry_exceptions=[Flaky]).remote(
+        counter, ["a", Flaky(), "a", Flaky(), "a", Flaky(), "a", "b"])
+    got = []
+    with pytest.raises(Flaky):
+        for ref in gen:
+            got.append(ray.get(ref, timeout=60))
+    assert got == ["a"] and ray.get(counter.value.remote(), timeout=60) == 6
+    # not a retried exception: no rerun
+    counter = Counter.remote()
+    gen = getattr(Streams.remote(), method).remote(counter, ["a", Other(), "b"])
+    with pytest.raises(Other):
+        assert [ray.get(ref, timeout=60) for ref in gen] == ["a"]
+    assert ray.get(counter.value.remote(), timeout=60) == 2
+
+
+@ray.remote(max_restarts=1)
+class Unsteady:
+    @ray.method(retry_exceptions=[Flaky])
+    def act(self, counter: object, script: list[str]) -> int:
+        i = ray.get(counter.inc.remote(), timeout=60)  # type: ignore[attr-defined]
+        step = script[i] if i < len(script) else "return"
+        if step == "raise":
+            raise Flaky()
+        if step == "exit":
+            sys.exit(1)
+        return int(i)
+
+
+@pytest.mark.parametrize("script, outcome", [
+    (["exit", "raise", "raise"], Flaky),
+    (["raise", "exit", "raise"], Flaky),
+    (["raise", "raise", "exit"], ray.exceptions.ActorUnavailableError),
+    (["raise", "exit"], 2),
+])
+def test_exceptions_and_restarts_share_one_retry_budget(
+        cluster: dict[str, object], script: list[str], outcome: object) -> None:
+    # Ray: max_task_retries=2 is three tries in all, whether a try raised or its
+    # actor's process died (the restart counts, as do the exceptions before it)
+    counter = Counter.remote()
+    ref = Unsteady.remote().act.options(max_task_retries=2).remote(counter, script)
+    if isinstance(outcome, int):
+        assert ray.get(ref, timeout=60) == outcome
+    else:
+        with pytest.raises(outcome):  # type: ignore[call-overload]
+            ray.get(ref, timeout=60)
+    assert ray.get(counter.value.remote(), timeout=60) == min(3, len(script) + 1)

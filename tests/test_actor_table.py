@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ def _spec(n: int = 1, **over: Any) -> A.ActorSpec:
         "detached": False,
         "get_if_exists": False,
         "output_addr": "",
+        "owner_actor": None,
     }
     spec.update(over)  # type: ignore[typeddict-item]
     return spec
@@ -263,7 +265,7 @@ def test_checkpoints_keep_only_the_newest_and_restore_on_restart() -> None:
     assert (P.UNLINK, ["seg-1"]) in out[NODE_IDENT]
     head.send(NODE_IDENT, (A.ACTOR_PROC_DIED, aid, 0, -9))
     out = head.send(b"q", (A.ACTOR_HELLO, aid, 1))
-    assert out[b"q"] == [(A.ACTOR_INIT, spec, (P.LOC_INLINE, b"state-2"))]
+    assert out[b"q"] == [(A.ACTOR_INIT, spec, (P.LOC_INLINE, b"state-2"), {})]
 
 
 def test_call_results_become_objects_either_order() -> None:
@@ -304,8 +306,24 @@ def test_list_and_unknown_lookup() -> None:
     rows = out[OTHER][0][3]
     assert [(r["class_name"], r["state"], r["name"]) for r in rows] == [("Counter", A.ALIVE, "a")]
     out = head.send(OTHER, (A.ACTOR_LOOKUP, b"z" * 16))
+    assert OTHER not in out  # it may be created in a moment: the answer waits
+    head.table.early[b"z" * 16] = (time.monotonic() - 60, [OTHER])  # long ago
+    out = head.send(OTHER, (A.ACTOR_REQUEST, 4, "list", None))  # any batch expires it
     assert _state(out, OTHER)[2] == A.DEAD
     assert "unknown to this cluster" in str(_error(_state(out, OTHER)[5]))
+
+
+def test_a_lookup_before_the_creation_is_answered_by_it() -> None:
+    # a handle can reach another process, and its lookup the head, before the
+    # creator's ACTOR_CREATE does
+    head = Head()
+    spec = _spec(1)
+    out = head.send(OTHER, (A.ACTOR_LOOKUP, spec["actor_id"]))
+    assert OTHER not in out
+    out = head.send(DRIVER, (A.ACTOR_CREATE, spec, 0))
+    assert _state(out, OTHER)[2] == A.PENDING
+    out = head.alive(spec["actor_id"], 0)
+    assert _state(out, OTHER)[2] == A.ALIVE
 
 
 def test_gpu_actors_get_distinct_devices() -> None:
@@ -318,3 +336,30 @@ def test_gpu_actors_get_distinct_devices() -> None:
     assert sorted(spawned) == [[0], [1]]  # the third waits for a free GPU
     head.send(NODE_IDENT, (A.ACTOR_PROC_DIED, bytes([1]) * 16, 0, -9))
     assert head.sched.nodes[NODE].res.available["GPU"] == 0.0  # the third took it
+
+
+def test_exception_retries_reach_the_next_incarnation() -> None:
+    head = Head()
+    spec = _spec(max_restarts=1)
+    aid = spec["actor_id"]
+    head.start(spec)
+    head.send(b"p", (A.ACTOR_RETRIED, aid, 0, b"k1"))
+    head.send(NODE_IDENT, (A.ACTOR_PROC_DIED, aid, 0, 1))
+    head.send(b"p", (A.ACTOR_RETRIED, aid, 0, b"k1"))  # may come after the death notice
+    out = head.send(b"q", (A.ACTOR_HELLO, aid, 1))
+    assert out[b"q"] == [(A.ACTOR_INIT, spec, None, {b"k1": 2})]
+
+
+def test_collecting_the_lifetime_object_ends_the_actor() -> None:
+    head = Head()
+    spec = _spec()
+    aid = spec["actor_id"]
+    head.start(spec)
+    life = A.lifetime_id(aid)
+    head.send(DRIVER, (P.PUT, life, (P.LOC_INLINE, b"N."), []))
+    head.send(b"borrower", (P.BORROW, [life]))
+    out = head.send(DRIVER, (P.FREE, [life]))
+    assert all(m[0] != A.ACTOR_SHUTDOWN for msgs in out.values() for m in msgs)
+    out = head.send(b"borrower", (P.UNBORROW, [life]))  # the last copy is gone
+    proc = b"A" + aid + bytes([0])
+    assert out[proc] == [(A.ACTOR_SHUTDOWN, "all handles to it went out of scope")]

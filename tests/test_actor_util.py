@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import pytest
 
 import jray
+from jray.testing import eventually
 from jray.util import ActorPool
 from jray.util.queue import Empty, Full, Queue
 
@@ -159,3 +161,46 @@ def test_queue_put_async_get_async(cluster: dict[str, object]) -> None:
 
     assert asyncio.run(main()) == ["a", "c"]
     q.shutdown()
+
+
+@jray.remote
+class Seen:
+    def __init__(self) -> None:
+        self.values: list[int] = []
+
+    async def note(self, v: int) -> int:
+        self.values.append(v)
+        return v
+
+    async def stall(self, s: float) -> float:
+        await asyncio.sleep(s)
+        return s
+
+    async def seen(self) -> list[int]:
+        return self.values
+
+
+def test_pool_map_submits_when_called(cluster: dict[str, object]) -> None:
+    # as in Ray: map() submits at once (as many values as there are idle actors, the
+    # rest as results come back); the iterator only collects
+    actors = [Seen.remote() for _ in range(3)]
+    pool = ActorPool(actors)
+    results = pool.map(lambda a, v: a.note.remote(v), range(3))
+
+    def seen() -> list[int]:
+        return sorted(v for a in actors for v in jray.get(a.seen.remote(), timeout=T))
+
+    assert eventually(lambda: seen() == [0, 1, 2], T)
+    assert list(results) == [0, 1, 2]
+
+
+def test_pool_map_drops_earlier_work_nobody_took(cluster: dict[str, object]) -> None:
+    pool = ActorPool([Seen.remote() for _ in range(2)])
+    pool.submit(lambda a, v: a.stall.remote(v), 30)  # never collected
+    start = time.monotonic()
+    assert list(pool.map(lambda a, v: a.note.remote(v), [1, 2, 3])) == [1, 2, 3]
+    assert time.monotonic() - start < 20
+    pool.submit(lambda a, v: a.stall.remote(v), 30)
+    with pytest.raises(TimeoutError, match="dropped"):
+        pool.get_next(timeout=0.1, ignore_if_timedout=True)
+    assert not pool.has_next() and pool.has_free()

@@ -103,3 +103,51 @@ def test_concurrency_groups_are_validated() -> None:
         ray.remote(concurrency_groups={"io": 0})(type("A", (), {})).remote()
     with pytest.raises(TypeError, match="concurrency_group"):
         ray.method(concurrency_group=3)
+
+
+def test_an_async_actors_constructor_sees_its_default_groups_loop(
+        cluster: dict[str, object]) -> None:
+    # as in Ray: the loop current in __init__ is the one the default group runs on
+    @ray.remote(concurrency_groups={"io": 1})
+    class Loops:
+        def __init__(self) -> None:
+            self.at_init = asyncio.get_event_loop()
+
+        async def default(self) -> bool:
+            return asyncio.get_running_loop() is self.at_init
+
+        @ray.method(concurrency_group="io")
+        async def io(self) -> bool:
+            return asyncio.get_running_loop() is self.at_init
+
+    @ray.remote
+    class Plain:
+        def __init__(self) -> None:
+            self.at_init = asyncio.get_event_loop()
+
+        async def default(self) -> bool:
+            return asyncio.get_running_loop() is self.at_init
+
+    a = Loops.remote()
+    assert ray.get(a.default.remote(), timeout=60) is True
+    assert ray.get(a.io.remote(), timeout=60) is False
+    assert ray.get(Plain.remote().default.remote(), timeout=60) is True
+
+
+def test_ray_system_group_on_an_actor_without_groups(cluster: dict[str, object]) -> None:
+    # a call sent to ``_ray_system`` runs beside the actor's one queue
+    @ray.remote
+    class Busy:
+        def block(self, s: float) -> str:
+            time.sleep(s)
+            return "done"
+
+        def ping(self) -> str:
+            return "pong"
+
+    b = Busy.remote()
+    blocked = b.block.options(concurrency_group="_ray_system").remote(5)
+    start = time.monotonic()
+    assert ray.get(b.ping.remote(), timeout=60) == "pong"
+    assert time.monotonic() - start < 4
+    assert ray.get(blocked, timeout=60) == "done"

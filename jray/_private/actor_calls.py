@@ -23,6 +23,20 @@ def call_name(method: str, opts: dict[str, str]) -> str:
     return method + "\x00" + ";".join(f"{k}={v}" for k, v in opts.items())
 
 
+def resent(msg: Any, left: int) -> Any:
+    """``msg`` (an ``ACTOR_CALL``) sent again after its actor died, with ``left`` retries:
+    the budget it carries (``r``) is what its caller has left, so the restarted actor
+    never retries it more than ``max_task_retries`` in all (Ray's shared budget)."""
+    method = msg[1]
+    if "\x00" not in method or left < 0:
+        return msg
+    name, opts = split_call(method)
+    if "r" not in opts:
+        return msg
+    opts["r"] = str(left)
+    return (msg[0], call_name(name, opts), *msg[2:])
+
+
 def split_call(method: str) -> tuple[str, dict[str, str]]:
     """``(method name, options)`` of an ``ACTOR_CALL``'s method field (``call_name``)."""
     if "\x00" not in method:

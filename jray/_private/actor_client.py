@@ -51,6 +51,7 @@ from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import transport
+from jray._private.actor_calls import resent
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray.exceptions import (
@@ -385,6 +386,7 @@ class ActorClient:
             elif call.retries != 0:
                 if call.retries > 0:
                     call.retries -= 1
+                    call.msg = resent(call.msg, call.retries)
                 again.append(call)
             else:
                 failed.append(call)
@@ -478,7 +480,7 @@ class ActorClient:
         """Cancel the call of this process that returns ``oid`` (see module docstring)."""
         if force:
             raise ValueError(
-                "jray.cancel(force=True) is not supported for actor calls: use "
+                "jray.cancel(): force=True is not supported for actor calls: use "
                 "jray.kill(actor) to stop the actor's process")
         key = A.call_key(oid)
         core = self.core
@@ -506,8 +508,12 @@ class ActorClient:
                 ctl = A.control_addr(conn.addr)
                 sock = self.pushers.get(ctl)
                 if sock is None:
-                    sock = self.pushers[ctl] = transport.push(self.ctx, ctl)
-                transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
+                    # a cancel must arrive before what the caller sends next
+                    sock = self.pushers[ctl] = transport.push(self.ctx, ctl, connected_within_ms=1000)
+                try:
+                    transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
+                except zmq.Again:  # the actor is gone: its death fails the call
+                    pass
 
     # --- handle lifetimes -----------------------------------------------------------
     def handle_created(self, actor_id: bytes) -> None:

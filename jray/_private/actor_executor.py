@@ -1,37 +1,30 @@
 """Running actor calls: decoding arguments, calling the method, encoding results.
 
 ``CallRunner`` turns one ``ACTOR_CALL`` message into result locations; the
-three ways of scheduling calls share it:
-
-- ``SyncMode``: calls run one at a time on the actor's main thread, in the
-  order they arrive (the default; ``max_concurrency=1``);
-- ``ThreadMode``: a pool of ``max_concurrency`` threads; calls start in
-  arrival order;
-- ``AsyncMode``: an asyncio loop in its own thread runs ``async def`` methods
-  concurrently (up to ``max_concurrency``, default 1000); plain methods run on
-  the loop thread, one at a time.
+ways of scheduling calls (``actor_modes``: sync, threaded, async, grouped)
+share it.
 
 Finished calls go to ``done(msg, results)``: in sync mode it queues them for
 the main thread, which sends after each batch of calls; in the concurrent
 modes the thread that finished the call sends them itself (no hand-off to
 the main thread, whose only job is then to receive calls).
 
-Cancellation (``request_cancel``, from the control thread, see
-``actor_cancel``): the call's key goes into ``requested``; a call whose key
-is there when it would start is dropped (its result: ``TaskCancelledError``).
-A running call is interrupted: sync mode — ``current`` names the call on the
-main thread while the method runs, and the control thread signals the main
-thread, whose handler raises only if ``current`` is a requested key (so a
-signal landing in runtime code, or after the call, does nothing); thread mode
-— ``PyThreadState_SetAsyncExc`` on the call's thread (best effort: it fires
-at the next bytecode, not inside a blocking C call); async mode — the call's
-asyncio task is cancelled. Plain methods of an async actor are not interrupted.
+Cancellation (``request_cancel``, from the control thread): the call's key
+goes into ``requested``; a call whose key is there when it would start is
+dropped (its result: ``TaskCancelledError``). As in Ray, a running call of a
+sync or threaded actor is not interrupted (an actor has state a half-run
+method would leave broken): it may look at ``get_runtime_context().is_canceled()``
+and stop early, and its result is ``TaskCancelledError`` however it ends; a
+generator method stops at its next item. In an async actor the call's asyncio
+task is cancelled (``asyncio.CancelledError`` inside it).
+
+Methods are looked up on the class (bound to the instance), as in Ray, so an
+instance attribute of the same name does not hide a method.
 """
 
 from __future__ import annotations
 
 import contextvars
-import ctypes
 import functools
 import inspect
 import os
@@ -40,8 +33,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import setproctitle
 
 from jray._private import actor_protocol as A
 from jray._private import generator_stream as GS
@@ -50,11 +44,18 @@ from jray._private import serialization as S
 from jray._private.actor_calls import retry_spec, retryable, split_call
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
-from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledError
+from jray.exceptions import (
+    ActorUnavailableError,
+    ObjectLostError,
+    SerializationError,
+    TaskCancelledError,
+)
 
 #: the key of the actor call running in this thread or asyncio task (the runtime context)
 CURRENT_CALL: contextvars.ContextVar[bytes | None] = contextvars.ContextVar(
     "jray_current_call", default=None)
+#: the runner of the actor this process hosts (``is_canceled``)
+ACTIVE: list[CallRunner] = []
 #: (oid, loc, refs contained in the value)
 Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
@@ -95,6 +96,59 @@ BUILTIN_METHODS: dict[str, Callable[..., Any]] = {
 }
 
 
+def _titled(method: str) -> str | None:
+    """For a call named with ``.options(name=)``: set the process title to
+    ``ray::<name>`` (as Ray does) and return the title to put back after it."""
+    if "\x00" not in method:
+        return None
+    named = split_call(method)[1].get("n")
+    if named is None:
+        return None
+    before = setproctitle.getproctitle()
+    setproctitle.setproctitle("ray::" + bytes.fromhex(named).decode())
+    return before
+
+
+class _Rerun(Exception):
+    """A streamed generator method raised ``cause``, which its call retries."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
+def _retrying(gen: Any, spec: Any) -> Any:
+    try:
+        yield from gen
+    except Exception as exc:
+        if retryable(spec, exc):
+            raise _Rerun(exc) from exc
+        raise
+
+
+async def _retrying_async(gen: Any, spec: Any) -> Any:
+    try:
+        async for item in gen:
+            yield item
+    except Exception as exc:
+        if retryable(spec, exc):
+            raise _Rerun(exc) from exc
+        raise
+
+
+def _bound(instance: Any, name: str) -> Any:
+    """The method ``name`` of ``instance``, found on its class (Ray's lookup: an instance
+    attribute of that name does not hide it); an attribute only the instance has
+    (``__getattr__``, set in ``__init__``) otherwise."""
+    cls = type(instance)
+    try:
+        raw = inspect.getattr_static(cls, name)
+    except AttributeError:
+        return getattr(instance, name, None)
+    get = getattr(type(raw), "__get__", None)
+    return get(raw, instance, cls) if get is not None else raw
+
+
 class _DepFailed(Exception):
     def __init__(self, loc: P.Loc) -> None:
         self.loc = loc
@@ -110,23 +164,26 @@ class CallRunner:
         self.class_name = class_name
         self.methods: dict[str, Any] = {}
         for name in methods:
-            fn = getattr(instance, name, None)
+            fn = _bound(instance, name)
             if fn is None and name in BUILTIN_METHODS:
                 fn = functools.partial(BUILTIN_METHODS[name], instance)
             if fn is not None:
                 self.methods[name] = fn
         self.after_call = after_call
         self.exit_requested = False
+        self.is_async = False  # set by the worker: is_canceled() is refused there
+        # exception retries: those earlier incarnations used (by call key), and who hears
+        # of each new one (the head, through the worker)
+        self.used: dict[bytes, int] = {}
+        self.on_retry: Callable[[bytes], None] = lambda key: None
         # cancellation (see module docstring)
         self.lock = threading.Lock()
         self.requested: dict[bytes, None] = {}
-        self.current: bytes | None = None  # the call running on the main thread
-        self.threads: dict[bytes, int] = {}  # call key -> thread running it (thread mode)
-        self.hit: set[bytes] = set()  # calls whose thread got an asynchronous exception
+        ACTIVE[:] = [self]
 
     # --- cancellation ---------------------------------------------------------------
-    def request_cancel(self, key: bytes) -> bool:
-        """Remember that ``key`` is cancelled; True if it runs now on the main thread."""
+    def request_cancel(self, key: bytes) -> None:
+        """Remember that ``key`` is cancelled (a running call sees it in ``is_canceled``)."""
         with self.lock:
             self.requested[key] = None
             if len(self.requested) > REQUESTED_MAX:
@@ -134,19 +191,6 @@ class CallRunner:
                     del self.requested[next(iter(self.requested))]
                 except (RuntimeError, KeyError, StopIteration):
                     pass
-            ident = self.threads.get(key)
-            if ident is not None and key not in self.hit:
-                self.hit.add(key)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(ident), ctypes.py_object(TaskCancelledError))
-        return self.current == key
-
-    def on_signal(self) -> None:
-        """The main thread's signal handler: interrupt the current call if cancelled."""
-        key = self.current
-        if key is not None and key in self.requested:
-            self.current = None
-            raise TaskCancelledError("actor call cancelled by jray.cancel()")
 
     def cancelled(self, msg: P.Msg) -> list[Result]:
         self.requested.pop(msg[A.C_RETURNS][0], None)
@@ -163,21 +207,30 @@ class CallRunner:
         return GS.Producer(self.core, msg[A.C_RETURNS][0], msg[A.C_CALLER],
                                    self.label(msg))
 
-    def _stream(self, msg: P.Msg, result: Any) -> Any:
-        """A generator's items: streamed, stored (dynamic) or as the call's returns."""
+    def _stream(self, msg: P.Msg, result: Any, retry: Any = None) -> Any:
+        """A generator's items: streamed, stored (dynamic) or as the call's returns.
+
+        ``retry``: what the call still retries; a streamed generator that raises one
+        of those fails the call (it reruns, and its caller skips the items it has)."""
         if type(result) not in GS.STREAMED:
             return result
         mode = split_call(msg[A.C_METHOD])[1].get("g")
         if mode == "streaming":
+            if retry:
+                wrap = _retrying_async if inspect.isasyncgen(result) else _retrying
+                return GS.run_stream(self.producer(msg), wrap(result, retry), (_Rerun,))
             return GS.run_stream(self.producer(msg), result)
         if mode == "dynamic":
             return GS.run_dynamic(result, self.label(msg))
         return GS.collect_returns(result, len(msg[A.C_RETURNS]), self.label(msg))
 
-    async def stream_async(self, msg: P.Msg, result: Any) -> Any:
+    async def stream_async(self, msg: P.Msg, result: Any, retry: Any = None) -> Any:
         """``_stream`` on an async actor's event loop."""
         mode = split_call(msg[A.C_METHOD])[1].get("g")
         if mode == "streaming":
+            if retry and inspect.isasyncgen(result):
+                return await GS.run_stream_async(
+                    self.producer(msg), _retrying_async(result, retry), (_Rerun,))
             return await GS.run_stream_async(self.producer(msg), result)
         if mode == "dynamic":
             return await GS.run_dynamic_async(result, self.label(msg))
@@ -185,34 +238,37 @@ class CallRunner:
                                                       self.label(msg))
 
     def _invoke(self, msg: P.Msg, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
-                main: bool) -> Any:
+                retry: Any) -> Any:
         token = CURRENT_CALL.set(key)
-        if main:
-            self.current = key
-            try:
-                if key in self.requested:
-                    raise TaskCancelledError
-                return self._stream(msg, fn(*args, **kwargs))
-            finally:
-                self.current = None
-                CURRENT_CALL.reset(token)
-        ident = threading.get_ident()
-        with self.lock:
-            self.threads[key] = ident
+        title = _titled(msg[A.C_METHOD])
         try:
             if key in self.requested:
                 raise TaskCancelledError
-            return self._stream(msg, fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
+            if type(result) in GS.STREAMED and not inspect.isasyncgen(result):
+                result = self._until_cancelled(key, result)
+            return self._stream(msg, result, retry)
         finally:
             CURRENT_CALL.reset(token)
-            self._thread_done(key, ident)
+            if title is not None:
+                setproctitle.setproctitle(title)
 
-    def _thread_done(self, key: bytes, ident: int) -> None:
-        with self.lock:
-            self.threads.pop(key, None)
-            if key in self.hit:  # the exception may not have fired yet: withdraw it
-                self.hit.discard(key)
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
+    def _until_cancelled(self, key: bytes, gen: Any) -> Any:
+        """A sync generator's items until its call is cancelled (then it is closed)."""
+        try:
+            for item in gen:
+                if key in self.requested:
+                    raise TaskCancelledError
+                yield item
+        finally:
+            gen.close()
+
+    def is_canceled(self) -> bool:
+        """Whether the call running in this thread was cancelled (``is_canceled``)."""
+        if self.is_async:
+            raise RuntimeError("This method is not supported in an async actor.")
+        key = CURRENT_CALL.get()
+        return key is not None and key in self.requested
 
     def method(self, name: str) -> Any:
         name = split_call(name)[0]
@@ -325,15 +381,37 @@ class CallRunner:
         except BaseException as exc:
             return self.conclude(msg, key, None, exc, TaskCancelledError)
         left, spec = self.retries(msg, fn)
+        left = self.budget(key, left)
+        if left < -1:
+            return self.exhausted(msg)
         while True:
             try:
-                result = self._invoke(msg, key, fn, args, kwargs, main)
+                retry = spec if spec and left != 0 else None
+                result = self._invoke(msg, key, fn, args, kwargs, retry)
             except BaseException as exc:  # user code: anything, SystemExit included
+                if isinstance(exc, _Rerun):
+                    exc = exc.cause
                 if spec and left != 0 and key not in self.requested and retryable(spec, exc):
-                    left -= 1  # retry_exceptions: run it again (-1: forever)
+                    left -= left > 0  # retry_exceptions: run it again (-1: forever)
+                    self.on_retry(key)
                     continue
                 return self.conclude(msg, key, None, exc, TaskCancelledError)
             return self.conclude(msg, key, result, None, TaskCancelledError)
+
+    def budget(self, key: bytes, left: int) -> int:
+        """``left`` less the exception retries earlier incarnations used on this call
+        (one budget for exceptions and restarts, as in Ray); below -1: used up."""
+        used = self.used.get(key, 0)
+        if left < 0 or not used:
+            return left
+        return left - used if left - used >= 0 else -2
+
+    def exhausted(self, msg: P.Msg) -> list[Result]:
+        """A resent call whose retries the actor's earlier runs used up."""
+        loc = S.error_loc(ActorUnavailableError(
+            f"actor call {self.label(msg)}() was in flight when its actor restarted, and "
+            f"its max_task_retries were used up by earlier tries"))
+        return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
 
     def retries(self, msg: P.Msg, fn: Any) -> tuple[int, Any]:
         """(retries left, what to retry) of a call: the method's ``retry_exceptions``
@@ -352,223 +430,8 @@ class CallRunner:
         if isinstance(exc, ExitActor):
             self.exit_requested = True
             exc = None
-        elif isinstance(exc, cancel) and key in self.requested:
-            return self.cancelled(msg)
+        elif key in self.requested and (isinstance(exc, cancel) or cancel is TaskCancelledError):
+            return self.cancelled(msg)  # a sync call's result, however it ended
         results = self.finish(msg, result) if exc is None else self.failed(msg, exc)
         self.after_call()
         return results
-
-
-Done = Callable[[P.Msg, list[Result]], None]
-
-
-class SyncMode:
-    """One call at a time, on the calling (main) thread."""
-
-    concurrent = False
-
-    def __init__(self, runner: CallRunner, done: Done) -> None:
-        self.runner = runner
-        self.done = done
-
-    def dispatch(self, msg: P.Msg) -> None:
-        try:
-            results = self.runner.run(msg)
-        except TaskCancelledError:  # the signal landed just after the method returned
-            results = self.runner.cancelled(msg)
-        self.done(msg, results)
-
-    def running(self) -> int:
-        return 0
-
-    def stop(self) -> None:
-        pass
-
-
-class ThreadMode:
-    """Up to ``max_concurrency`` calls at once on a thread pool."""
-
-    concurrent = True
-
-    def __init__(self, runner: CallRunner, done: Done, max_concurrency: int) -> None:
-        self.runner = runner
-        self.done = done
-        self.pool = ThreadPoolExecutor(max_workers=max_concurrency,
-                                       thread_name_prefix="jray-actor")
-        self.lock = threading.Lock()
-        self.count = 0
-
-    def dispatch(self, msg: P.Msg) -> None:
-        with self.lock:
-            self.count += 1
-        self.pool.submit(self._run, msg)
-
-    def _run(self, msg: P.Msg) -> None:
-        try:
-            try:
-                results = self.runner.run(msg, main=False)
-            except TaskCancelledError:  # fired just after the method returned
-                results = self.runner.cancelled(msg)
-            self.done(msg, results)
-        finally:
-            with self.lock:
-                self.count -= 1
-
-    def running(self) -> int:
-        return self.count
-
-    def stop(self) -> None:
-        self.pool.shutdown(wait=True)
-
-
-class AsyncMode:
-    """An asyncio event loop in its own thread; ``async def`` methods run concurrently."""
-
-    concurrent = True
-
-    def __init__(self, runner: CallRunner, done: Done, send: Callable[[], None],
-                 max_concurrency: int) -> None:
-        import asyncio
-
-        self.asyncio = asyncio
-        self.runner = runner
-        self.done = done
-        self.send = send
-        self.send_scheduled = False
-        self.loop = asyncio.new_event_loop()
-        self.sem = asyncio.Semaphore(max_concurrency)
-        self.tasks: set[Any] = set()
-        self.by_key: dict[bytes, Any] = {}  # call key -> its asyncio task (loop thread only)
-        self.lock = threading.Lock()
-        self.count = 0
-        self.pending: list[P.Msg] = []
-        self.thread = threading.Thread(target=self._serve, name="jray-actor-loop", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        self.asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def dispatch(self, msg: P.Msg) -> None:
-        with self.lock:
-            self.count += 1
-            self.pending.append(msg)
-            first = len(self.pending) == 1
-        if first:  # one wake-up of the loop per batch of calls
-            self.loop.call_soon_threadsafe(self._start)
-
-    def _start(self) -> None:
-        with self.lock:
-            batch, self.pending = self.pending, []
-        for msg in batch:
-            task = self.loop.create_task(self._run(msg))
-            self.tasks.add(task)
-            self.by_key[msg[A.C_RETURNS][0]] = task
-            task.add_done_callback(self.tasks.discard)
-
-    def cancel(self, key: bytes) -> None:
-        """Cancel the call's task (any thread); ``runner.request_cancel`` came first."""
-        self.loop.call_soon_threadsafe(self._cancel, key)
-
-    def _cancel(self, key: bytes) -> None:
-        task = self.by_key.get(key)
-        if task is not None:
-            task.cancel()
-
-    async def _run(self, msg: P.Msg) -> None:
-        runner = self.runner
-        key = msg[A.C_RETURNS][0]
-        try:
-            try:
-                async with self.sem:
-                    results = await self._call(msg, key)
-            except self.asyncio.CancelledError:  # while waiting for its turn
-                results = runner.cancelled(msg)
-            finally:
-                self.by_key.pop(key, None)
-            self.done(msg, results)
-            if not self.send_scheduled:  # one send for all calls done in this turn
-                self.send_scheduled = True
-                self.loop.call_soon(self._send)
-        finally:
-            with self.lock:
-                self.count -= 1
-
-    async def _call(self, msg: P.Msg, key: bytes) -> list[Result]:
-        runner = self.runner
-        if key in runner.requested:
-            return runner.cancelled(msg)
-        CURRENT_CALL.set(key)  # this asyncio task's own context
-        try:
-            fn, args, kwargs = runner.prepare(msg)
-        except BaseException as exc:
-            return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
-        left, spec = runner.retries(msg, fn)
-        while True:
-            try:
-                result = fn(*args, **kwargs)
-                # an ObjectRef is awaitable too, but a method that returns one returns it
-                if inspect.isawaitable(result) and type(result) is not ObjectRef:
-                    result = await result
-                elif type(result) in GS.STREAMED:
-                    result = await runner.stream_async(msg, result)
-            except BaseException as exc:  # user code
-                if spec and left != 0 and key not in runner.requested and \
-                        retryable(spec, exc):
-                    left -= 1
-                    continue
-                return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
-            return runner.conclude(msg, key, result, None, self.asyncio.CancelledError)
-
-    def _send(self) -> None:
-        self.send_scheduled = False
-        self.send()
-
-    def running(self) -> int:
-        return self.count
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-#: the concurrency group every actor with groups has beside its own (Ray's name)
-SYSTEM_GROUP = "_ray_system"
-
-
-class GroupedMode:
-    """``concurrency_groups``: each group runs its calls on its own threads (a
-    ``ThreadMode``) or, in an async actor, its own event loop (an ``AsyncMode``); the
-    default group (methods of no group) gets ``max_concurrency``. A call's group is
-    its ``.options(concurrency_group=)``, else its method's ``@jray.method`` one."""
-
-    concurrent = True
-
-    def __init__(self, runner: CallRunner, modes: dict[str, ThreadMode | AsyncMode],
-                 default: ThreadMode | AsyncMode) -> None:
-        self.runner = runner
-        self.modes = modes
-        self.default = default
-
-    def group_of(self, msg: P.Msg) -> ThreadMode | AsyncMode:
-        name, opts = split_call(msg[A.C_METHOD])
-        group = opts.get("c")
-        if group is None:
-            fn = self.runner.methods.get(name)
-            group = getattr(fn, "__jray_concurrency_group__", None)
-        return self.default if group is None else self.modes.get(group, self.default)
-
-    def dispatch(self, msg: P.Msg) -> None:
-        self.group_of(msg).dispatch(msg)
-
-    def cancel(self, key: bytes) -> None:
-        for mode in (self.default, *self.modes.values()):
-            if isinstance(mode, AsyncMode):
-                mode.cancel(key)
-
-    def running(self) -> int:
-        return self.default.running() + sum(m.running() for m in self.modes.values())
-
-    def stop(self) -> None:
-        for mode in (self.default, *self.modes.values()):
-            mode.stop()

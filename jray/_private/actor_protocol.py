@@ -27,6 +27,7 @@ ACTOR_CREATE = 100
 #: (ACTOR_LOOKUP, actor_id)  subscribe to the actor's state; answered by ACTOR_STATE
 ACTOR_LOOKUP = 101
 #: (ACTOR_REQUEST, request_id, kind, arg)  "get_named" (name, namespace) | "list" None
+#: | "get_by_id" actor_id | "barrier" None (answered after all the sender sent before)
 ACTOR_REQUEST = 102
 #: (ACTOR_KILL, actor_id, no_restart)
 ACTOR_KILL = 103
@@ -48,9 +49,13 @@ ACTOR_RESULTS = 113
 ACTOR_CHECKPOINT = 114
 #: (ACTOR_EXITING, actor_id, incarnation, reason)  exits on purpose: do not restart
 ACTOR_EXITING = 115
+#: (ACTOR_RETRIED, actor_id, incarnation, call_key)  the call raised an exception it
+#: retries and runs again: one of its retries is used (counted across restarts)
+ACTOR_RETRIED = 116
 
 # --- head -> actor process ------------------------------------------------------
-#: (ACTOR_INIT, ActorSpec | None, checkpoint_loc | None)  None spec: exit at once
+#: (ACTOR_INIT, ActorSpec | None, checkpoint_loc | None, {call_key: retries used})
+#: None spec: exit at once; the dict: exception retries earlier incarnations used
 ACTOR_INIT = 120
 #: (ACTOR_SHUTDOWN, reason)
 ACTOR_SHUTDOWN = 121
@@ -124,6 +129,9 @@ class ActorSpec(TypedDict):
     detached: bool
     get_if_exists: bool
     output_addr: str
+    #: the actor whose process created this one (None: a driver or a task did): an
+    #: actor that is not detached dies with the process of its owner, as in Ray
+    owner_actor: bytes | None
 
 
 _MARK = 0xC0
@@ -147,6 +155,21 @@ def control_addr(call_addr: str) -> str:
         return f"{host}:{int(port) + 1}"
     return call_addr[: -len(".call.sock")] + ".ctl.sock" if call_addr.endswith(
         ".call.sock") else call_addr + ".ctl"
+
+
+#: the last two bytes of an actor's lifetime object (``lifetime_id``); its high byte is
+#: not an actor result's marker, and as a task return index (0xbffe) it never occurs
+LIFETIME_TAG = b"\xfe\xbf"
+
+
+def lifetime_id(actor_id: bytes) -> bytes:
+    """The id of the object that stands for the counted handles of an actor.
+
+    Its owner (the actor's creator) makes it when a handle first leaves the creating
+    process; every pickled handle carries a ref to it, so the head counts the copies
+    the way it counts borrowed refs. When the head collects it, the actor exits.
+    """
+    return actor_id[:14] + LIFETIME_TAG
 
 
 def is_actor_result(oid: bytes) -> bool:

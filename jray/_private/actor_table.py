@@ -40,13 +40,17 @@ if TYPE_CHECKING:
     from jray._private.scheduler import Scheduler
 
 SIGKILL = 9
+#: exception retries remembered per actor (for calls that may be resent after a restart)
+RETRIED_MAX = 4096
+#: how long the head waits for the creation of an actor it is asked about
+EARLY_LOOKUP_S = 5.0
 
 
 class ActorRecord:
     __slots__ = ("actor_id", "spec", "owner", "state", "incarnation", "node", "proc", "addr",
                  "pid", "restarts_left", "num_restarts", "subscribers", "checkpoint",
                  "checkpoints", "cause", "holding", "gpu_ids", "no_restart", "killed",
-                 "exit_reason", "spawned", "created")
+                 "exit_reason", "spawned", "created", "retried")
 
     def __init__(self, spec: A.ActorSpec, owner: bytes) -> None:
         self.actor_id = spec["actor_id"]
@@ -71,6 +75,8 @@ class ActorRecord:
         self.exit_reason = ""
         self.spawned = False
         self.created = time.time()
+        #: call key -> exception retries used (``ACTOR_RETRIED``), for restarts
+        self.retried: dict[bytes, int] = {}
 
     @property
     def label(self) -> str:
@@ -86,7 +92,14 @@ class ActorTable:
         self.named: dict[tuple[str, str], bytes] = {}
         self.pending: deque[ActorRecord] = deque()
         self.per_node: dict[bytes, int] = {}
+        #: lifetime object id -> actor id, for actors that die with their handles
+        self.by_life: dict[bytes, bytes] = {}
+        #: lookups of actors not created yet: a handle can reach a process (and its
+        #: lookup the head) before the creator's ACTOR_CREATE (peers are read in no
+        #: global order); actor id -> (when first asked, who asked)
+        self.early: dict[bytes, tuple[float, list[bytes]]] = {}
         sched.holders.append(self._held)
+        sched.lifetime_hooks.append(self._on_lifetime_end)
         for op, fn in (
             (A.ACTOR_CREATE, self._on_create),
             (A.ACTOR_LOOKUP, self._on_lookup),
@@ -100,10 +113,12 @@ class ActorTable:
             (A.ACTOR_RESULTS, self._on_results),
             (A.ACTOR_CHECKPOINT, self._on_checkpoint),
             (A.ACTOR_EXITING, self._on_exiting),
+            (A.ACTOR_RETRIED, self._on_retried),
             (A.ACTOR_PROC_DIED, self._on_proc_died),
         ):
             sched.register(op, fn)
         sched.schedule_hooks.append(self.place_pending)
+        sched.schedule_hooks.append(self._expire_early)
         sched.node_lost_hooks.append(self._on_node_lost)
         sched.snapshot_parts["actors"] = lambda: [self.row(r) for r in self.actors.values()]
 
@@ -151,6 +166,13 @@ class ActorTable:
             self.named[(ns, name)] = spec["actor_id"]
         rec = ActorRecord(spec, sender)
         self.actors[rec.actor_id] = rec
+        early = self.early.pop(rec.actor_id, None)
+        if early is not None:
+            for ident in early[1]:
+                rec.subscribers.add(ident)
+                self.sched.send(ident, self._state_msg(rec))
+        if not spec["detached"]:
+            self.by_life[A.lifetime_id(rec.actor_id)] = rec.actor_id
         self._event(rec, "actor_created", spec["meta"]["class_name"])
         self._reply(sender, req, True, (rec.actor_id, spec["meta"]))
         self._check_feasible(rec)
@@ -231,7 +253,7 @@ class ActorTable:
             self.sched.send(sender, (A.ACTOR_INIT, None, None))
             return
         rec.proc = sender
-        self.sched.send(sender, (A.ACTOR_INIT, rec.spec, rec.checkpoint))
+        self.sched.send(sender, (A.ACTOR_INIT, rec.spec, rec.checkpoint, dict(rec.retried)))
 
     def _on_alive(self, sender: bytes, msg: P.Msg) -> None:
         _, actor_id, inc, addr, pid = msg
@@ -251,6 +273,14 @@ class ActorTable:
         if rec is not None:
             rec.no_restart = True
             self._die(rec, loc)
+
+    def _on_retried(self, sender: bytes, msg: P.Msg) -> None:
+        _, actor_id, _inc, key = msg
+        rec = self.actors.get(actor_id)  # any incarnation: it may come after its death
+        if rec is not None and rec.state != A.DEAD:
+            if len(rec.retried) >= RETRIED_MAX:  # the oldest calls are long done
+                del rec.retried[next(iter(rec.retried))]
+            rec.retried[key] = rec.retried.get(key, 0) + 1
 
     def _on_exiting(self, sender: bytes, msg: P.Msg) -> None:
         _, actor_id, inc, reason = msg
@@ -283,6 +313,7 @@ class ActorTable:
         if rec is None:
             return
         self._release(rec)
+        self._owner_gone(rec)
         label = rec.label
         if rec.exit_reason:
             text = f"{label} exited: {rec.exit_reason}"
@@ -311,6 +342,35 @@ class ActorTable:
         self.pending.append(rec)
         self.place_pending()
 
+    # --- lifetimes --------------------------------------------------------------------
+    def _on_lifetime_end(self, oid: bytes) -> None:
+        """The lifetime object of an actor was collected: every counted handle is gone."""
+        actor_id = self.by_life.pop(oid, None)
+        rec = self.actors.get(actor_id) if actor_id is not None else None
+        if rec is not None and rec.state != A.DEAD:
+            self._end(rec, "all handles to it went out of scope")
+
+    def _owner_gone(self, owner: ActorRecord) -> None:
+        """The process of ``owner`` died: the actors it created (not detached) die too."""
+        for rec in list(self.actors.values()):
+            if (rec.spec.get("owner_actor") == owner.actor_id and rec.state != A.DEAD
+                    and not rec.spec["detached"]):
+                self._end(rec, f"its owner, {owner.label}, died")
+
+    def _end(self, rec: ActorRecord, reason: str) -> None:
+        """Stop ``rec`` for good: a live process exits gracefully (after the calls it
+        has), a starting one is killed, one not placed yet dies here."""
+        rec.no_restart = True
+        rec.exit_reason = reason
+        self._unname(rec)
+        if rec.state == A.ALIVE and rec.proc:
+            self.sched.send(rec.proc, (A.ACTOR_SHUTDOWN, reason))
+        elif rec.spawned and rec.node is not None:
+            self.sched.send(rec.node.ident,
+                            (A.ACTOR_SIGNAL, rec.actor_id, rec.incarnation, SIGKILL))
+        else:
+            self._die(rec, error_loc(ActorDiedError(f"{rec.label} exited: {reason}")))
+
     def _unname(self, rec: ActorRecord) -> None:
         name = rec.spec["name"]
         key = (rec.spec["namespace"], name or "")
@@ -323,6 +383,8 @@ class ActorTable:
         rec.addr = ""
         self._release(rec)
         self._unname(rec)
+        self.by_life.pop(A.lifetime_id(rec.actor_id), None)
+        rec.retried.clear()
         if rec.checkpoint is not None:
             self.sched.unlink(rec.checkpoint)
             rec.checkpoint = None
@@ -348,14 +410,28 @@ class ActorTable:
 
     def _on_lookup(self, sender: bytes, msg: P.Msg) -> None:
         rec = self.actors.get(msg[1])
-        if rec is None:
-            err = ActorDiedError(
-                f"actor {msg[1].hex()[:12]} is unknown to this cluster (its handle comes from "
-                f"another session, or the head was restarted)")
-            self.sched.send(sender, (A.ACTOR_STATE, msg[1], A.DEAD, 1 << 30, "", error_loc(err)))
+        if rec is None:  # not created yet, or never: answered at creation or expiry
+            first, who = self.early.setdefault(msg[1], (time.monotonic(), []))
+            who.append(sender)
             return
         rec.subscribers.add(sender)
         self.sched.send(sender, self._state_msg(rec))
+
+    def _expire_early(self) -> None:
+        """Lookups of actors still unknown after ``EARLY_LOOKUP_S``: they are dead."""
+        if not self.early:
+            return
+        now = time.monotonic()
+        for actor_id, (first, who) in list(self.early.items()):
+            if now - first < EARLY_LOOKUP_S:
+                continue
+            del self.early[actor_id]
+            err = ActorDiedError(
+                f"actor {actor_id.hex()[:12]} is unknown to this cluster (its handle comes "
+                f"from another session, or the head was restarted)")
+            for ident in who:
+                self.sched.send(ident, (A.ACTOR_STATE, actor_id, A.DEAD, 1 << 30, "",
+                                        error_loc(err)))
 
     def _on_request(self, sender: bytes, msg: P.Msg) -> None:
         _, req, kind, arg = msg
@@ -378,6 +454,8 @@ class ActorTable:
             rec.subscribers.add(sender)
             self._reply(sender, req, True, (rec.actor_id, rec.spec["meta"]))
             self.sched.send(sender, self._state_msg(rec))
+        elif kind == "barrier":  # answered after what the sender sent before it
+            self._reply(sender, req, True, None)
         elif kind == "list":
             self._reply(sender, req, True, [self.row(r) for r in self.actors.values()])
         else:

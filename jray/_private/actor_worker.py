@@ -21,11 +21,10 @@ thread finished calls (``flush``: one sender at a time, nobody waits).
 Cancellation: callers send ``ACTOR_CANCEL`` to a second PULL socket
 (``control_addr``), read by a control thread, because the main thread of a
 sync actor is busy running the call and does not read its call socket. The
-control thread records the key (a call that arrives later is dropped) and, if
-that call runs now on the main thread, sends ``CANCEL_SIGNAL`` to the main
-thread (``pthread_kill``: a blocking ``sleep`` is woken); the handler raises
-``TaskCancelledError`` only if the running call is a cancelled one (see
-``actor_executor``). Async actors cancel the call's asyncio task instead.
+control thread records the key: a call that arrives later is dropped, a
+running one sees ``is_canceled()`` and ends as cancelled (it is not
+interrupted, as in Ray; see ``actor_executor``). Async actors cancel the
+call's asyncio task.
 
 It is started with ``python -m jray._private.actor_worker`` and dies with its
 node daemon (PR_SET_PDEATHSIG).
@@ -44,6 +43,7 @@ results of that call leave. A restarted incarnation gets the newest one with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import os
 import pickle
@@ -57,20 +57,13 @@ from typing import Any
 import cloudpickle
 import zmq
 
+from jray._private import actor_client, transport
 from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import transport
 from jray._private.actor_client import readable
-from jray._private.actor_executor import (
-    SYSTEM_GROUP,
-    AsyncMode,
-    CallRunner,
-    GroupedMode,
-    Result,
-    SyncMode,
-    ThreadMode,
-)
+from jray._private.actor_executor import CallRunner, Result
+from jray._private.actor_modes import SYSTEM_GROUP, AsyncMode, GroupedMode, SyncMode, ThreadMode
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray._private.worker import TaskOutput
@@ -84,10 +77,11 @@ FLUSH_EVERY_S = 0.002
 #: the head tracks those objects as pending meanwhile, and nobody else needs them yet
 REPORT_DELAY_S = 0.002
 REPORT_MAX = 256
+#: how often the main loop looks at calls parked for their arguments (sync actors)
+PARKED_POLL_MS = 2
 LINGER_MS = 2000
 INTERNAL_ERROR = 70  # exit code of an actor process whose runtime failed
 #: sent by the control thread to the main thread to interrupt a cancelled sync call
-CANCEL_SIGNAL = signal.SIGUSR1
 
 
 class ActorRuntime:
@@ -151,7 +145,8 @@ class ActorRuntime:
             for msg in P.unpack(self.head.recv()):
                 if msg[0] == A.ACTOR_INIT:
                     init = msg
-        _, spec, checkpoint = init
+        spec, checkpoint = init[1], init[2]
+        used: dict[bytes, int] = init[3] if len(init) > 3 else {}
         if spec is None:
             return False
         meta = spec["meta"]
@@ -163,6 +158,11 @@ class ActorRuntime:
         sys.stdout, sys.stderr = self.stdout, self.stderr
         self.ckpt_calls = spec["checkpoint_interval"]
         self.ckpt_s = spec["checkpoint_interval_s"]
+        # an async actor's constructor sees the event loop its (default group's) calls
+        # will run on as the current loop, as in Ray
+        loop = asyncio.new_event_loop() if meta["is_async"] else None
+        if loop is not None:
+            asyncio.set_event_loop(loop)
         try:
             cls = cloudpickle.loads(spec["class_blob"])
             args, kwargs = self._ctor_args(spec["args"])
@@ -174,20 +174,23 @@ class ActorRuntime:
             return False
         self.runner = CallRunner(self.core, self.instance, self.class_name, meta["methods"],
                                  self._after_call)
+        self.runner.is_async = bool(meta["is_async"])
+        self.runner.used = used
+        self.runner.on_retry = self._retried
         n = spec["max_concurrency"]
         groups = meta.get("groups")
         if groups:
-            self.mode = self._grouped(groups, n, meta["is_async"])
+            self.mode = self._grouped(groups, n, meta["is_async"], loop)
         elif meta["is_async"]:
-            self.mode = AsyncMode(self.runner, self._done, self._send_all, n)
+            self.mode = AsyncMode(self.runner, self._done, self._send_all, n, loop)
         elif n > 1:
             self.mode = ThreadMode(self.runner, self._done_and_send, n)
         else:
-            self.mode = SyncMode(self.runner, self._done)
+            runner = self.runner
+            self.mode = SyncMode(runner, self._done,
+                                 lambda: ThreadMode(runner, self._done_and_send, 1))
         self.calls, ctl, self.call_addr = transport.bound_pull_pair(
             self.ctx, self.ns.session_dir, self.call_name, A.control_addr)
-        runner = self.runner
-        signal.signal(CANCEL_SIGNAL, lambda *_: runner.on_signal())
         self.control = threading.Thread(target=self._control_loop, args=(ctl,),
                                         name="jray-actor-control", daemon=True)
         self.control.start()
@@ -248,6 +251,17 @@ class ActorRuntime:
                 if core.rt.events:
                     core._settle_refs()
                 core.flush()
+            if direct:  # the caller will ask the head about the refs in these results
+                # (tasks this actor submitted, say): the head answers this barrier only
+                # after everything sent before it, so they are known there first
+                actor_client.current().request(
+                    lambda req: (A.ACTOR_REQUEST, req, "barrier", None))
+
+    def _retried(self, key: bytes) -> None:
+        """A call runs again after an exception: the head counts it (for restarts)."""
+        with self.out_lock:
+            self.to_head.append((A.ACTOR_RETRIED, self.actor_id, self.inc, key))
+        self.flush(wait=True, force=True)
 
     def _done_and_send(self, msg: P.Msg, results: list[Result]) -> None:
         self._done(msg, results)
@@ -302,9 +316,8 @@ class ActorRuntime:
 
     # --- cancellation (control thread) ------------------------------------------------
     def _control_loop(self, sock: zmq.Socket[bytes]) -> None:
-        main = threading.main_thread().ident
         runner, mode = self.runner, self.mode
-        assert runner is not None and main is not None
+        assert runner is not None
         try:
             while not self.stopping:
                 if not sock.poll(100):
@@ -314,9 +327,8 @@ class ActorRuntime:
                         if msg[0] != A.ACTOR_CANCEL:
                             continue
                         for key in msg[1]:
-                            if runner.request_cancel(key):
-                                signal.pthread_kill(main, CANCEL_SIGNAL)
-                            elif isinstance(mode, (AsyncMode, GroupedMode)):
+                            runner.request_cancel(key)
+                            if isinstance(mode, (AsyncMode, GroupedMode)):
                                 mode.cancel(key)
         finally:
             sock.close(0)
@@ -392,21 +404,30 @@ class ActorRuntime:
                 break
             due = self._report_in()
             wait = tick if due > tick / 1000 else max(0, int(due * 1000) + 1)
+            parking = isinstance(mode, SyncMode) and mode.parked
+            if parking:  # calls wait aside for their arguments: look again soon
+                wait = min(wait, PARKED_POLL_MS)
             events = dict(poller.poll(wait))
+            if parking:
+                assert isinstance(mode, SyncMode)
+                mode.run_parked()
             if not events:
                 if os.getppid() != parent:
                     self.exit_reason = "its node daemon died"
                     break
                 self._idle_checkpoint(mode)
+            shutdown = ""
             if self.head in events:
                 while readable(self.head):
                     for msg in P.unpack(self.head.recv()):
                         if msg[0] == A.ACTOR_SHUTDOWN:
-                            self.exit_reason = msg[1]
-            if calls in events:
+                            shutdown = msg[1]
+            if calls in events or shutdown:  # the calls that came before a shutdown run
                 while not self.exit_reason and readable(calls):
                     self._dispatch(P.unpack(calls.recv()))
                     self.flush()
+            if shutdown and not self.exit_reason:
+                self.exit_reason = shutdown
             self.flush()
             self._send_output()
         self._exit(mode)
@@ -417,22 +438,26 @@ class ActorRuntime:
                 if time.monotonic() - self.last_ckpt >= self.ckpt_s:
                     self._checkpoint()
 
-    def _grouped(self, groups: dict[str, int], n: int, is_async: bool) -> GroupedMode:
+    def _grouped(self, groups: dict[str, int], n: int, is_async: bool,
+                 loop: asyncio.AbstractEventLoop | None) -> GroupedMode:
         runner = self.runner
         assert runner is not None
 
-        def make(size: int) -> ThreadMode | AsyncMode:
+        def make(size: int, loop: asyncio.AbstractEventLoop | None = None
+                 ) -> ThreadMode | AsyncMode:
             if is_async:
-                return AsyncMode(runner, self._done, self._send_all, size)
+                return AsyncMode(runner, self._done, self._send_all, size, loop)
             return ThreadMode(runner, self._done_and_send, size)
 
         modes = {name: make(size) for name, size in groups.items()}
         modes.setdefault(SYSTEM_GROUP, make(1))
-        return GroupedMode(runner, modes, make(n))
+        return GroupedMode(runner, modes, make(n, loop))
 
     def _exit(self, mode: Mode) -> None:
         deadline = time.monotonic() + 30
         while mode.running() and time.monotonic() < deadline:
+            if isinstance(mode, SyncMode):
+                mode.run_parked()
             time.sleep(0.005)
         self._shutdown_hooks()
         self.flush(wait=True, force=True)

@@ -42,6 +42,9 @@ FREE_BATCH = 256
 COALESCE_GAP_S = 50e-6
 COALESCE_MAX = 128
 SUBSCRIBE_OWNED_AFTER_S = 0.5
+#: how long a waiting worker thread lets go of the client after a quiet poll (threaded
+#: and async actors: their other calls submit, finish and wait meanwhile)
+YIELD_S = 0.001
 #: The longest a writer waits for the head to grant room in the store (it may spill).
 RESERVE_TIMEOUT_S = 120.0
 #: Tag of the tasks submitted from now on (the notebook layer sets a cell's
@@ -534,13 +537,24 @@ class CoreClient:
                             f"ready, e.g. ObjectRef({first})"
                         )
                     wait_ms = min(wait_ms, max(1, int((deadline - now) * 1000)))
-                if not self.poll(wait_ms) and self.check_alive is not None:
-                    self.check_alive()
+                if not self.poll(wait_ms):
+                    if self.check_alive is not None:
+                        self.check_alive()
+                    if self.is_worker:  # a quiet turn: let the other threads of a threaded
+                        self._let_others_in()  # or async actor use the client meanwhile
         finally:
             if self.blocked:
                 self.blocked = False
                 self.to_head.append((P.UNBLOCKED,))
                 self.flush()
+
+    def _let_others_in(self) -> None:
+        """Release the lock (however deep this thread holds it) for a moment."""
+        held = self.lock._release_save()  # type: ignore[attr-defined]
+        try:
+            time.sleep(YIELD_S)
+        finally:
+            self.lock._acquire_restore(held)  # type: ignore[attr-defined]
 
     def cancel(self, oid: bytes, force: bool, recursive: bool = True) -> None:
         with self.lock:

@@ -134,7 +134,7 @@ def run_stream(producer: Producer, gen: Any, retry: Any = False) -> int:
     if is_async(gen):
         import asyncio
 
-        return asyncio.run(run_stream_async(producer, gen))
+        return asyncio.run(run_stream_async(producer, gen, retry))
     try:
         for value in gen:
             producer.send(value)
@@ -147,8 +147,9 @@ def run_stream(producer: Producer, gen: Any, retry: Any = False) -> int:
     return producer.done()
 
 
-async def run_stream_async(producer: Producer, gen: Any) -> int:
-    """Drive an async generator (or a sync one) from an event loop."""
+async def run_stream_async(producer: Producer, gen: Any, retry: Any = False) -> int:
+    """Drive an async generator (or a sync one) from an event loop (``retry``: as in
+    ``run_stream``)."""
     try:
         if is_async(gen):
             async for value in gen:
@@ -159,6 +160,9 @@ async def run_stream_async(producer: Producer, gen: Any) -> int:
                 producer.send(value)
                 await _room_async(producer)
     except BaseException as exc:  # user code, or the call's cancellation
+        if _retried(exc, retry):
+            producer.done()
+            raise
         producer.fail(exc)
     return producer.done()
 

@@ -9,9 +9,11 @@ the refs it contained lose a holder in turn.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from jray._private import protocol as P
+from jray._private.actor_protocol import LIFETIME_TAG
 from jray._private.events import EventLog
 from jray._private.serialization import error_loc
 from jray._private.state_tables import Node, Obj, Task
@@ -28,6 +30,8 @@ class ObjectTable:
     nodes: dict[bytes, Node]
     events: EventLog
     store: StorePolicy
+    #: called with the id of a collected actor lifetime object (``actor_protocol``)
+    lifetime_hooks: list[Callable[[bytes], None]]
 
     def _send(self, ident: bytes, msg: P.Msg) -> None:
         raise NotImplementedError
@@ -101,6 +105,9 @@ class ObjectTable:
             del self.objects[obj.oid]
             self.events.add("object_freed", obj.oid, obj.size)
             self._delete_data(obj)
+            if obj.oid[14:] == LIFETIME_TAG:
+                for hook in self.lifetime_hooks:
+                    hook(obj.oid)
             if obj.contains:
                 for oid in obj.contains:
                     inner = self.objects.get(oid)

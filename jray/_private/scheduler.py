@@ -75,6 +75,7 @@ class Scheduler(ObjectTable):
         self.schedule_hooks: list[Callable[[], None]] = []
         #: extensions (actors) told when a node is lost, ``hook(node)``
         self.node_lost_hooks: list[Callable[[Node], None]] = []
+        self.lifetime_hooks: list[Callable[[bytes], None]] = []
         self.store: StorePolicy  # set below, once handlers exist
         #: extensions that hold node resources themselves (actors): each yields
         #: (node_id, demand) per holding; ``validate`` counts them

@@ -124,10 +124,17 @@ def bound_pull_pair(ctx: zmq.Context[zmq.Socket[bytes]], session_dir: str, name:
 
 
 def push(ctx: zmq.Context[zmq.Socket[bytes]], addr: str,
-         before_connect: Callable[[zmq.Socket[bytes]], None] | None = None
-         ) -> zmq.Socket[bytes]:
+         before_connect: Callable[[zmq.Socket[bytes]], None] | None = None, *,
+         connected_within_ms: int = 0) -> zmq.Socket[bytes]:
+    """A PUSH socket to ``addr``. ``before_connect`` sees the socket before it connects
+    (to attach a monitor); with ``connected_within_ms``, a send waits (that long at
+    most, then raises ``zmq.Again``) until the connection is up, so the message leaves
+    at once instead of after the connect."""
     sock = ctx.socket(zmq.PUSH)
     _common(sock)
+    if connected_within_ms:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDTIMEO, connected_within_ms)
     if addr.startswith("tcp://"):
         curve.make_client(sock, _secret())
     if before_connect is not None:

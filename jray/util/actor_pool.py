@@ -4,7 +4,9 @@ Ray's API: ``submit(fn, value)`` runs ``fn(actor, value)`` (which returns an
 ``ObjectRef``, e.g. ``lambda a, v: a.work.remote(v)``) on an idle actor, or
 queues it until one is free; ``get_next`` returns results in submission
 order, ``get_next_unordered`` as they finish; ``map`` and ``map_unordered``
-do both for a whole iterable and yield the results.
+submit a whole iterable at once (when called, as in Ray) and return an
+iterator over the results. Work submitted before a ``map`` whose result nobody
+took is dropped at once (its actor goes back to the pool), as in Ray.
 """
 
 from __future__ import annotations
@@ -44,27 +46,38 @@ class ActorPool:
         self._pending_submits: list[tuple[Fn, Any]] = []
 
     def map(self, fn: Fn, values: Iterable[Any]) -> Iterator[Any]:
-        """Apply ``fn(actor, value)`` to every value; yield results in order."""
-        self._drain()
+        """Submit ``fn(actor, value)`` for every value now; the iterator returned
+        yields the results in order."""
+        self._drop_pending()
         for v in values:
             self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next()
+
+        def results() -> Iterator[Any]:
+            while self.has_next():
+                yield self.get_next()
+
+        return results()
 
     def map_unordered(self, fn: Fn, values: Iterable[Any]) -> Iterator[Any]:
-        """Like ``map``, but yield each result as soon as it is ready."""
-        self._drain()
+        """Like ``map``, but the results come as soon as each is ready."""
+        self._drop_pending()
         for v in values:
             self.submit(fn, v)
-        while self.has_next():
-            yield self.get_next_unordered()
 
-    def _drain(self) -> None:
-        while self.has_next():
-            try:
-                self.get_next_unordered()
-            except Exception:  # results of earlier work nobody asked for
-                pass
+        def results() -> Iterator[Any]:
+            while self.has_next():
+                yield self.get_next_unordered()
+
+        return results()
+
+    def _drop_pending(self) -> None:
+        """Forget earlier work nobody took the results of (not waiting for it)."""
+        while self._index_to_future:
+            i = min(self._index_to_future)
+            future = self._index_to_future.pop(i)
+            _, actor = self._future_to_actor.pop(_key(future))
+            self._return_actor(actor)  # may start queued work: dropped next turn
+        self._next_return_index = self._next_task_index
 
     def submit(self, fn: Fn, value: Any) -> None:
         """Run ``fn(actor, value)`` on an idle actor, or once one is free."""
@@ -82,22 +95,30 @@ class ActorPool:
         return bool(self._future_to_actor)
 
     def get_next(self, timeout: float | None = None, ignore_if_timedout: bool = False) -> Any:
-        """The next result in submission order (``TimeoutError`` after ``timeout``)."""
+        """The next result in submission order (``TimeoutError`` after ``timeout``).
+
+        With ``ignore_if_timedout``, a result not ready in time is dropped (its
+        actor goes back to the pool) before ``TimeoutError`` is raised, as in Ray.
+        """
         if not self.has_next():
             raise StopIteration("No more results to get")
         if self._next_return_index >= self._next_task_index:
             raise ValueError("It is not allowed to call get_next() after get_next_unordered().")
         future = self._index_to_future[self._next_return_index]
+        timed_out = False
         if timeout is not None:
             ready, _ = api.wait([_first(future)], timeout=timeout)
             if not ready:
-                if ignore_if_timedout:
-                    return None
-                raise TimeoutError(f"ActorPool.get_next: no result within {timeout} s")
+                if not ignore_if_timedout:
+                    raise TimeoutError(f"ActorPool.get_next: no result within {timeout} s")
+                timed_out = True
         del self._index_to_future[self._next_return_index]
         self._next_return_index += 1
         _, actor = self._future_to_actor.pop(_key(future))
         self._return_actor(actor)
+        if timed_out:
+            raise TimeoutError(f"ActorPool.get_next: no result within {timeout} s; that "
+                               f"work was dropped (ignore_if_timedout=True)")
         return api.get(future)
 
     def get_next_unordered(self, timeout: float | None = None,
