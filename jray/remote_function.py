@@ -49,6 +49,8 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
             if reserved in res:
                 raise ValueError(f"{where}: use num_{reserved.lower()}s= instead of resources="
                                  f"{{'{reserved}': ...}}")
+        if "memory" in res:
+            raise ValueError(f"{where}: use memory= instead of resources={{'memory': ...}}")
         validate_demand(res, where)
     if opts.get("num_returns") not in GENERATOR_MODES:
         check_int(where, opts, "num_returns", 1)
@@ -86,6 +88,8 @@ def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
     demand: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
     if opts.get("num_gpus"):
         demand["GPU"] = float(opts["num_gpus"])
+    if opts.get("memory"):
+        demand["memory"] = float(opts["memory"])
     for k, v in (opts.get("resources") or {}).items():
         demand[k] = float(v)
     return {k: v for k, v in demand.items() if v > 0}

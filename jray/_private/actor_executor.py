@@ -50,6 +50,7 @@ from jray._private import serialization as S
 from jray._private.actor_calls import retry_spec, retryable, split_call
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
+from jray._private.task_context import CURRENT_METHOD
 from jray.exceptions import ObjectLostError, SerializationError, TaskCancelledError
 
 #: the key of the actor call running in this thread or asyncio task (the runtime context)
@@ -187,6 +188,7 @@ class CallRunner:
     def _invoke(self, msg: P.Msg, key: bytes, fn: Any, args: list[Any], kwargs: dict[str, Any],
                 main: bool) -> Any:
         token = CURRENT_CALL.set(key)
+        CURRENT_METHOD.set(fn)  # (read only while CURRENT_CALL is set)
         if main:
             self.current = key
             try:
@@ -501,6 +503,7 @@ class AsyncMode:
         CURRENT_CALL.set(key)  # this asyncio task's own context
         try:
             fn, args, kwargs = runner.prepare(msg)
+            CURRENT_METHOD.set(fn)
         except BaseException as exc:
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
         left, spec = runner.retries(msg, fn)

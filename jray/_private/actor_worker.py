@@ -60,7 +60,7 @@ import zmq
 from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import transport
+from jray._private import task_context, transport
 from jray._private.actor_client import readable
 from jray._private.actor_executor import (
     SYSTEM_GROUP,
@@ -156,6 +156,7 @@ class ActorRuntime:
             return False
         meta = spec["meta"]
         self.class_name = meta["class_name"]
+        task_context.set_actor(spec["demand"] if spec["hold"] else {})
         self.stdout = TaskOutput(self.core, "stdout", sys.stdout)
         self.stderr = TaskOutput(self.core, "stderr", sys.stderr)
         for out in (self.stdout, self.stderr):

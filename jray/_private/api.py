@@ -448,9 +448,14 @@ def available_resources() -> dict[str, float]:
     return result
 
 
-def get_gpu_ids() -> list[int]:
-    """GPU device ids given to the current task (empty in the driver)."""
+def get_gpu_ids() -> list[int | str]:
+    """GPU device ids given to the current task or actor (empty in the driver): the
+    entries of its ``CUDA_VISIBLE_DEVICES``, ints, or strings where the node was started
+    with device UUIDs there."""
+    from jray._private import task_context
+
+    task = task_context.running_task()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if not _Session.is_worker or not visible:
+    if not _Session.is_worker or not visible or (task is not None and not task[3]):
         return []
-    return [int(v) for v in visible.split(",") if v.strip().isdigit()]
+    return [int(v) if v.isdigit() else v for v in (d.strip() for d in visible.split(",")) if v]

@@ -46,6 +46,13 @@ POOL_IDLE_S = 2.0
 HEAD_SILENCE_S = 60.0
 
 
+def default_memory() -> int:
+    """The ``memory`` resource of a node started without one: 70% of the memory
+    available now, as Ray does."""
+    import psutil
+
+    return int(psutil.virtual_memory().available * 0.7)
+
 class NodeDaemon:
     def __init__(self, ns: argparse.Namespace) -> None:
         self.ns = ns
@@ -301,6 +308,10 @@ class NodeDaemon:
     def register(self) -> None:
         resources = dict(json.loads(self.ns.resources))
         resources["_initial_workers"] = self.min_workers
+        # Ray's memory resources: tasks may ask for ``memory=`` bytes (scheduled like CPUs);
+        # the store's capacity is reported, never held
+        resources.setdefault("memory", float(default_memory()))
+        resources.setdefault("object_store_memory", float(resources.get("_object_store_memory", 0)))
         transport.send_batch(self.sock, [(P.NODE_REGISTER, self.node_id, resources,
                                           socket.gethostname(), os.getpid())])
         for _ in range(self.min_workers):

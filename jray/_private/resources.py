@@ -13,6 +13,9 @@ import math
 Demand = dict[str, float]
 Shape = tuple[tuple[str, float], ...]
 _EPS = 1e-9
+#: quantities are kept to this many decimals (Ray's granularity of 0.0001), so that
+#: taking and giving back fractions leaves no float drift (1.9999999999999998)
+_DIGITS = 4
 
 
 def shape_of(demand: Demand) -> Shape:
@@ -71,27 +74,28 @@ class NodeResources:
 
     def acquire(self, demand: Demand) -> list[int]:
         """Take ``demand``; return the GPU device ids assigned (maybe empty)."""
+        avail = self.available
         for k, v in demand.items():
-            self.available[k] = self.available.get(k, 0.0) - v
+            avail[k] = round(avail.get(k, 0.0) - v, _DIGITS)
         gpus = demand.get("GPU", 0.0)
         if not gpus:
             return []
         ids = self._pick_gpus(gpus) or []
         share = 1.0 if gpus >= 1 else gpus
         for i in ids:
-            self.gpu_free[i] -= share
+            self.gpu_free[i] = round(self.gpu_free[i] - share, _DIGITS)
         return ids
 
     def force_acquire(self, demand: Demand, gpu_ids: list[int]) -> None:
-        for k, v in demand.items():
-            self.available[k] = self.available.get(k, 0.0) - v
-        share = 1.0 if demand.get("GPU", 0.0) >= 1 else demand.get("GPU", 0.0)
-        for i in gpu_ids:
-            self.gpu_free[i] -= share
+        self._add(demand, gpu_ids, -1.0)
 
     def release(self, demand: Demand, gpu_ids: list[int]) -> None:
+        self._add(demand, gpu_ids, 1.0)
+
+    def _add(self, demand: Demand, gpu_ids: list[int], sign: float) -> None:
+        avail = self.available
         for k, v in demand.items():
-            self.available[k] = self.available.get(k, 0.0) + v
+            avail[k] = round(avail.get(k, 0.0) + sign * v, _DIGITS)
         share = 1.0 if demand.get("GPU", 0.0) >= 1 else demand.get("GPU", 0.0)
         for i in gpu_ids:
-            self.gpu_free[i] += share
+            self.gpu_free[i] = round(self.gpu_free[i] + sign * share, _DIGITS)

@@ -571,7 +571,7 @@ class Scheduler(ObjectTable):
                 (
                     spec[P.T_ID], fid, blob, spec[P.T_NAME], spec[P.T_ARGS], dep_locs,
                     spec[P.T_RETURNS], spec[P.T_OWNER], w.gpu_ids, task.retries_left,
-                    spec[P.T_RETRY_EXC], spec[P.T_OUTPUT],
+                    spec[P.T_RETRY_EXC], spec[P.T_OUTPUT], spec[P.T_RESOURCES],
                 ),
             ),
         )

@@ -27,7 +27,7 @@ from typing import Any
 
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import transport
+from jray._private import task_context, transport
 from jray._private.core import CoreClient
 from jray._private.flusher import LAZY_S
 from jray._private.generator_stream import STREAMED, task_result
@@ -198,6 +198,13 @@ class Executor:
         self.fast: set[bytes] = set()
         self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
 
+    def visible_gpus(self, gpu_ids: list[int]) -> str:
+        """``CUDA_VISIBLE_DEVICES`` for a task given ``gpu_ids``: indices into the devices
+        the node was started with (its own ``CUDA_VISIBLE_DEVICES``, ids or UUIDs), as in
+        Ray, or the ids themselves when it had none."""
+        base = [d.strip() for d in (self.base_env_gpus or "").split(",") if d.strip()]
+        return ",".join(base[g] if g < len(base) else str(g) for g in gpu_ids)
+
     def remember(self, fid: bytes, blob: bytes) -> None:
         """Keep the code of a task that will not run (cancelled) for later ones."""
         self.blobs.setdefault(fid, blob)
@@ -221,7 +228,7 @@ class Executor:
 
     def run(self, spec: P.ExecSpec, more: bool) -> None:
         (tid, fid, blob, name, args_blob, dep_locs, returns, owner, gpu_ids, retries_left,
-         retry_exc, output_addr) = spec[: P.E_LEASE]
+         retry_exc, output_addr, demand) = spec[: P.E_LEASE]
         core = self.core
         leased = len(spec) > P.E_LEASE
         if leased and any(loc is None for _, loc in dep_locs):
@@ -240,7 +247,7 @@ class Executor:
         nested: list[tuple[bytes, list[bytes]]] = []
         try:
             if gpu_ids:
-                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+                os.environ["CUDA_VISIBLE_DEVICES"] = self.visible_gpus(gpu_ids)
             fn = self._function(fid, blob, name)
             try:
                 deps = [core.decode(oid, loc) for oid, loc in dep_locs]
@@ -258,12 +265,14 @@ class Executor:
             if deps:
                 args, kwargs = S.fill_args(args, kwargs, deps)
             _Running.tid = core.running_task = tid
+            task_context.begin_task(name, fn, demand, gpu_ids)
             try:
                 result = fn(*args, **kwargs)
                 if type(result) in STREAMED:  # a generator: stream its items
                     result = task_result(core, result, returns[0], owner, name, len(returns))
             finally:
                 _Running.tid = core.running_task = None
+                task_context.end_task()
             locs = self._encode_results(name, result, returns, nested, bases)
         except TaskCancelledError as exc:
             locs = [S.error_loc(exc)] * len(returns)
