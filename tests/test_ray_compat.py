@@ -225,6 +225,23 @@ def test_jray_names_stay_primary() -> None:
     assert issubclass(E.ClusterError, E.RayError)  # "the cluster went away" is a system error
 
 
+class _TwoFields(Exception):
+    def __init__(self, one: str, two: str) -> None:
+        super().__init__(one, two)
+        self.one, self.two = one, two
+
+
+def test_dual_exception_instance_survives_pickling() -> None:
+    import pickle
+
+    err = ray.exceptions.RayTaskError(function_name="f", traceback_str="tb",
+                                      cause=_TwoFields("a", "b"))
+    dual = err.make_dual_exception_instance()
+    back = pickle.loads(pickle.dumps(dual))
+    assert isinstance(back, ray.exceptions.RayTaskError) and isinstance(back, _TwoFields)
+    assert (back.one, back.two, back.function_name) == ("a", "b", "f")
+
+
 def test_ray_task_error_catches_a_task_error(cluster: dict[str, object]) -> None:
     with pytest.raises(ray.exceptions.RayTaskError) as info:
         ray.get(fails.remote(), timeout=30)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jray._private import object_ref
+from jray._private import protocol as P
 from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
 from jray._private.debug import HIDE
@@ -257,8 +258,6 @@ def shutdown() -> None:
             conn.close()
             return
         try:
-            from jray._private import protocol as P
-
             client.to_head.append((P.SHUTDOWN,))
             client.flush()
         finally:
@@ -342,8 +341,15 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     if wait_observer is not None and len(refs) > 1:
         wait_observer(refs, timeout)
     oids = [r.id for r in refs]
-    locs = c.get(oids, timeout)
-    return [c.decode(oid, loc, timeout) for oid, loc in zip(oids, locs)]
+    if len(oids) == 1:
+        return [c.decode(oids[0], c.get(oids, timeout)[0], timeout)]
+    got = c.get_or_fail(oids, timeout)  # returns early at the first error, as in Ray
+    if None in got:
+        for oid, loc in zip(oids, got):
+            if loc is not None and loc[0] == P.LOC_ERROR:
+                c.decode(oid, loc, timeout)  # raises the error
+    return [c.decode(oid, loc if loc is not None else c.get([oid], timeout)[0], timeout)
+            for oid, loc in zip(oids, got)]
 
 
 def wait(
