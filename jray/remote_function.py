@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -17,6 +18,7 @@ from jray.exceptions import ArgumentError
 TASK_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
     "name", "memory", "scheduling_strategy", "runtime_env", "_generator_backpressure_num_objects",
+    "max_calls",
 })
 #: ``num_returns`` of generator tasks (see ``jray._private.generators``)
 GENERATOR_MODES = ("streaming", "dynamic")
@@ -56,6 +58,7 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
         check_int(where, opts, "num_returns", 1)
     check_int(where, opts, "_generator_backpressure_num_objects", -1)
     check_int(where, opts, "max_retries", -1, " (-1: forever)")
+    check_int(where, opts, "max_calls", 0, " (0: no limit)")
     re = opts.get("retry_exceptions")
     if re is not None and not isinstance(re, bool):
         if not (isinstance(re, (list, tuple)) and all(
@@ -93,6 +96,19 @@ def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
     for k, v in (opts.get("resources") or {}).items():
         demand[k] = float(v)
     return {k: v for k, v in demand.items() if v > 0}
+
+
+class MaxCalls:
+    """A task function with ``max_calls``: the worker that runs it for the
+    ``jray_max_calls``-th time exits after that run (and a fresh one takes its place)."""
+
+    def __init__(self, fn: Any, max_calls: int) -> None:
+        self.fn = fn
+        self.jray_max_calls = max_calls
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
 
 
 class _Code:
@@ -141,13 +157,19 @@ class RemoteFunction:
             _INFINITE_RETRIES if mr == -1 else mr)
         re = options.get("retry_exceptions")
         self._retry_exc: Any = bool(re) if not isinstance(re, (list, tuple)) else tuple(re)
+        max_calls = options.get("max_calls")
+        if max_calls is None and self._demand.get("GPU"):
+            max_calls = 1  # Ray's default: a GPU task's worker exits, freeing the device
         self._run_code = self._code
-        if self._mode is not None:
+        if self._mode is not None or max_calls:
             # the worker runs a wrapper of fn (its own code id), sharing fn's argument check
-            variant = (self._mode, self._backpressure, self._retry_exc)
+            variant = (self._mode, self._backpressure,
+                       self._retry_exc if self._mode else None, max_calls or 0)
             run = self._code.variants.get(variant)
             if run is None:
-                run = _Code(generator_stream.wrap_task(fn, *variant))
+                target = fn if self._mode is None else generator_stream.wrap_task(
+                    fn, self._mode, self._backpressure, self._retry_exc)
+                run = _Code(MaxCalls(target, max_calls) if max_calls else target)
                 run._check = self._code.check(self._name)
                 self._code.variants[variant] = run
             self._run_code = run

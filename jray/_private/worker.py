@@ -42,6 +42,10 @@ FAST_S = 0.002
 OUTPUT_INTERVAL_S = 0.05
 #: an idle worker polls in slices, holding the core lock, so that other threads get it
 IDLE_POLL_MS = 100
+#: a worker that reached ``max_calls`` waits this long for the head to take it out
+RETIRE_WAIT_S = 10.0
+#: ... and then lingers until no task came its way for this long
+RETIRE_QUIET_S = 0.3
 
 
 class _Running:
@@ -197,6 +201,9 @@ class Executor:
         #: functions whose last run took under FAST_S
         self.fast: set[bytes] = set()
         self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+        #: runs per function with ``max_calls``; set: this worker has run its last task
+        self.calls: dict[bytes, int] = {}
+        self.retiring = False
 
     def visible_gpus(self, gpu_ids: list[int]) -> str:
         """``CUDA_VISIBLE_DEVICES`` for a task given ``gpu_ids``: indices into the devices
@@ -303,6 +310,10 @@ class Executor:
                 else:
                     os.environ["CUDA_VISIBLE_DEVICES"] = self.base_env_gpus
         t1 = time.time()
+        limit = getattr(self.functions.get(fid), "jray_max_calls", 0)
+        if limit:  # ``max_calls``: the worker exits after its limit-th run of fid
+            self.calls[fid] = self.calls.get(fid, 0) + 1
+            self.retiring = self.retiring or self.calls[fid] >= limit
         if t1 - t0 < FAST_S:
             self.fast.add(fid)
         else:
@@ -357,6 +368,30 @@ class Executor:
         return locs
 
 
+def retire(core: CoreClient, tasks: TaskQueue) -> None:
+    """Leave the pool for good (``max_calls`` reached): the head hears of the last
+    results, gets the queued tasks back and takes this worker out of placement (as a
+    worker blocked in ``get``) before it exits, so that no task is lost with it; the
+    node daemon starts a fresh worker in its place."""
+    core.lazy_since = 0.0
+    core.flush(lazy=True)
+    core.blocked = True  # tasks that still arrive go back to the head (TaskQueue)
+    core.to_head.append((P.BLOCKED, tasks.block()))
+    with core.lock:
+        core._ask(lambda req: (P.STATE, req, "summary", None), RETIRE_WAIT_S)
+        # tasks that owners sent on this worker's lease before they heard of its revoke
+        # still arrive: send them back until none came for a while (bounded)
+        now = time.monotonic()
+        quiet, end = now + RETIRE_QUIET_S, now + RETIRE_WAIT_S
+        while now < min(quiet, end):
+            core.poll(10)
+            if core.to_head:
+                core.flush()
+                quiet = time.monotonic() + RETIRE_QUIET_S
+            now = time.monotonic()
+        core.flush()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="jray-worker")
     ap.add_argument("--head", required=True)
@@ -409,6 +444,9 @@ def main(argv: list[str] | None = None) -> None:
         executor.run(spec, bool(queue))
         if core.rt.events:
             core._settle_refs()
+        if executor.retiring:
+            retire(core, tasks)
+            break
     core.lazy_since = 0.0
     core.flush(lazy=True)
     sys.stdout.flush()
