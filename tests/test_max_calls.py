@@ -45,7 +45,10 @@ def test_the_worker_exits_after_max_calls(gpu_node: None) -> None:
 
 
 def test_many_tasks_over_retiring_workers_all_finish(gpu_node: None) -> None:
-    limited = _pid.options(max_calls=3, max_retries=0)  # a lost task would fail
+    @jray.remote(max_calls=3, max_retries=0)  # a lost task would fail
+    def limited(_: int) -> int:
+        return os.getpid()
+
     pids = jray.get([limited.remote(i) for i in range(40)], timeout=120)
     assert max(collections.Counter(pids).values()) <= 3
 
@@ -61,11 +64,19 @@ def test_gpu_tasks_release_the_gpu_each_call(gpu_node: None) -> None:
 
     pids = [jray.get(on_gpu.remote(), timeout=60)[0] for _ in range(4)]
     assert len(set(pids)) == 4  # a fresh worker each time, and the GPU came back each time
-    assert jray.get(on_gpu.options(max_calls=0).remote(), timeout=60)  # 0: no limit
+
+    @jray.remote(num_gpus=1, max_calls=0)  # 0: no limit
+    def unlimited() -> int:
+        return os.getpid()
+
+    first = jray.get(unlimited.remote(), timeout=60)
+    assert jray.get(unlimited.remote(), timeout=60) == first
 
 
 def test_max_calls_is_validated() -> None:
     with pytest.raises(ValueError, match="max_calls"):
-        _pid.options(max_calls=-1)
+        jray.remote(max_calls=-1)(lambda: 0)
     with pytest.raises(TypeError, match="max_calls"):
-        _pid.options(max_calls="2")
+        jray.remote(max_calls="2")(lambda: 0)
+    with pytest.raises(ValueError, match="not supported in '.options"):
+        _pid.options(max_calls=1)  # as in Ray: only where the function is declared

@@ -33,11 +33,19 @@ def validate_demand(demand: dict[str, object], where: str) -> Demand:
                 f"{where}: resource {name!r} must be a number, not inf or nan, got {qty!r}")
         if qty < 0:
             raise ValueError(f"{where}: resource {name!r} must be >= 0, got {qty}")
+        check_precision(where, name, qty)
         if name == "GPU" and qty > 1 and qty != int(qty):
             raise ValueError(f"{where}: num_gpus above 1 must be a whole number, got {qty}")
         if qty > 0:
             out[name] = float(qty)
     return out
+
+
+def check_precision(where: str, name: str, qty: float) -> None:
+    """Quantities are kept to 0.0001 (``_DIGITS``): a finer one is refused, in Ray's words."""
+    if abs(round(qty, _DIGITS) - qty) > 1e-12:
+        raise ValueError(f"{where}: The precision of the fractional quantity of resource "
+                         f"{name} cannot go beyond 0.0001 (got {qty})")
 
 
 class NodeResources:
