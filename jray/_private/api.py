@@ -156,6 +156,8 @@ def init(
     spill_dir: where objects go when the store is full (default ``$JRAY_SPILL_DIR``
         or the system temp directory); spill files are removed at shutdown.
     ignore_reinit_error: return the running session instead of raising on a second call.
+    log_to_driver: False: what tasks and actors print is not shown in this process; it
+        goes to the standard streams of the node daemon (those jray was started with).
 
     Returns
     -------
@@ -201,6 +203,8 @@ def init(
             cluster.head_addr, cluster.session_dir, cluster.node_id, cluster.shm_prefix,
             b"d" + os.urandom(7), check_alive=cluster.check_alive,
         )
+        if not log_to_driver:  # what tasks print stays in their own (the node's) streams
+            client.output_addr = ""
         _Session.client = client
         _Session.cluster = cluster
         _Session.pid = os.getpid()

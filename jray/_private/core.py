@@ -128,6 +128,7 @@ class CoreClient:
             self.leasing = LeaseClient(self)
             out_sock, self.output_addr = transport.bound_pull(self.ctx, session_dir,
                                                               ident.hex() + ".out.sock")
+            self._output_bound = self.output_addr  # (log_to_driver=False clears the other)
             self._output_thread = threading.Thread(
                 target=task_output.output_loop, args=(out_sock, self._output_stop),
                 name="jray-output", daemon=True,
@@ -593,7 +594,7 @@ class CoreClient:
         self.head.close(linger_ms)
         self.pull.close(0)
         transport.term(self.ctx)
-        for addr in (self.addr, self.output_addr):
+        for addr in (self.addr, getattr(self, "_output_bound", "")):
             path = addr[len("ipc://") :]
             if addr and os.path.exists(path):
                 os.unlink(path)

@@ -338,6 +338,8 @@ class Executor:
         core.to_head.append((P.TASK_DONE, tid, results, status, t0, t1, nested))
         if not more or len(core.to_head) >= DONE_BATCH:
             core.flush()
+        else:  # the next queued task may run long (a fast function's slow call): the
+            core.flush_owners()  # owner has these results now, the head with the batch
 
     def _encode_results(self, name: str, result: Any, returns: list[bytes],
                         nested: list[tuple[bytes, list[bytes]]],
