@@ -305,7 +305,8 @@ def test_list_and_unknown_lookup() -> None:
     assert [(r["class_name"], r["state"], r["name"]) for r in rows] == [("Counter", A.ALIVE, "a")]
     out = head.send(OTHER, (A.ACTOR_LOOKUP, b"z" * 16))
     assert _state(out, OTHER)[2] == A.DEAD
-    assert "unknown to this cluster" in str(_error(_state(out, OTHER)[5]))
+    assert "unknown to this cluster. It might be dead or it's from a different cluster" in str(
+        _error(_state(out, OTHER)[5]))  # (Ray's sentence)
 
 
 def test_gpu_actors_get_distinct_devices() -> None:

@@ -350,8 +350,9 @@ class ActorTable:
         rec = self.actors.get(msg[1])
         if rec is None:
             err = ActorDiedError(
-                f"actor {msg[1].hex()[:12]} is unknown to this cluster (its handle comes from "
-                f"another session, or the head was restarted)")
+                f"actor {msg[1].hex()[:12]} is unknown to this cluster. It might be dead or "
+                f"it's from a different cluster (its handle comes from another session, or "
+                f"the head was restarted)")
             self.sched.send(sender, (A.ACTOR_STATE, msg[1], A.DEAD, 1 << 30, "", error_loc(err)))
             return
         rec.subscribers.add(sender)
