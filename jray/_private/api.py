@@ -366,16 +366,24 @@ def wait(
     """Wait until ``num_returns`` of ``refs`` are ready or ``timeout`` passes.
 
     Returns ``(ready, not_ready)``, both in the order of ``refs``; ``ready``
-    holds at most ``num_returns`` refs. ``wait([])`` returns ``([], [])``.
+    holds at most ``num_returns`` refs. ``wait([])`` returns ``([], [])``. An
+    ``ObjectRefGenerator`` in ``refs`` is ready when ``next`` on it would not block
+    (its next item exists, or it has ended).
     """
     __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     timeout = _check_timeout("jray.wait", timeout)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"jray.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
+    from jray._private import generators
+
+    gens = False
     for i, r in enumerate(refs):
         if type(r) is not ObjectRef:
-            raise TypeError(f"jray.wait(): item {i} is a {type(r).__name__}, not an ObjectRef")
-    if len({r.id for r in refs}) != len(refs):
+            if type(r) is not generators.ObjectRefGenerator:
+                raise TypeError(f"jray.wait(): item {i} is a {type(r).__name__}, not an "
+                                f"ObjectRef (or ObjectRefGenerator)")
+            gens = True
+    if len({r.id if type(r) is ObjectRef else id(r) for r in refs}) != len(refs):
         raise ValueError("jray.wait(): the list of refs contains duplicates")
     if not refs:
         return [], []
@@ -385,12 +393,17 @@ def wait(
         raise ValueError(
             f"jray.wait(): num_returns={num_returns} exceeds the number of refs ({len(refs)})"
         )
-    _check_session(refs, "jray.wait")
-    done = client().wait([r.id for r in refs], num_returns, timeout)
-    ready: list[ObjectRef] = []
-    not_ready: list[ObjectRef] = []
-    for r in refs:
-        if r.id in done and len(ready) < num_returns:
+    _check_session([r for r in refs if type(r) is ObjectRef], "jray.wait")
+    if gens:  # a generator is ready when its next item is, or when it has ended
+        at = generators.wait_mixed(client(), list(refs), num_returns, timeout)
+        is_ready = [i in at for i in range(len(refs))]
+    else:
+        done = client().wait([r.id for r in refs], num_returns, timeout)
+        is_ready = [r.id in done for r in refs]
+    ready: list[Any] = []
+    not_ready: list[Any] = []
+    for r, ok in zip(refs, is_ready):
+        if ok and len(ready) < num_returns:
             ready.append(r)
         else:
             not_ready.append(r)
