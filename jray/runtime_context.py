@@ -13,15 +13,13 @@ is Ray's dict of ids (``job_id``, ``node_id``, ``task_id``, ``actor_id``).
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import Any
 
 from jray._private import api, task_context
 from jray._private.actor_executor import CURRENT_CALL
-
-#: the accelerator resources whose ids ``get_accelerator_ids`` reports (Ray's names);
-#: jray gives device ids to GPUs only, the others are listed empty
-ACCELERATORS = ("GPU", "neuron_cores", "TPU", "NPU", "HPU")
+from jray._private.resources import DEVICE_ENV, DEVICES, device_ids
 
 
 class ContextID(bytes):
@@ -115,10 +113,20 @@ class RuntimeContext:
         return dict(task_context.actor_resources() or {})
 
     def get_accelerator_ids(self) -> dict[str, list[str]]:
-        """Accelerator ids given to this task or actor, by resource name, as strings
-        (``"GPU"``: the entries of ``CUDA_VISIBLE_DEVICES``)."""
-        out: dict[str, list[str]] = {name: [] for name in ACCELERATORS}
-        out["GPU"] = [str(g) for g in api.get_gpu_ids()]
+        """Accelerator ids given to this task or actor, by resource name (``GPU``,
+        ``neuron_cores``, ``TPU``, ``NPU``, ``HPU``), as strings: the entries of the
+        variable that shows it those devices (``CUDA_VISIBLE_DEVICES``, ...)."""
+        task = task_context.running_task()
+        if not api.is_initialized() or (task is None and not api._Session.is_worker):
+            return {name: [] for name in DEVICES}  # the driver holds no device
+        held = device_ids(task[3]) if task is not None else None
+        out: dict[str, list[str]] = {}
+        for name in DEVICES:
+            if held is not None and name not in held:  # a task without such devices
+                out[name] = []
+                continue
+            value = os.environ.get(DEVICE_ENV[name], "")
+            out[name] = [d.strip() for d in value.split(",") if d.strip()]
         return out
 
     @property

@@ -27,7 +27,7 @@ from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
 from jray._private.debug import HIDE
 from jray._private.object_ref import ObjectRef
-from jray._private.resources import validate_demand
+from jray._private.resources import DEVICE_SHIFT, validate_demand
 from jray.exceptions import ArgumentError, InitError, ObjectLostError
 
 #: How long ``shutdown`` waits for its SHUTDOWN to reach a head that is still starting.
@@ -479,6 +479,7 @@ def get_gpu_ids() -> list[int | str]:
 
     task = task_context.running_task()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if not _Session.is_worker or not visible or (task is not None and not task[3]):
+    if not _Session.is_worker or not visible or (
+            task is not None and not any(i >> DEVICE_SHIFT == 0 for i in task[3])):
         return []
     return [int(v) if v.isdigit() else v for v in (d.strip() for d in visible.split(",")) if v]

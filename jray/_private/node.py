@@ -36,6 +36,7 @@ import zmq
 from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import shm, transport
+from jray._private.resources import device_env
 
 log = logging.getLogger("jray.node")
 
@@ -120,8 +121,8 @@ class NodeDaemon:
             "--actor-id", actor_id.hex(), "--incarnation", str(inc),
         ]
         env = None
-        if gpu_ids:
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpu_ids))
+        if gpu_ids:  # the devices the actor holds (ids index the node's own lists)
+            env = dict(os.environ, **device_env(gpu_ids, dict(os.environ)))
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.actors[actor_id] = (inc, proc)
         if hasattr(os, "pidfd_open"):

@@ -31,6 +31,7 @@ from jray._private import task_context, transport
 from jray._private.core import CoreClient
 from jray._private.flusher import LAZY_S
 from jray._private.generator_stream import STREAMED, task_result
+from jray._private.resources import DEVICE_ENV, device_env
 from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
@@ -200,17 +201,12 @@ class Executor:
         self.made: dict[bytes, P.Loc] = {}
         #: functions whose last run took under FAST_S
         self.fast: set[bytes] = set()
-        self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+        #: the node's own device variables (CUDA_VISIBLE_DEVICES, ...): restored after
+        #: each task that held devices
+        self.base_env = {v: os.environ[v] for v in DEVICE_ENV.values() if v in os.environ}
         #: runs per function with ``max_calls``; set: this worker has run its last task
         self.calls: dict[bytes, int] = {}
         self.retiring = False
-
-    def visible_gpus(self, gpu_ids: list[int]) -> str:
-        """``CUDA_VISIBLE_DEVICES`` for a task given ``gpu_ids``: indices into the devices
-        the node was started with (its own ``CUDA_VISIBLE_DEVICES``, ids or UUIDs), as in
-        Ray, or the ids themselves when it had none."""
-        base = [d.strip() for d in (self.base_env_gpus or "").split(",") if d.strip()]
-        return ",".join(base[g] if g < len(base) else str(g) for g in gpu_ids)
 
     def remember(self, fid: bytes, blob: bytes) -> None:
         """Keep the code of a task that will not run (cancelled) for later ones."""
@@ -253,8 +249,8 @@ class Executor:
         locs: list[P.Loc]
         nested: list[tuple[bytes, list[bytes]]] = []
         try:
-            if gpu_ids:
-                os.environ["CUDA_VISIBLE_DEVICES"] = self.visible_gpus(gpu_ids)
+            if gpu_ids:  # the devices this task holds (GPU ids index the node's own list)
+                os.environ.update(device_env(gpu_ids, self.base_env))
             fn = self._function(fid, blob, name)
             try:
                 deps = [core.decode(oid, loc) for oid, loc in dep_locs]
@@ -305,10 +301,11 @@ class Executor:
             self.stdout.end()
             self.stderr.end()
             if gpu_ids:
-                if self.base_env_gpus is None:
-                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-                else:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = self.base_env_gpus
+                for var in DEVICE_ENV.values():
+                    if var in self.base_env:
+                        os.environ[var] = self.base_env[var]
+                    else:
+                        os.environ.pop(var, None)
         t1 = time.time()
         limit = getattr(self.functions.get(fid), "jray_max_calls", 0)
         if limit:  # ``max_calls``: the worker exits after its limit-th run of fid
