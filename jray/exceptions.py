@@ -114,6 +114,10 @@ class TaskError(JrayError):
         except TypeError:  # classes with incompatible layouts (e.g. some C types)
             return self
 
+    def make_dual_exception_instance(self) -> TaskError:
+        """Ray's other name of ``as_instanceof_cause``."""
+        return self.as_instanceof_cause()
+
 
 #: Interrupts stay jray's own errors; SystemExit and the rest keep their class.
 _NEVER_DERIVED = (KeyboardInterrupt, GeneratorExit)

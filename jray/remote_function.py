@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -10,13 +11,14 @@ from typing import Any
 from jray._private import api, generator_stream, generators
 from jray._private import serialization as S
 from jray._private.object_ref import ObjectRef
-from jray._private.resources import validate_demand
+from jray._private.resources import check_precision, validate_demand
 from jray._private.signature import ArgCheck, check_of
 from jray.exceptions import ArgumentError
 
 TASK_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "num_returns", "max_retries", "retry_exceptions",
     "name", "memory", "scheduling_strategy", "runtime_env", "_generator_backpressure_num_objects",
+    "max_calls",
 })
 #: ``num_returns`` of generator tasks (see ``jray._private.generators``)
 GENERATOR_MODES = ("streaming", "dynamic")
@@ -41,6 +43,8 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
             raise ArgumentError(msg)  # a wrong type: Ray raises TypeError, jray did ValueError
         if not math.isfinite(v) or v < 0:
             raise ValueError(msg)
+        if key != "memory":
+            check_precision(where, key, v)
     res = opts.get("resources")
     if res is not None:
         if not isinstance(res, dict):
@@ -49,11 +53,14 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
             if reserved in res:
                 raise ValueError(f"{where}: use num_{reserved.lower()}s= instead of resources="
                                  f"{{'{reserved}': ...}}")
+        if "memory" in res:
+            raise ValueError(f"{where}: use memory= instead of resources={{'memory': ...}}")
         validate_demand(res, where)
     if opts.get("num_returns") not in GENERATOR_MODES:
-        check_int(where, opts, "num_returns", 1)
+        check_int(where, opts, "num_returns", 1, types="(int, str, NoneType)")
     check_int(where, opts, "_generator_backpressure_num_objects", -1)
-    check_int(where, opts, "max_retries", -1, " (-1: forever)")
+    check_int(where, opts, "max_retries", -1)
+    check_int(where, opts, "max_calls", 0)
     re = opts.get("retry_exceptions")
     if re is not None and not isinstance(re, bool):
         if not (isinstance(re, (list, tuple)) and all(
@@ -68,17 +75,37 @@ def validate_options(where: str, opts: dict[str, Any], allowed: frozenset[str]) 
         raise TypeError(f"{where}: name must be a str, got {type(name).__name__}")
 
 
-def check_int(where: str, opts: dict[str, Any], key: str, lowest: int, note: str = "") -> None:
+#: what an int option accepts, by its lowest value (Ray's wording)
+_ACCEPTS = {
+    -1: "None, 0, -1 or a positive integer, where -1 represents infinity.",
+    0: "None, 0 or a positive integer",
+    1: "None or a positive integer",
+}
+
+
+def check_int(where: str, opts: dict[str, Any], key: str, lowest: int,
+              types: str = "(int, NoneType)") -> None:
     """``opts[key]`` is None or an int >= ``lowest``: ``ArgumentError`` for another type
-    (a ``TypeError`` as in Ray, and the ``ValueError`` jray raised), ``ValueError`` below."""
+    (a ``TypeError`` as in Ray, and the ``ValueError`` jray raised), ``ValueError`` below.
+    The messages are Ray's, after ``where``."""
     v = opts.get(key)
     if v is None:
         return
-    msg = f"{where}: {key} must be an int >= {lowest}{note}, got {v!r}"
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ArgumentError(msg)
+        shown = types.replace("int", str(int)).replace("str", str(str)).replace(
+            "NoneType", str(type(None)))
+        raise ArgumentError(f"{where}: The type of keyword '{key}' must be {shown}, but "
+                            f"received type {type(v)} ({key}={v!r})")
     if v < lowest:
-        raise ValueError(msg)
+        if key == "num_returns" and v < 0:
+            raise ValueError(f"{where}: The keyword 'num_returns' only accepts None, a "
+                             f"non-negative integer, 'streaming' (for generators), or "
+                             f"'dynamic' (num_returns={v!r})")
+        if key == "num_returns":
+            raise ValueError(f"{where}: num_returns=0 (no return value) is not supported; "
+                             f"use num_returns=1 and return None")
+        accepts = _ACCEPTS.get(lowest, f"None or an integer >= {lowest}")
+        raise ValueError(f"{where}: The keyword '{key}' only accepts {accepts} ({key}={v!r})")
 
 
 def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
@@ -86,9 +113,24 @@ def demand_of(opts: dict[str, Any], default_cpus: float) -> dict[str, float]:
     demand: dict[str, float] = {"CPU": float(default_cpus if cpus is None else cpus)}
     if opts.get("num_gpus"):
         demand["GPU"] = float(opts["num_gpus"])
+    if opts.get("memory"):
+        demand["memory"] = float(opts["memory"])
     for k, v in (opts.get("resources") or {}).items():
         demand[k] = float(v)
     return {k: v for k, v in demand.items() if v > 0}
+
+
+class MaxCalls:
+    """A task function with ``max_calls``: the worker that runs it for the
+    ``jray_max_calls``-th time exits after that run (and a fresh one takes its place)."""
+
+    def __init__(self, fn: Any, max_calls: int) -> None:
+        self.fn = fn
+        self.jray_max_calls = max_calls
+        functools.update_wrapper(self, fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
 
 
 class _Code:
@@ -137,13 +179,19 @@ class RemoteFunction:
             _INFINITE_RETRIES if mr == -1 else mr)
         re = options.get("retry_exceptions")
         self._retry_exc: Any = bool(re) if not isinstance(re, (list, tuple)) else tuple(re)
+        max_calls = options.get("max_calls")
+        if max_calls is None and self._demand.get("GPU"):
+            max_calls = 1  # Ray's default: a GPU task's worker exits, freeing the device
         self._run_code = self._code
-        if self._mode is not None:
+        if self._mode is not None or max_calls:
             # the worker runs a wrapper of fn (its own code id), sharing fn's argument check
-            variant = (self._mode, self._backpressure, self._retry_exc)
+            variant = (self._mode, self._backpressure,
+                       self._retry_exc if self._mode else None, max_calls or 0)
             run = self._code.variants.get(variant)
             if run is None:
-                run = _Code(generator_stream.wrap_task(fn, *variant))
+                target = fn if self._mode is None else generator_stream.wrap_task(
+                    fn, self._mode, self._backpressure, self._retry_exc)
+                run = _Code(MaxCalls(target, max_calls) if max_calls else target)
                 run._check = self._code.check(self._name)
                 self._code.variants[variant] = run
             self._run_code = run
@@ -176,6 +224,9 @@ class RemoteFunction:
         return refs[0] if self._num_returns == 1 else refs
 
     def options(self, **opts: Any) -> RemoteFunction:
+        if "max_calls" in opts:  # as in Ray: a property of the function's workers
+            raise ValueError(f"{self._name}.options(): Setting 'max_calls' is not supported "
+                             f"in '.options()'; give it to @jray.remote")
         merged = {**self._options, **opts}
         validate_options(f"{self._name}.options()", opts, TASK_OPTIONS)
         return RemoteFunction(self._fn, merged, self._code)

@@ -4,17 +4,33 @@ Ids are hex strings. The job is the cluster of the driver (jray runs one job
 per embedded cluster), so every process of one session reports the same job
 id. ``get_task_id()`` names the task or actor call running in this thread (or
 asyncio task) and is None in the driver; ``get_actor_id()`` is None outside an
-actor process, and ``current_actor`` is the actor's handle to itself. Not
-provided (yet): ``get_assigned_resources``, task names and the deprecated ``get()``.
+actor process, and ``current_actor`` is the actor's handle to itself.
+``get_assigned_resources()`` is what the running task (or the actor) holds,
+``get_task_name()``/``get_task_function_name()`` name what runs, and ``get()``
+is Ray's dict of ids (``job_id``, ``node_id``, ``task_id``, ``actor_id``).
 """
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
 from typing import Any
 
-from jray._private import api
+from jray._private import api, task_context
 from jray._private.actor_executor import CURRENT_CALL
+from jray._private.resources import DEVICE_ENV, DEVICES, device_ids
+
+
+class ContextID(bytes):
+    """An id in the dict of ``RuntimeContext.get()``: bytes, with ``hex()`` and
+    ``binary()`` as Ray's ``JobID``/``NodeID``/``TaskID``/``ActorID``."""
+
+    def binary(self) -> bytes:
+        return bytes(self)
+
+    def __repr__(self) -> str:
+        return f"ContextID({self.hex()})"
 
 
 class RuntimeContext:
@@ -48,6 +64,70 @@ class RuntimeContext:
         """The id of the actor this process hosts; None elsewhere."""
         actor = _actor_process()
         return actor[0] if actor is not None else None
+
+    def get(self) -> dict[str, Any]:
+        """Ray's (deprecated) dict of ids: ``job_id`` and ``node_id`` always,
+        ``task_id`` in a task or actor call, ``actor_id`` in an actor."""
+        out: dict[str, Any] = {"job_id": ContextID.fromhex(self.get_job_id()),
+                               "node_id": ContextID.fromhex(self.get_node_id())}
+        task = self.get_task_id()
+        if task is not None:
+            out["task_id"] = ContextID.fromhex(task)
+        actor = self.get_actor_id()
+        if actor is not None:
+            out["actor_id"] = ContextID.fromhex(actor)
+        return out
+
+    def get_task_name(self) -> str | None:
+        """The name of the running task (its ``name=`` option, else the function's name)
+        or ``Class.method`` of the running actor call; None in the driver."""
+        method = _current_method()
+        if method is not None:
+            return f"{type(method.__self__).__name__}.{method.__name__}"
+        task = task_context.running_task()
+        return task[0] if task is not None else None
+
+    def get_task_function_name(self) -> str | None:
+        """``module.function`` of the running task, ``module.Class.method`` of the
+        running actor call (an async method: its qualified name, as in Ray); None in the
+        driver."""
+        method = _current_method()
+        if method is not None:
+            fn = getattr(method, "__func__", method)
+            if inspect.iscoroutinefunction(fn):
+                return f"{fn.__module__}.{fn.__qualname__}"
+            return f"{fn.__module__}.{type(method.__self__).__name__}.{fn.__name__}"
+        task = task_context.running_task()
+        if task is None:
+            return None
+        fn = task[1]
+        return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__name__', repr(fn))}"
+
+    def get_assigned_resources(self) -> dict[str, float]:
+        """The resources the running task holds (its demand), or in an actor the ones
+        the actor holds for its lifetime (none unless it asked for ``num_cpus``,
+        ``num_gpus`` or ``resources``); empty in the driver."""
+        task = task_context.running_task()
+        if task is not None:
+            return dict(task[2])
+        return dict(task_context.actor_resources() or {})
+
+    def get_accelerator_ids(self) -> dict[str, list[str]]:
+        """Accelerator ids given to this task or actor, by resource name (``GPU``,
+        ``neuron_cores``, ``TPU``, ``NPU``, ``HPU``), as strings: the entries of the
+        variable that shows it those devices (``CUDA_VISIBLE_DEVICES``, ...)."""
+        task = task_context.running_task()
+        if not api.is_initialized() or (task is None and not api._Session.is_worker):
+            return {name: [] for name in DEVICES}  # the driver holds no device
+        held = device_ids(task[3]) if task is not None else None
+        out: dict[str, list[str]] = {}
+        for name in DEVICES:
+            if held is not None and name not in held:  # a task without such devices
+                out[name] = []
+                continue
+            value = os.environ.get(DEVICE_ENV[name], "")
+            out[name] = [d.strip() for d in value.split(",") if d.strip()]
+        return out
 
     @property
     def current_actor(self) -> Any:
@@ -86,6 +166,14 @@ class RuntimeContext:
         """True in an actor process that is a restart (``max_restarts``) of its actor."""
         actor = _actor_process()
         return actor is not None and actor[1] > 0
+
+
+def _current_method() -> Any:
+    """The bound method of the actor call running in this thread or asyncio task."""
+    if CURRENT_CALL.get() is None:
+        return None
+    method = task_context.CURRENT_METHOD.get()
+    return method if hasattr(method, "__self__") else None
 
 
 def _main_module(name: str) -> Any:

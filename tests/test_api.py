@@ -60,6 +60,27 @@ def test_get_timeout_raises_get_timeout_error(cluster: dict[str, object], tmp_pa
     assert jray.get(ref, timeout=30) == 5
 
 
+@jray.remote
+def _fail_now() -> None:
+    raise KeyError("failed at once")
+
+
+def test_get_of_a_list_raises_the_first_error_without_waiting(
+        cluster: dict[str, object], tmp_path: Path) -> None:
+    slow = _wait_for.remote(str(tmp_path / "go"), 1)  # runs until the test says so
+    failing = _fail_now.remote()
+    t0 = time.monotonic()
+    with pytest.raises(KeyError, match="failed at once"):
+        jray.get([slow, failing], timeout=30)  # (not after slow: it would wait 30 s)
+    assert time.monotonic() - t0 < 20
+    (tmp_path / "go").touch()
+    assert jray.get([slow, jray.put(2)], timeout=30) == [1, 2]
+    pending = _wait_for.remote(str(tmp_path / "never"), 1)
+    with pytest.raises(KeyError):  # already failed: raised at once, before any wait
+        jray.get([pending, failing], timeout=10)
+    jray.cancel(pending)
+
+
 def test_wait_preserves_order_and_honours_num_returns(cluster: dict[str, object],
                                                       tmp_path: Path) -> None:
     flag = str(tmp_path / "go")

@@ -316,3 +316,26 @@ def test_streaming_retry_exceptions_reruns_and_skips_what_came(
         ray.get(refs[1])
     dyn = ray.get(flaky_stream.options(num_returns="dynamic").remote(str(tmp_path / "m3")))
     assert ray.get(list(dyn)) == [0, 1, 2]
+
+
+def test_wait_on_generators_and_refs(cluster: dict[str, object], tmp_path: Path) -> None:
+    gate = tmp_path / "go"
+    gen = gated.remote(str(gate))
+    ready, rest = ray.wait([gen], timeout=30)  # ready: its first item exists
+    assert ready == [gen] and rest == []
+    assert ray.get(next(gen), timeout=30) == "first"
+    ready, rest = ray.wait([gen], timeout=0.3)  # the second item does not exist yet
+    assert ready == [] and rest == [gen]
+    plain = ray.put(1)
+    ready, rest = ray.wait([gen, plain], num_returns=1, timeout=30)
+    assert ready == [plain] and rest == [gen]
+    gate.touch()
+    ready, rest = ray.wait([gen, plain], num_returns=2, timeout=30)
+    assert ready == [gen, plain]
+    assert ray.get(next(gen), timeout=30) == "second"
+    ready, _ = ray.wait([gen], timeout=30)  # finished: ready (next raises StopIteration)
+    assert ready == [gen]
+    with pytest.raises(StopIteration):
+        next(gen)
+    with pytest.raises(ValueError, match="duplicates"):
+        ray.wait([gen, gen])

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 
@@ -76,5 +77,42 @@ def test_a_wrong_type_of_actor_option_is_a_type_error(option: str) -> None:
 
     with pytest.raises(TypeError, match=option):
         ray.remote(**{option: 0.5})(C)
-    with pytest.raises(ValueError, match=f"{option} must be an int"):
+    with pytest.raises(ValueError, match=f"The keyword '{option}' only accepts None"):
         ray.remote(**{option: -5})(C)
+
+
+def test_int_option_messages_are_rays() -> None:
+    def f() -> None:
+        pass
+
+    for option in ("max_retries", "max_calls"):
+        with pytest.raises(TypeError, match=re.escape(
+                f"The type of keyword '{option}' must be {(int, type(None))}, but received "
+                f"type {float}")):
+            ray.remote(**{option: 0.5})(f)
+    with pytest.raises(TypeError, match=re.escape(
+            f"must be {(int, str, type(None))}, but received type {float}")):
+        ray.remote(num_returns=0.5)(f)
+    with pytest.raises(ValueError, match="The keyword 'max_calls' only accepts None, 0 or a "
+                                         "positive integer"):
+        ray.remote(max_calls=-1)(f)
+    with pytest.raises(ValueError, match=re.escape(
+            "The keyword 'num_returns' only accepts None, a non-negative integer, "
+            "'streaming' (for generators), or 'dynamic'")):
+        ray.remote(num_returns=-3)(f)
+    with pytest.raises(ValueError, match="The keyword 'max_retries' only accepts None, 0, -1 "
+                                         "or a positive integer, where -1 represents infinity"):
+        ray.remote(max_retries=-2)(f)
+    with pytest.raises(ValueError, match="not supported in '.options\\(\\)'"):
+        ray.remote(f).options(max_calls=1)
+
+
+def test_resource_quantities_finer_than_a_ten_thousandth_are_refused() -> None:
+    def f() -> None:
+        pass
+
+    with pytest.raises(ValueError, match="resource num_gpus cannot go beyond 0.0001"):
+        ray.remote(num_gpus=0.0000001)(f)
+    with pytest.raises(ValueError, match="resource widget cannot go beyond 0.0001"):
+        ray.remote(resources={"widget": 0.00001})(f)
+    ray.remote(num_cpus=0.0001, resources={"widget": 1.2345})(f)  # fine: 4 decimals

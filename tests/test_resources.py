@@ -37,9 +37,19 @@ def _interval(seconds: float) -> tuple[float, float]:
     return t0, time.time()
 
 
+#: Ray's memory resources, reported by every node beside CPU, GPU and custom ones
+MEMORY_KEYS = ("memory", "object_store_memory")
+
+
+def _without_memory(res: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in res.items() if k not in MEMORY_KEYS}
+
+
 def test_cluster_and_available_resources(gpu_cluster: dict[str, Any]) -> None:
     total = jray.cluster_resources()
-    assert total == {"CPU": 2.0, "GPU": 2.0, "accel": 2.0}
+    assert _without_memory(total) == {"CPU": 2.0, "GPU": 2.0, "accel": 2.0}
+    assert total["memory"] > 0
+    assert total["object_store_memory"] == float(gpu_cluster["object_store_memory"])
     deadline = time.monotonic() + 10  # earlier tasks may still be releasing
     while jray.available_resources() != total and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -65,7 +75,7 @@ def test_available_resources_drop_while_a_task_runs(gpu_cluster: dict[str, Any],
     while avail.get("GPU") != 1.0 and time.monotonic() < deadline:
         time.sleep(0.02)
         avail = jray.available_resources()
-    assert avail == {"CPU": 1.0, "GPU": 1.0, "accel": 1.0}
+    assert _without_memory(avail) == {"CPU": 1.0, "GPU": 1.0, "accel": 1.0}
     flag.touch()
     jray.get(ref, timeout=30)
 
@@ -141,3 +151,75 @@ def test_infeasible_task_warns_and_get_times_out(gpu_cluster: dict[str, Any]) ->
             jray.get(r, timeout=10)
     assert jray.get(_interval.remote(0), timeout=30)  # the cluster still works
 
+
+
+def _settled_available(want: dict[str, float]) -> dict[str, float]:
+    deadline = time.monotonic() + 10  # finished tasks may still be releasing
+    avail = jray.available_resources()
+    while avail != want and time.monotonic() < deadline:
+        time.sleep(0.02)
+        avail = jray.available_resources()
+    return avail
+
+
+def test_memory_option_is_held_while_the_task_runs(gpu_cluster: dict[str, Any]) -> None:
+    @jray.remote(memory=100 * 2**20)
+    def seen() -> float:
+        return jray.available_resources()["memory"]
+
+    total = jray.cluster_resources()["memory"]
+    assert jray.get(seen.remote(), timeout=30) == total - 100 * 2**20
+    assert jray.get(seen.options(memory=10 * 2**20).remote(), timeout=30) == total - 10 * 2**20
+    with pytest.raises(ValueError, match="memory="):
+        _interval.options(resources={"memory": 1})
+
+
+def test_exhausted_resources_are_left_out(gpu_cluster: dict[str, Any]) -> None:
+    @jray.remote(num_cpus=2, num_gpus=2, resources={"accel": 2})
+    def everything() -> dict[str, float]:
+        return jray.available_resources()
+
+    assert _without_memory(jray.get(everything.remote(), timeout=30)) == {}
+
+
+def test_fractions_taken_and_given_back_leave_no_drift(gpu_cluster: dict[str, Any]) -> None:
+    total = jray.cluster_resources()
+    assert _settled_available(total) == total
+    rng = __import__("random").Random(7)
+    refs = []
+    for _ in range(20):
+        cpu, gpu, accel = (rng.randint(1, 9999) / 10000 for _ in range(3))
+        refs.append(_interval.options(num_cpus=cpu, num_gpus=gpu,
+                                      resources={"accel": accel}).remote(0))
+    jray.get(refs, timeout=60)
+    assert _settled_available(total) == total
+
+
+def test_assigned_resources_and_accelerator_ids(gpu_cluster: dict[str, Any]) -> None:
+    @jray.remote
+    def assigned() -> tuple[dict[str, float], dict[str, list[str]], list[Any]]:
+        ctx = jray.get_runtime_context()
+        return ctx.get_assigned_resources(), ctx.get_accelerator_ids(), jray.get_gpu_ids()
+
+    res, acc, ids = jray.get(assigned.remote(), timeout=30)
+    assert res == {"CPU": 1.0} and acc["GPU"] == [] and ids == []
+    res, acc, ids = jray.get(assigned.options(
+        num_cpus=0.5, num_gpus=1, resources={"accel": 0.25}).remote(), timeout=30)
+    assert res == {"CPU": 0.5, "GPU": 1.0, "accel": 0.25}
+    assert len(ids) == 1 and acc["GPU"] == [str(ids[0])]
+    assert jray.get_runtime_context().get_assigned_resources() == {}  # the driver
+
+
+@jray.remote
+class _Holder:
+    def assigned(self) -> dict[str, float]:
+        return jray.get_runtime_context().get_assigned_resources()
+
+
+def test_actor_assigned_resources(gpu_cluster: dict[str, Any]) -> None:
+    light = _Holder.remote()  # holds no CPU while it lives (as in Ray)
+    heavy = _Holder.options(num_cpus=1, resources={"accel": 1}).remote()
+    assert jray.get(light.assigned.remote(), timeout=30) == {}
+    assert jray.get(heavy.assigned.remote(), timeout=30) == {"CPU": 1.0, "accel": 1.0}
+    for a in (light, heavy):
+        jray.kill(a)

@@ -118,3 +118,58 @@ def test_current_actor_is_a_handle_to_itself(cluster: dict[str, object]) -> None
     with pytest.raises(RuntimeError, match="only available inside an actor"):
         _ = jray.get_runtime_context().current_actor
     jray.kill(p)
+
+
+@jray.remote
+def _names() -> tuple[str | None, str | None]:
+    ctx = jray.get_runtime_context()
+    return ctx.get_task_name(), ctx.get_task_function_name()
+
+
+@jray.remote
+class Named:
+    def names(self) -> tuple[str | None, str | None]:
+        ctx = jray.get_runtime_context()
+        return ctx.get_task_name(), ctx.get_task_function_name()
+
+    async def anames(self) -> tuple[str | None, str | None]:
+        ctx = jray.get_runtime_context()
+        return ctx.get_task_name(), ctx.get_task_function_name()
+
+
+def test_task_and_function_names(cluster: dict[str, object]) -> None:
+    here = __name__
+    assert jray.get(_names.remote(), timeout=30) == ("_names", f"{here}._names")
+    assert jray.get(_names.options(name="renamed").remote(), timeout=30) == (
+        "renamed", f"{here}._names")
+    ctx = jray.get_runtime_context()
+    assert ctx.get_task_name() is None and ctx.get_task_function_name() is None
+    for actor in (Named.remote(), Named.options(max_concurrency=2).remote()):
+        assert jray.get(actor.names.remote(), timeout=30) == (
+            "Named.names", f"{here}.Named.names")
+        # an async method: its qualified name (Ray's function descriptor)
+        assert jray.get(actor.anames.remote(), timeout=30) == (
+            "Named.anames", f"{here}.Named.anames")
+        jray.kill(actor)
+
+
+def test_context_dict(cluster: dict[str, object]) -> None:
+    driver = jray.get_runtime_context().get()
+    assert set(driver) == {"job_id", "node_id"}
+    assert driver["node_id"].hex() == jray.get_runtime_context().get_node_id()
+
+    @jray.remote
+    def in_task() -> tuple[dict[str, Any], str | None]:
+        ctx = jray.get_runtime_context()
+        return ctx.get(), ctx.get_task_id()
+
+    got, task_id = jray.get(in_task.remote(), timeout=30)
+    assert set(got) == {"job_id", "node_id", "task_id"}
+    assert got["job_id"] == driver["job_id"] and got["node_id"] == driver["node_id"]
+    assert got["task_id"].hex() == task_id
+    p = Probe.remote()
+    got = jray.get(p.__ray_call__.remote(lambda self: jray.get_runtime_context().get()),
+                   timeout=30)
+    assert set(got) == {"job_id", "node_id", "task_id", "actor_id"}
+    assert got["actor_id"].hex() == p._actor_id.hex()
+    jray.kill(p)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import cloudpickle
 import pytest
 
+from jray._private import protocol as P
 from jray._private import serialization as S
 
 SOURCE = '''\
@@ -120,3 +121,53 @@ def test_error_that_does_not_unpickle_keeps_class_message_and_traceback() -> Non
     err = info.value
     assert isinstance(err, S.TaskError) and err.cause is None
     assert "4: bad sector" in str(err) and 'raise TwoArgError(4, "bad sector")' in str(err)
+
+
+def test_small_arrays_come_back_read_only_and_aligned() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    values = [np.full((2, 2), 1.0), rng.normal(size=(10, 20, 30)),
+              [rng.normal(size=i) for i in range(40)],
+              [rng.normal(size=(5, 5))[1:3, 1:3], np.asfortranarray(rng.normal(size=(4, 3)))]]
+    for value in values:
+        loc = S.encode(value, "unused", b"node")
+        assert loc[0] == P.LOC_INLINE  # small enough to travel in the message
+        back = S.decode(loc)
+        arrays = back if isinstance(back, list) else [back]
+        originals = value if isinstance(value, list) else [value]
+        for a, b in zip(originals, arrays):
+            assert np.array_equal(a, b)
+            # a contiguous array's buffer travels as it is, read-only as from the store;
+            # NumPy pickles a strided view as a copy of its elements (writable)
+            contiguous = a.flags.c_contiguous or a.flags.f_contiguous
+            assert b.flags.writeable is not contiguous
+            assert b.ctypes.data % (64 if b.nbytes >= 64 else 8) == 0
+    with pytest.raises(ValueError, match="read-only"):
+        S.decode(S.encode(np.zeros(3), "unused", b"node"))[0] = 1.0
+    assert S.decode(S.encode(bytearray(b"ab"), "unused", b"node")) == bytearray(b"ab")
+
+
+class _Locked:
+    def __init__(self, x: int) -> None:
+        import threading
+
+        self.x = x
+        self.lock = threading.Lock()  # cannot be pickled
+
+
+def test_register_serializer_and_deregister() -> None:
+    import jray.util
+
+    jray.util.register_serializer(_Locked, serializer=lambda obj: obj.x,
+                                  deserializer=lambda x: _Locked(x * 10))
+    try:
+        loc = S.encode({"v": _Locked(4)}, "unused", b"node")
+    finally:
+        jray.util.deregister_serializer(_Locked)
+    assert S.decode(loc)["v"].x == 40  # the deserializer travelled with the value
+    with pytest.raises(TypeError, match="lock"):
+        S.encode(_Locked(1), "unused", b"node")
+    jray.util.deregister_serializer(_Locked)  # a second time: nothing happens
+    with pytest.raises(TypeError, match="callable"):
+        jray.util.register_serializer(_Locked, serializer=1, deserializer=lambda x: x)  # type: ignore[arg-type]

@@ -509,7 +509,8 @@ class ActorClient:
                 sock = self.pushers.get(ctl)
                 if sock is None:
                     # a cancel must arrive before what the caller sends next
-                    sock = self.pushers[ctl] = transport.push(self.ctx, ctl, connected_within_ms=1000)
+                    sock = self.pushers[ctl] = transport.push(
+                        self.ctx, ctl, connected_within_ms=1000)
                 try:
                     transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
                 except zmq.Again:  # the actor is gone: its death fails the call

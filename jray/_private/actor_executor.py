@@ -44,6 +44,7 @@ from jray._private import serialization as S
 from jray._private.actor_calls import retry_spec, retryable, split_call
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
+from jray._private.task_context import CURRENT_METHOD
 from jray.exceptions import (
     ActorUnavailableError,
     ObjectLostError,
@@ -241,6 +242,7 @@ class CallRunner:
                 retry: Any) -> Any:
         token = CURRENT_CALL.set(key)
         title = _titled(msg[A.C_METHOD])
+        CURRENT_METHOD.set(fn)  # (read only while CURRENT_CALL is set)
         try:
             if key in self.requested:
                 raise TaskCancelledError

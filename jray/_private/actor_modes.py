@@ -34,6 +34,7 @@ from jray._private.actor_executor import (
     _titled,
 )
 from jray._private.object_ref import ObjectRef
+from jray._private.task_context import CURRENT_METHOD
 
 Done = Callable[[P.Msg, list[Result]], None]
 
@@ -223,6 +224,7 @@ class AsyncMode:
             await self.asyncio.wait([self.asyncio.wrap_future(r.future()) for r in pending])
         try:
             fn, args, kwargs = runner.prepare(msg)
+            CURRENT_METHOD.set(fn)
         except BaseException as exc:
             return runner.conclude(msg, key, None, exc, self.asyncio.CancelledError)
         left, spec = runner.retries(msg, fn)

@@ -57,7 +57,7 @@ from typing import Any
 import cloudpickle
 import zmq
 
-from jray._private import actor_client, transport
+from jray._private import actor_client, task_context, transport
 from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import serialization as S
@@ -151,6 +151,7 @@ class ActorRuntime:
             return False
         meta = spec["meta"]
         self.class_name = meta["class_name"]
+        task_context.set_actor(spec["demand"] if spec["hold"] else {})
         self.stdout = TaskOutput(self.core, "stdout", sys.stdout)
         self.stderr = TaskOutput(self.core, "stderr", sys.stderr)
         for out in (self.stdout, self.stderr):

@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from jray._private import object_ref
+from jray._private import protocol as P
 from jray._private.cluster import LocalCluster
 from jray._private.core import CoreClient
 from jray._private.debug import HIDE
 from jray._private.object_ref import ObjectRef
-from jray._private.resources import validate_demand
+from jray._private.resources import DEVICE_SHIFT, validate_demand
 from jray.exceptions import ArgumentError, InitError, ObjectLostError
 
 #: How long ``shutdown`` waits for its SHUTDOWN to reach a head that is still starting.
@@ -155,6 +156,8 @@ def init(
     spill_dir: where objects go when the store is full (default ``$JRAY_SPILL_DIR``
         or the system temp directory); spill files are removed at shutdown.
     ignore_reinit_error: return the running session instead of raising on a second call.
+    log_to_driver: False: what tasks and actors print is not shown in this process; it
+        goes to the standard streams of the node daemon (those jray was started with).
 
     Returns
     -------
@@ -200,6 +203,8 @@ def init(
             cluster.head_addr, cluster.session_dir, cluster.node_id, cluster.shm_prefix,
             b"d" + os.urandom(7), check_alive=cluster.check_alive,
         )
+        if not log_to_driver:  # what tasks print stays in their own (the node's) streams
+            client.output_addr = ""
         _Session.client = client
         _Session.cluster = cluster
         _Session.pid = os.getpid()
@@ -261,8 +266,6 @@ def shutdown() -> None:
             conn.close()
             return
         try:
-            from jray._private import protocol as P
-
             client.to_head.append((P.SHUTDOWN,))
             client.flush()
         finally:
@@ -346,8 +349,15 @@ def get(refs: ObjectRef | Sequence[ObjectRef], *, timeout: float | None = None) 
     if wait_observer is not None and len(refs) > 1:
         wait_observer(refs, timeout)
     oids = [r.id for r in refs]
-    locs = c.get(oids, timeout)
-    return [c.decode(oid, loc, timeout) for oid, loc in zip(oids, locs)]
+    if len(oids) == 1:
+        return [c.decode(oids[0], c.get(oids, timeout)[0], timeout)]
+    got = c.get_or_fail(oids, timeout)  # returns early at the first error, as in Ray
+    if None in got:
+        for oid, loc in zip(oids, got):
+            if loc is not None and loc[0] == P.LOC_ERROR:
+                c.decode(oid, loc, timeout)  # raises the error
+    return [c.decode(oid, loc if loc is not None else c.get([oid], timeout)[0], timeout)
+            for oid, loc in zip(oids, got)]
 
 
 def wait(
@@ -360,16 +370,24 @@ def wait(
     """Wait until ``num_returns`` of ``refs`` are ready or ``timeout`` passes.
 
     Returns ``(ready, not_ready)``, both in the order of ``refs``; ``ready``
-    holds at most ``num_returns`` refs. ``wait([])`` returns ``([], [])``.
+    holds at most ``num_returns`` refs. ``wait([])`` returns ``([], [])``. An
+    ``ObjectRefGenerator`` in ``refs`` is ready when ``next`` on it would not block
+    (its next item exists, or it has ended).
     """
     __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     timeout = _check_timeout("jray.wait", timeout)
     if not isinstance(refs, (list, tuple)):
         raise TypeError(f"jray.wait() takes a list of ObjectRefs, got {type(refs).__name__}")
+    from jray._private import generators
+
+    gens = False
     for i, r in enumerate(refs):
         if type(r) is not ObjectRef:
-            raise TypeError(f"jray.wait(): item {i} is a {type(r).__name__}, not an ObjectRef")
-    if len({r.id for r in refs}) != len(refs):
+            if type(r) is not generators.ObjectRefGenerator:
+                raise TypeError(f"jray.wait(): item {i} is a {type(r).__name__}, not an "
+                                f"ObjectRef (or ObjectRefGenerator)")
+            gens = True
+    if len({r.id if type(r) is ObjectRef else id(r) for r in refs}) != len(refs):
         raise ValueError("jray.wait(): the list of refs contains duplicates")
     if not refs:
         return [], []
@@ -379,12 +397,17 @@ def wait(
         raise ValueError(
             f"jray.wait(): num_returns={num_returns} exceeds the number of refs ({len(refs)})"
         )
-    _check_session(refs, "jray.wait")
-    done = client().wait([r.id for r in refs], num_returns, timeout)
-    ready: list[ObjectRef] = []
-    not_ready: list[ObjectRef] = []
-    for r in refs:
-        if r.id in done and len(ready) < num_returns:
+    _check_session([r for r in refs if type(r) is ObjectRef], "jray.wait")
+    if gens:  # a generator is ready when its next item is, or when it has ended
+        at = generators.wait_mixed(client(), list(refs), num_returns, timeout)
+        is_ready = [i in at for i in range(len(refs))]
+    else:
+        done = client().wait([r.id for r in refs], num_returns, timeout)
+        is_ready = [r.id in done for r in refs]
+    ready: list[Any] = []
+    not_ready: list[Any] = []
+    for r, ok in zip(refs, is_ready):
+        if ok and len(ready) < num_returns:
             ready.append(r)
         else:
             not_ready.append(r)
@@ -452,9 +475,15 @@ def available_resources() -> dict[str, float]:
     return result
 
 
-def get_gpu_ids() -> list[int]:
-    """GPU device ids given to the current task (empty in the driver)."""
+def get_gpu_ids() -> list[int | str]:
+    """GPU device ids given to the current task or actor (empty in the driver): the
+    entries of its ``CUDA_VISIBLE_DEVICES``, ints, or strings where the node was started
+    with device UUIDs there."""
+    from jray._private import task_context
+
+    task = task_context.running_task()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
-    if not _Session.is_worker or not visible:
+    if not _Session.is_worker or not visible or (
+            task is not None and not any(i >> DEVICE_SHIFT == 0 for i in task[3])):
         return []
-    return [int(v) for v in visible.split(",") if v.strip().isdigit()]
+    return [int(v) if v.isdigit() else v for v in (d.strip() for d in visible.split(",")) if v]

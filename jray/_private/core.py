@@ -131,6 +131,7 @@ class CoreClient:
             self.leasing = LeaseClient(self)
             out_sock, self.output_addr = transport.bound_pull(self.ctx, session_dir,
                                                               ident.hex() + ".out.sock")
+            self._output_bound = self.output_addr  # (log_to_driver=False clears the other)
             self._output_thread = threading.Thread(
                 target=task_output.output_loop, args=(out_sock, self._output_stop),
                 name="jray-output", daemon=True,
@@ -419,6 +420,20 @@ class CoreClient:
                 self._await(missing, len(missing), timeout)
             return [cache[oid] for oid in oids]
 
+    def get_or_fail(self, oids: list[bytes], timeout: float | None) -> list[P.Loc | None]:
+        """``get``, but returning as soon as one of ``oids`` is an error (as Ray's
+        ``get`` of a list raises at once): the locations so far, None where not ready."""
+        __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
+        with self.lock:
+            if self.rt.events:
+                self._settle_refs()
+            cache = self.cache
+            missing = [oid for oid in oids if oid not in cache]
+            if missing and not any(cache[oid][0] == P.LOC_ERROR for oid in oids
+                                   if oid in cache):
+                self._await(missing, len(missing), timeout, stop_on_error=True)
+            return [cache.get(oid) for oid in oids]
+
     def decode(self, oid: bytes, loc: P.Loc, timeout: float | None = None) -> Any:
         """The value at ``loc``; if its bytes moved or vanished, ask the head again.
 
@@ -500,7 +515,8 @@ class CoreClient:
                     pass
             return {oid for oid in oids if oid in self.cache}
 
-    def _await(self, missing: list[bytes], need: int, timeout: float | None) -> None:
+    def _await(self, missing: list[bytes], need: int, timeout: float | None,
+               stop_on_error: bool = False) -> None:
         __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
         deadline = None if timeout is None else time.monotonic() + timeout
         for hook in self.before_wait:
@@ -513,9 +529,13 @@ class CoreClient:
         try:
             while True:
                 self.flush(lazy=True)
-                left = [oid for oid in missing if oid not in self.cache]
+                cache = self.cache
+                left = [oid for oid in missing if oid not in cache]
                 need -= len(missing) - len(left)
                 if need <= 0:
+                    return
+                if stop_on_error and len(left) < len(missing) and any(
+                        cache[oid][0] == P.LOC_ERROR for oid in missing if oid in cache):
                     return
                 missing = left
                 if self.is_worker and not self.blocked:
@@ -595,7 +615,7 @@ class CoreClient:
         self.head.close(linger_ms)
         self.pull.close(0)
         transport.term(self.ctx)
-        for addr in (self.addr, self.output_addr):
+        for addr in (self.addr, getattr(self, "_output_bound", "")):
             path = addr[len("ipc://") :]
             if addr and os.path.exists(path):
                 os.unlink(path)

@@ -316,3 +316,35 @@ class ObjectRefGenerator:
 
     def __repr__(self) -> str:
         return f"ObjectRefGenerator({self._key.hex()})"
+
+
+def wait_mixed(core: CoreClient, items: list[Any], num_returns: int,
+               timeout: float | None) -> set[int]:
+    """``jray.wait`` over refs and generators: the indices of the ready items, at least
+    ``num_returns`` of them unless ``timeout`` passed. A generator is ready when its
+    next item is (``next`` would not block) or its call has ended."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def ready() -> set[int]:
+        return {i for i, x in enumerate(items)
+                if (x.next_ready() if type(x) is ObjectRefGenerator else x.id in core.cache)}
+
+    done = ready()
+    while len(done) < num_returns:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        wanted: list[bytes] = []
+        with core.lock:
+            for i, x in enumerate(items):
+                if i in done:
+                    continue
+                if type(x) is ObjectRefGenerator:
+                    oid = item_id(x._key, x._index)
+                    core.awaiting.add(oid)  # its producer sends it here: no subscription
+                    wanted += [oid, x._ref.id]
+                else:
+                    wanted.append(x.id)
+        core.wait(wanted, 1, left)  # (returns at the first arrival, or at the deadline)
+        done = ready()
+    return done

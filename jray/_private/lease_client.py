@@ -72,7 +72,7 @@ class LeaseClient:
         core.send_owner(lease.addr, (P.EXECUTE, (
             spec[P.T_ID], fid, blob, spec[P.T_NAME], spec[P.T_ARGS],
             [(oid, cache.get(oid)) for oid in deps], returns, spec[P.T_OWNER], lease.gpu_ids,
-            spec[P.T_MAX_RETRIES], spec[P.T_RETRY_EXC], spec[P.T_OUTPUT], lease.lease_id,
+            spec[P.T_MAX_RETRIES], spec[P.T_RETRY_EXC], spec[P.T_OUTPUT], demand, lease.lease_id,
         )))
         core.lazy((P.SUBMIT_LEASED, spec, lease.lease_id))
         return True

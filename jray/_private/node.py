@@ -38,6 +38,7 @@ from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import shm, transport
 from jray._private.net import auth, curve, objects
+from jray._private.resources import device_env
 
 log = logging.getLogger("jray.node")
 
@@ -47,6 +48,13 @@ POOL_IDLE_S = 2.0
 #: are answered every ``HEARTBEAT_S``); a shorter cut-off ends in a rejoin.
 HEAD_SILENCE_S = 60.0
 
+
+def default_memory() -> int:
+    """The ``memory`` resource of a node started without one: 70% of the memory
+    available now, as Ray does."""
+    import psutil
+
+    return int(psutil.virtual_memory().available * 0.7)
 
 class NodeDaemon:
     def __init__(self, ns: argparse.Namespace) -> None:
@@ -128,8 +136,8 @@ class NodeDaemon:
             "--actor-id", actor_id.hex(), "--incarnation", str(inc),
         ]
         env = None
-        if gpu_ids:
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES=",".join(str(g) for g in gpu_ids))
+        if gpu_ids:  # the devices the actor holds (ids index the node's own lists)
+            env = dict(os.environ, **device_env(gpu_ids, dict(os.environ)))
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.actors[actor_id] = (inc, proc)
         if hasattr(os, "pidfd_open"):
@@ -355,6 +363,10 @@ class NodeDaemon:
     def register(self) -> None:
         resources = dict(json.loads(self.ns.resources))
         resources["_initial_workers"] = self.min_workers
+        # Ray's memory resources: tasks may ask for ``memory=`` bytes (scheduled like CPUs);
+        # the store's capacity is reported, never held
+        resources.setdefault("memory", float(default_memory()))
+        resources.setdefault("object_store_memory", float(resources.get("_object_store_memory", 0)))
         msg: P.Msg = (P.NODE_REGISTER, self.node_id, resources, socket.gethostname(),
                       os.getpid())
         if self.server is not None:

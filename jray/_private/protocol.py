@@ -223,9 +223,12 @@ TaskSpec = tuple[Any, ...]
 
 # ExecSpec = (tid, func_id, func_blob | None, name, args_blob, dep_locs,
 #             return_ids, owner_addr, gpu_ids, retries_left, retry_exceptions,
-#             output_addr[, lease_id])   lease_id: only on tasks sent on a lease
+#             output_addr, resources[, lease_id])   resources: the task's demand
+#             (``get_runtime_context().get_assigned_resources()``); lease_id: only on
+#             tasks sent on a lease
 E_ID, E_FUNC_ID, E_FUNC_BLOB, E_NAME, E_ARGS, E_DEP_LOCS = range(6)
-E_RETURNS, E_OWNER, E_GPU_IDS, E_RETRIES_LEFT, E_RETRY_EXC, E_OUTPUT, E_LEASE = range(6, 13)
+E_RETURNS, E_OWNER, E_GPU_IDS, E_RETRIES_LEFT, E_RETRY_EXC, E_OUTPUT = range(6, 12)
+E_RESOURCES, E_LEASE = 12, 13
 ExecSpec = tuple[Any, ...]
 
 _PROTO = pickle.HIGHEST_PROTOCOL

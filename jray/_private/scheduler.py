@@ -420,6 +420,8 @@ class Scheduler(ObjectTable):
             return
         w.blocked = True
         self._release(w)
+        if w in w.node.idle:  # (a worker retiring after max_calls: blocked for good)
+            w.node.idle.remove(w)
         if w.lease is not None:  # the worker stopped taking the lease's tasks itself
             self.leases.revoke(w, tell_worker=False)
         returned = set(msg[1])
@@ -556,8 +558,7 @@ class Scheduler(ObjectTable):
         if fid not in w.funcs:
             blob = self.functions.get(fid)
             w.funcs.add(fid)
-        objects = self.objects
-        dep_locs = [(d, objects[d].loc) for d in spec[P.T_DEPS]]
+        dep_locs = [(d, self.objects[d].loc) for d in spec[P.T_DEPS]]
         task.state = "running"
         task.worker = w.ident
         task.event("running", w.pid)
@@ -569,7 +570,7 @@ class Scheduler(ObjectTable):
                 (
                     spec[P.T_ID], fid, blob, spec[P.T_NAME], spec[P.T_ARGS], dep_locs,
                     spec[P.T_RETURNS], spec[P.T_OWNER], w.gpu_ids, task.retries_left,
-                    spec[P.T_RETRY_EXC], spec[P.T_OUTPUT],
+                    spec[P.T_RETRY_EXC], spec[P.T_OUTPUT], spec[P.T_RESOURCES],
                 ),
             ),
         )

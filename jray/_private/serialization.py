@@ -107,12 +107,39 @@ def load_code_object(
     return cast(types.CodeType, marshal.loads(data))
 
 
+#: reducers of the classes given to ``register_serializer`` (this process only, as in Ray)
+_CUSTOM: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
 class CodePickler(cloudpickle.Pickler):  # type: ignore[misc]
     """cloudpickle, with code objects shipped whole and with their source lines."""
 
     dispatch_table = ChainMap(
-        {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
+        _CUSTOM, {types.CodeType: _reduce_code}, cloudpickle.Pickler.dispatch_table
     )
+
+
+def register_serializer(cls: type, *, serializer: Callable[[Any], Any],
+                        deserializer: Callable[[Any], Any]) -> None:
+    """Serialize instances of exactly ``cls`` as ``serializer(obj)``, rebuilt by
+    ``deserializer(that)`` wherever they are read (the deserializer travels with the
+    value, pickled by value). Registered in this process only: a task or actor that
+    sends such objects registers the serializer itself, as in Ray."""
+    if not isinstance(cls, type):
+        raise TypeError(f"register_serializer: cls must be a class, got {cls!r}")
+    for name, fn in (("serializer", serializer), ("deserializer", deserializer)):
+        if not callable(fn):
+            raise TypeError(f"register_serializer: {name} must be callable, got {fn!r}")
+    _CUSTOM[cls] = lambda obj: (_call_deserializer, (deserializer, serializer(obj)))
+
+
+def deregister_serializer(cls: type) -> None:
+    """Forget the serializer of ``cls`` (nothing happens if it has none)."""
+    _CUSTOM.pop(cls, None)
+
+
+def _call_deserializer(deserializer: Callable[[Any], Any], state: Any) -> Any:
+    return deserializer(state)
 
 
 def cloud_dumps(
@@ -184,11 +211,19 @@ def dumps(value: Any) -> bytes:
 
 def dumps_oob(value: Any) -> tuple[bytes, list[memoryview]]:
     """Pickle ``value``; buffers of at least ``OOB_MIN`` bytes come back separately."""
+    data, buffers, _ = _dumps_counted(value)
+    return data, buffers
+
+
+def _dumps_counted(value: Any) -> tuple[bytes, list[memoryview], int]:
+    """``dumps_oob``, and how many buffers (of any size) the value holds."""
     if _is_plain(value) and (type(value) is not bytes or len(value) < INLINE_MAX):
-        return pickle.dumps(value, 5), []
+        return pickle.dumps(value, 5), [], 0
     buffers: list[memoryview] = []
+    seen = [0]
 
     def take(buf: pickle.PickleBuffer) -> bool:
+        seen[0] += 1
         raw = buf.raw()
         if raw.nbytes >= OOB_MIN:
             buffers.append(raw)
@@ -196,7 +231,44 @@ def dumps_oob(value: Any) -> tuple[bytes, list[memoryview]]:
         return True
 
     data = cloud_dumps(value, buffer_callback=take)
-    return data, buffers
+    return data, buffers, seen[0]
+
+
+def _dumps_inline(value: Any) -> bytes:
+    """A small value that holds buffers (NumPy arrays): they travel beside its pickle
+    stream and are read back as read-only, aligned buffers, as from the store."""
+    raws: list[bytes] = []
+    data = cloud_dumps(value, buffer_callback=lambda b: raws.append(b.raw().tobytes()))
+    return pickle.dumps(_InlineBuffers(data, raws), 5)
+
+
+class _InlineBuffers:
+    __slots__ = ("data", "raws")
+
+    def __init__(self, data: bytes, raws: list[bytes]) -> None:
+        self.data, self.raws = data, raws
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_inline, (self.data, self.raws))
+
+
+def _load_inline(data: bytes, raws: list[bytes]) -> Any:
+    return pickle.loads(data, buffers=[aligned_readonly(r) for r in raws])
+
+
+def aligned_readonly(raw: bytes) -> memoryview:
+    """A read-only copy of ``raw`` at a 64-byte aligned address (8 for under 64 bytes,
+    as Ray aligns small arrays)."""
+    import ctypes
+
+    n = len(raw)
+    align = 64 if n >= 64 else 8
+    block = bytearray(n + align)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(block))
+    start = -address % align
+    view = memoryview(block)[start : start + n]
+    view[:] = raw
+    return view.toreadonly()
 
 
 def dumps_args(args: list[Any], kwargs: dict[str, Any]) -> tuple[bytes, list[memoryview]]:
@@ -248,11 +320,11 @@ def encode(
     objects in segments this process has mapped (a task's arguments); a value
     whose large buffers all lie in them becomes a ``LOC_VIEW`` of them, no copy.
     """
-    data, buffers = dumps_oob(value)
+    data, buffers, held = _dumps_counted(value)
     total = len(data) + sum(b.nbytes for b in buffers)
     if total < INLINE_MAX:
-        if buffers:  # small out-of-band buffers: fold them back in-band
-            data = cloud_dumps(value)
+        if held:  # arrays in a small value: read back read-only and aligned
+            data = _dumps_inline(value)
         return (P.LOC_INLINE, data)
     if bases and buffers and len(data) < INLINE_MAX:
         view = _view_of(data, buffers, bases, node_id)

@@ -243,7 +243,9 @@ def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
             src = n.res.total if kind == "cluster_resources" else _available(sched, n)
             for k, v in src.items():
                 total[k] = total.get(k, 0.0) + max(v, 0.0)
-        return total
+        # as in Ray, exhausted resources are left out of the available ones
+        return total if kind == "cluster_resources" else {
+            k: v for k, v in total.items() if v > 1e-9}
     if kind == "events":
         return [to_plain(ev) for ev in sched.events.since(int(arg or 0))]
     if kind == "store":

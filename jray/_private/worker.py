@@ -27,10 +27,11 @@ from typing import Any
 
 from jray._private import protocol as P
 from jray._private import serialization as S
-from jray._private import task_output, transport
+from jray._private import task_context, task_output, transport
 from jray._private.core import CoreClient
 from jray._private.flusher import LAZY_S
 from jray._private.generator_stream import STREAMED, task_result
+from jray._private.resources import DEVICE_ENV, device_env
 from jray.exceptions import JrayError, SerializationError, TaskCancelledError
 
 DONE_BATCH = 64
@@ -42,6 +43,10 @@ FAST_S = 0.002
 OUTPUT_INTERVAL_S = 0.05
 #: an idle worker polls in slices, holding the core lock, so that other threads get it
 IDLE_POLL_MS = 100
+#: a worker that reached ``max_calls`` waits this long for the head to take it out
+RETIRE_WAIT_S = 10.0
+#: ... and then lingers until no task came its way for this long
+RETIRE_QUIET_S = 0.3
 
 
 class _Running:
@@ -199,7 +204,12 @@ class Executor:
         self.made: dict[bytes, P.Loc] = {}
         #: functions whose last run took under FAST_S
         self.fast: set[bytes] = set()
-        self.base_env_gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+        #: the node's own device variables (CUDA_VISIBLE_DEVICES, ...): restored after
+        #: each task that held devices
+        self.base_env = {v: os.environ[v] for v in DEVICE_ENV.values() if v in os.environ}
+        #: runs per function with ``max_calls``; set: this worker has run its last task
+        self.calls: dict[bytes, int] = {}
+        self.retiring = False
 
     def remember(self, fid: bytes, blob: bytes) -> None:
         """Keep the code of a task that will not run (cancelled) for later ones."""
@@ -224,7 +234,7 @@ class Executor:
 
     def run(self, spec: P.ExecSpec, more: bool) -> None:
         (tid, fid, blob, name, args_blob, dep_locs, returns, owner, gpu_ids, retries_left,
-         retry_exc, output_addr) = spec[: P.E_LEASE]
+         retry_exc, output_addr, demand) = spec[: P.E_LEASE]
         core = self.core
         leased = len(spec) > P.E_LEASE
         if leased and any(loc is None for _, loc in dep_locs):
@@ -242,8 +252,8 @@ class Executor:
         locs: list[P.Loc]
         nested: list[tuple[bytes, list[bytes]]] = []
         try:
-            if gpu_ids:
-                os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+            if gpu_ids:  # the devices this task holds (GPU ids index the node's own list)
+                os.environ.update(device_env(gpu_ids, self.base_env))
             fn = self._function(fid, blob, name)
             try:
                 deps = [core.decode(oid, loc) for oid, loc in dep_locs]
@@ -261,12 +271,14 @@ class Executor:
             if deps:
                 args, kwargs = S.fill_args(args, kwargs, deps)
             _Running.tid = core.running_task = tid
+            task_context.begin_task(name, fn, demand, gpu_ids)
             try:
                 result = fn(*args, **kwargs)
                 if type(result) in STREAMED:  # a generator: stream its items
                     result = task_result(core, result, returns[0], owner, name, len(returns))
             finally:
                 _Running.tid = core.running_task = None
+                task_context.end_task()
             locs = self._encode_results(name, result, returns, nested, bases)
         except TaskCancelledError as exc:
             locs = [S.error_loc(exc)] * len(returns)
@@ -292,11 +304,16 @@ class Executor:
             self.stdout.end()
             self.stderr.end()
             if gpu_ids:
-                if self.base_env_gpus is None:
-                    os.environ.pop("CUDA_VISIBLE_DEVICES", None)
-                else:
-                    os.environ["CUDA_VISIBLE_DEVICES"] = self.base_env_gpus
+                for var in DEVICE_ENV.values():
+                    if var in self.base_env:
+                        os.environ[var] = self.base_env[var]
+                    else:
+                        os.environ.pop(var, None)
         t1 = time.time()
+        limit = getattr(self.functions.get(fid), "jray_max_calls", 0)
+        if limit:  # ``max_calls``: the worker exits after its limit-th run of fid
+            self.calls[fid] = self.calls.get(fid, 0) + 1
+            self.retiring = self.retiring or self.calls[fid] >= limit
         if t1 - t0 < FAST_S:
             self.fast.add(fid)
         else:
@@ -321,6 +338,8 @@ class Executor:
         core.to_head.append((P.TASK_DONE, tid, results, status, t0, t1, nested))
         if not more or len(core.to_head) >= DONE_BATCH:
             core.flush()
+        else:  # the next queued task may run long (a fast function's slow call): the
+            core.flush_owners()  # owner has these results now, the head with the batch
 
     def _encode_results(self, name: str, result: Any, returns: list[bytes],
                         nested: list[tuple[bytes, list[bytes]]],
@@ -349,6 +368,30 @@ class Executor:
             finally:
                 core.rt.capture = None
         return locs
+
+
+def retire(core: CoreClient, tasks: TaskQueue) -> None:
+    """Leave the pool for good (``max_calls`` reached): the head hears of the last
+    results, gets the queued tasks back and takes this worker out of placement (as a
+    worker blocked in ``get``) before it exits, so that no task is lost with it; the
+    node daemon starts a fresh worker in its place."""
+    core.lazy_since = 0.0
+    core.flush(lazy=True)
+    core.blocked = True  # tasks that still arrive go back to the head (TaskQueue)
+    core.to_head.append((P.BLOCKED, tasks.block()))
+    with core.lock:
+        core._ask(lambda req: (P.STATE, req, "summary", None), RETIRE_WAIT_S)
+        # tasks that owners sent on this worker's lease before they heard of its revoke
+        # still arrive: send them back until none came for a while (bounded)
+        now = time.monotonic()
+        quiet, end = now + RETIRE_QUIET_S, now + RETIRE_WAIT_S
+        while now < min(quiet, end):
+            core.poll(10)
+            if core.to_head:
+                core.flush()
+                quiet = time.monotonic() + RETIRE_QUIET_S
+            now = time.monotonic()
+        core.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -403,6 +446,9 @@ def main(argv: list[str] | None = None) -> None:
         executor.run(spec, bool(queue))
         if core.rt.events:
             core._settle_refs()
+        if executor.retiring:
+            retire(core, tasks)
+            break
     core.lazy_since = 0.0
     core.flush(lazy=True)
     sys.stdout.flush()
