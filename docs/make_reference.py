@@ -51,6 +51,8 @@ REMEDIES = {
     "ObjectStoreFullError": "Nothing more could be spilled: free refs (`del`), raise "
     "`object_store_memory`, or give `spill_dir` a disk with room (the message names it).",
     "ActorError": "Base of actor failures; catch it to handle any of them.",
+    "PendingCallsLimitExceeded": "An actor handle has `max_pending_calls` calls without "
+    "results: get some results before calling again, or raise the limit.",
     "ActorDiedError": "The actor's process died or its constructor raised (the constructor's "
     "traceback is in `traceback_str`). Use `max_restarts` / `max_task_retries` to survive "
     "crashes.",
