@@ -195,3 +195,25 @@ def test_no_lease_on_a_lost_node() -> None:
     (grant,) = [m for m in out[DRIVER] if m[0] == P.LEASE_GRANT]
     assert grant[2] is None  # nothing to lease: the only node is gone
     assert P.SPAWN_WORKERS not in _ops(out, NODE_IDENT)  # and it is not asked to spawn one
+
+
+def test_a_worker_owner_that_dies_loses_its_leases() -> None:
+    h = Head({"CPU": 3.0})
+    h.worker(), h.worker(), h.worker()
+    parent, out = h.submit()  # a task whose worker submits nested tasks on a lease
+    ((parent_w, ran),) = _executes(out).items()
+    assert ran == [parent]
+    out = h.send(parent_w, (P.LEASE_REQUEST, 1, {"CPU": 1.0}))
+    (grant,) = [m for m in out[parent_w] if m[0] == P.LEASE_GRANT]
+    lid = grant[2]
+    assert lid is not None and h.available()["CPU"] == 1.0
+    leased = h.sched.leases.leases[lid].worker
+    spec = _spec(h)
+    h.send(parent_w, (P.SUBMIT_LEASED, spec, lid))
+    out = h.died(parent_w)  # the owner dies: nobody will return the lease
+    assert (P.REVOKE_LEASE, lid) in out[leased]
+    _leased_done(h, leased, spec[P.T_ID])  # the nested task it was running ends
+    h.send(leased, (P.LEASE_RELEASED, lid))  # the worker gave the lease up
+    assert h.sched.workers[leased].lease is None
+    assert lid not in h.sched.leases.leases
+    assert h.available()["CPU"] == 3.0  # nothing holds resources any more

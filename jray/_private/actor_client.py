@@ -93,7 +93,6 @@ class ActorClient:
         self._expect: P.Msg | None = None
         # handles this process dropped (appended from any thread, the GC's included)
         self.dropped: deque[bytes] = deque()
-        self.armed = False
         self.kick = threading.Event()
         self.closed = False
         core.handlers[A.ACTOR_DONE] = self._on_done
@@ -109,15 +108,13 @@ class ActorClient:
         """Carry out what the ledger decided (this client's lock held; core lock for
         FAIL, which every event that can fail calls holds)."""
         ledger = self.ledger
-        while ledger.out:
+        while ledger.out:  # (mostly empty: a call in a loop of calls needs nothing)
             for ins in ledger.take():
                 kind = ins[0]
                 if kind == L.SEND:
                     self._send_box(ins[1])
                 elif kind == L.ARM:
-                    if not self.armed:
-                        self.armed = True
-                        self.kick.set()
+                    self.kick.set()
                 elif kind == L.FAIL:
                     core = self.core
                     for oid, loc in ins[1]:
@@ -255,7 +252,7 @@ class ActorClient:
                 time.sleep(FLUSH_DELAY_S)
             with self.lock:
                 self.kick.clear()
-                self.armed = False
+                self.ledger.flushed()
                 if self.dropped:
                     self._settle_handles()
                 for addr in list(self.ledger.outbox):

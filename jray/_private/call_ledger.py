@@ -28,6 +28,7 @@ Instructions (tuples, first field the kind):
 
 - ``(SEND, addr)``: send the outbox of ``addr`` now (``take_box``);
 - ``(ARM,)``: the flusher must run soon (calls coalesce, or wait for an address);
+  once until ``flushed()`` says it ran;
 - ``(FAIL, [(oid, loc), ...])``: these results are errors: store them here
   and tell the head (``ACTOR_CALLS_FAILED``);
 - ``(FORGET, addr)``: the incarnation at ``addr`` is gone: close its sockets;
@@ -115,6 +116,8 @@ class CallLedger(Ledger[Instr]):
         self.conns: dict[bytes, Conn] = {}
         self.outbox: dict[str, list[P.Msg]] = {}
         self.last_call = 0.0
+        #: an ARM is out and the flusher has not run since (``flushed()``)
+        self.armed = False
         self.originals: dict[bytes, int] = {}
         self.collectable: set[bytes] = set()
 
@@ -228,6 +231,10 @@ class CallLedger(Ledger[Instr]):
             if conn.addr is not None:
                 self.out.append((SEND, conn.addr))
 
+    def flushed(self) -> None:
+        """The flusher ran: the next call that must wait for it arms it again."""
+        self.armed = False
+
     # --- queries ------------------------------------------------------------------
     def take_box(self, addr: str) -> list[P.Msg]:
         return self.outbox.pop(addr, None) or []
@@ -243,7 +250,7 @@ class CallLedger(Ledger[Instr]):
         addr = conn.addr
         if addr is None:
             conn.unsent.append(call)
-            self.out.append((ARM,))  # the flusher looks for the head's answer meanwhile
+            self._arm()  # the flusher looks for the head's answer meanwhile
             return
         box = self.outbox.get(addr)
         if box is None:
@@ -251,7 +258,15 @@ class CallLedger(Ledger[Instr]):
         box.append(call.msg)
         tight = now - self.last_call < COALESCE_GAP_S
         self.last_call = now
-        self.out.append((SEND, addr) if not tight or len(box) >= BATCH_MAX else (ARM,))
+        if not tight or len(box) >= BATCH_MAX:
+            self.out.append((SEND, addr))
+        else:
+            self._arm()
+
+    def _arm(self) -> None:
+        if not self.armed:
+            self.armed = True
+            self.out.append((ARM,))
 
     def _die(self, conn: Conn, cause: P.Loc | None) -> bool:
         if conn.dead:

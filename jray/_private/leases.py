@@ -15,7 +15,9 @@ as any other task. What the head still decides:
   tasks are retried by the head), when the worker blocks in ``get`` (it lends
   its resources as any blocked worker does, and returns its queued tasks), and
   when queued tasks need the worker (``REVOKE_LEASE`` to the worker, which
-  returns the tasks it had not started and answers ``LEASE_RELEASED``).
+  returns the tasks it had not started and answers ``LEASE_RELEASED``), and
+  when its owner (a worker whose task submitted nested tasks) dies: the
+  worker's ``LEASE_RELEASED`` then ends the lease, as no owner will return it.
 
 A worker's reports (``LEASED_DONE``, returned tasks) can overtake the owner's
 ``SUBMIT_LEASED`` (they travel on other sockets): they wait in ``early`` until
@@ -59,7 +61,7 @@ class HeadGranter:
 
 
 class HeadLease:
-    __slots__ = ("lease_id", "owner", "worker", "shape", "revoking")
+    __slots__ = ("lease_id", "owner", "worker", "shape", "revoking", "orphan")
 
     def __init__(self, lease_id: bytes, owner: bytes, worker: bytes, shape: Shape) -> None:
         self.lease_id = lease_id
@@ -67,6 +69,7 @@ class HeadLease:
         self.worker = worker
         self.shape = shape
         self.revoking = False
+        self.orphan = False  # its owner died: the worker's LEASE_RELEASED ends it
 
 
 class LeaseTable:
@@ -171,6 +174,9 @@ class LeaseTable:
         self.early.setdefault(tid, []).append((sender, msg))
 
     def _on_released(self, sender: bytes, msg: P.Msg) -> None:
+        lease = self.leases.get(msg[1])
+        if lease is not None and lease.orphan:
+            del self.leases[msg[1]]
         w = self.sched.workers.get(sender)
         if w is not None and w.lease == msg[1]:
             w.lease = None
@@ -191,6 +197,19 @@ class LeaseTable:
             self.sched.send(w.ident, (P.REVOKE_LEASE, lease.lease_id))
         else:
             w.lease = None
+
+    def owner_lost(self, owner: bytes) -> None:
+        """The owner of leases died (a worker whose nested tasks held them): take each
+        back from its worker, which answers LEASE_RELEASED; no owner will acknowledge."""
+        for lid, lease in list(self.leases.items()):
+            if lease.owner != owner:
+                continue
+            w = self.sched.workers.get(lease.worker)
+            if w is None or w.lease != lid:
+                del self.leases[lid]
+                continue
+            lease.orphan = lease.revoking = True
+            self.sched.send(w.ident, (P.REVOKE_LEASE, lid))
 
     def reclaim(self) -> None:
         """Queued tasks wait while a leased worker idles: take the lease back."""

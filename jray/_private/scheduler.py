@@ -185,6 +185,7 @@ class Scheduler(ObjectTable):
         self._release(w)
         if w.lease is not None:
             self.leases.revoke(w, tell_worker=False)
+        self.leases.owner_lost(wid)  # leases its nested tasks held
         how = f"killed by signal {-exitcode}" if exitcode < 0 else f"exited with code {exitcode}"
         self.events.add("worker_died", wid, how)
         for i, task in enumerate(w.assigned):
