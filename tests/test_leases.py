@@ -217,3 +217,20 @@ def test_a_worker_owner_that_dies_loses_its_leases() -> None:
     assert h.sched.workers[leased].lease is None
     assert lid not in h.sched.leases.leases
     assert h.available()["CPU"] == 3.0  # nothing holds resources any more
+
+
+def test_a_cancel_that_overtakes_the_owners_record_applies_when_it_arrives() -> None:
+    h = Head({"CPU": 2.0})
+    h.worker(), h.worker()
+    lid, w = _lease(h)
+    spec = _spec(h)
+    tid = spec[P.T_ID]
+    # another process got the ref (in a result) and cancels before the head knows the task
+    h.send(b"d-other-driver", (P.CANCEL, P.return_id(tid, 0), False, True))
+    assert tid not in h.sched.tasks
+    out = h.send(DRIVER, (P.SUBMIT_LEASED, spec, lid))
+    assert (P.SIGNAL_WORKER, w, SIGINT) in out[NODE_IDENT]
+    assert h.state(tid) == "cancelled"
+    (ready,) = [m for m in out[DRIVER] if m[0] == P.OBJECT_READY]
+    assert isinstance(_error_of(ready[2]), TaskCancelledError)
+    assert not h.sched.leases.early_cancels

@@ -29,7 +29,7 @@ GRANT_WAIT_S = 0.01
 
 
 class LeaseClient:
-    """Leases of one owner process (a driver, or a task worker for its nested tasks)."""
+    """Leases of one owner process (a driver)."""
 
     def __init__(self, core: CoreClient) -> None:
         self.core = core

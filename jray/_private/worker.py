@@ -42,9 +42,6 @@ FAST_S = 0.002
 OUTPUT_INTERVAL_S = 0.05
 #: an idle worker polls in slices, holding the core lock, so that other threads get it
 IDLE_POLL_MS = 100
-#: while this worker holds leases (its nested tasks'), the idle loop looks this often
-#: for the ones to give back
-LEASE_TICK_MS = 50
 
 
 class _Running:
@@ -370,8 +367,6 @@ def main(argv: list[str] | None = None) -> None:
     api._attach_worker(core)
     executor = Executor(core)
     tasks = TaskQueue(core)
-    core.lease_workers()  # nested tasks go straight to leased workers too
-    leasing = core.leasing
     core.to_head.append((P.WORKER_READY, node_id, os.getpid(), core.addr))
     core.flush()
     parent = os.getppid()
@@ -379,12 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     while not tasks.exit_requested:
         if not queue:
             core.release_pending()
-            held = leasing is not None and leasing.ledger.held()
-            if leasing is not None and held:  # leases of nested tasks go back when idle
-                with core.lock:
-                    leasing.tick()
             core.flush(lazy=True)
-            wait_ms = LEASE_TICK_MS if held else IDLE_POLL_MS
+            wait_ms = IDLE_POLL_MS
             if core.lazy_head:  # leased tasks' reports go to the head within LAZY_S
                 wait_ms = 1 + int(1000 * max(0.0, LAZY_S - (time.perf_counter() - core.lazy_since)))
             with core.lock:  # other threads (the actor client's flusher) poll too
