@@ -60,6 +60,8 @@ REMEDIES = {
     "`max_task_retries` (shared by exceptions and restarts) were used up: raise "
     "`max_task_retries` on the method or the call, or make the call idempotent and send it "
     "again.",
+    "PendingCallsLimitExceeded": "An actor handle has `max_pending_calls` calls without "
+    "results: get some results before calling again, or raise the limit.",
     "ActorDiedError": "The actor's process died or its constructor raised (the constructor's "
     "traceback is in `traceback_str`). Use `max_restarts` / `max_task_retries` to survive "
     "crashes.",

@@ -22,6 +22,9 @@ Options (``@jray.remote(...)`` or ``Cls.options(...)``):
 - ``max_restarts`` (default 0, -1 forever): restart the process when it dies;
   ``max_task_retries`` (default 0, -1 forever): send calls that were in
   flight at the crash again to the restarted actor (at-least-once).
+- ``max_pending_calls`` (default -1, no limit): a process with this many calls
+  to the actor still without results gets ``PendingCallsLimitExceeded`` from
+  the next ``.remote()`` (back-pressure, as in Ray).
 - ``max_concurrency``: run up to N calls at once on threads. Actors with
   ``async def`` methods run them on an event loop (default concurrency 1000);
   their plain methods still work (they run on the loop thread).
@@ -82,6 +85,7 @@ ACTOR_OPTIONS = frozenset({
     "num_cpus", "num_gpus", "resources", "memory", "name", "namespace", "lifetime",
     "get_if_exists", "max_restarts", "max_task_retries", "max_concurrency", "concurrency_groups",
     "checkpoint_interval", "checkpoint_interval_s", "scheduling_strategy", "runtime_env",
+    "max_pending_calls",
 })
 ASYNC_DEFAULT_CONCURRENCY = 1000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,6 +190,10 @@ def _validate(where: str, opts: dict[str, Any]) -> None:
     _int_opt(where, opts, "max_task_retries", -1)
     _int_opt(where, opts, "max_concurrency", 1)
     _int_opt(where, opts, "checkpoint_interval", 0)
+    _int_opt(where, opts, "max_pending_calls", -1)
+    if opts.get("max_pending_calls") == 0:
+        raise ValueError(f"{where}: max_pending_calls must be -1 (no limit) or at least 1, "
+                         f"got 0")
     t = opts.get("checkpoint_interval_s")
     if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))
                           or not math.isfinite(t) or t < 0):
@@ -329,6 +337,7 @@ class ActorClass:
             "params": code.params,
             "retries": code.retries,
             "groups": dict(opts.get("concurrency_groups") or {}),
+            "max_pending_calls": int(opts.get("max_pending_calls") or -1),
         }
         name = opts.get("name")
         detached = opts.get("lifetime") == "detached"
@@ -385,12 +394,14 @@ class ActorMethod:
     """``handle.method``: call it with ``.remote(...)``."""
 
     __slots__ = ("_actor_id", "_class", "_name", "_num_returns", "_retries", "_check",
-                 "_retry_exc", "_group", "_title", "_call")
+                 "_retry_exc", "_group", "_title", "_call", "_pending")
 
     def __init__(self, actor_id: bytes, class_name: str, name: str, num_returns: int,
                  retries: int, check: ArgCheck, retry_exc: Any = None,
-                 group: str | None = None, title: str | None = None) -> None:
+                 group: str | None = None, title: str | None = None,
+                 pending: int = -1) -> None:
         self._actor_id = actor_id
+        self._pending = pending  # the handle's max_pending_calls (-1: no limit)
         self._class = class_name
         self._name = name
         self._num_returns = num_returns
@@ -419,12 +430,14 @@ class ActorMethod:
         client = actor_client.current()
         if self._num_returns == STREAMING:
             generators.install(client.core)
-            ref = client.call(self._actor_id, self._call, args, kwargs, 1, self._retries)[0]
+            ref = client.call(self._actor_id, self._call, args, kwargs, 1, self._retries,
+                              self._pending)[0]
             return generators.ObjectRefGenerator(ref, client.core)
         if self._num_returns == DYNAMIC:
-            return client.call(self._actor_id, self._call, args, kwargs, 1, self._retries)[0]
+            return client.call(self._actor_id, self._call, args, kwargs, 1, self._retries,
+                               self._pending)[0]
         refs = client.call(self._actor_id, self._call, args, kwargs, self._num_returns,
-                           self._retries)
+                           self._retries, self._pending)
         return refs[0] if self._num_returns == 1 else refs
 
     def options(self, *, num_returns: int | str | None = None,
@@ -453,7 +466,7 @@ class ActorMethod:
             self._retries if max_task_retries is None else max_task_retries, self._check,
             self._retry_exc if retry is None else retry,
             self._group if concurrency_group is None else concurrency_group,
-            self._title if name is None else name)
+            self._title if name is None else name, self._pending)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(
@@ -505,7 +518,8 @@ class ActorHandle:
             params = self._meta.get("params", {}).get(name)
             retries = self._meta.get("retries", {}).get(name, self._meta["max_task_retries"])
             m = self._methods[name] = ActorMethod(
-                self._actor_id, cls_name, name, n, retries, _method_check(cls_name, name, params))
+                self._actor_id, cls_name, name, n, retries, _method_check(cls_name, name, params),
+                pending=self._meta.get("max_pending_calls", -1))
         return m
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -156,15 +156,15 @@ def test_worker_killed_while_holding_a_lease_is_retried(cluster: dict[str, objec
     assert eventually(lambda: os.path.exists(path) and Path(path).read_text() != "", 30)
     victim = int(Path(path).read_text())
     assert victim == leased
+    Path(path).unlink()  # before the kill: a fast retry's mark must not be removed
     os.kill(victim, signal.SIGKILL)
-    Path(path).unlink()
     # the head retries it on another worker (max_retries=2); this one sleeps 30 s again,
     # so kill the retry too once it runs, proving it ran elsewhere
     assert eventually(lambda: os.path.exists(path) and Path(path).read_text() != "", 30)
     retry_pid = int(Path(path).read_text())
     assert retry_pid != victim
-    os.kill(retry_pid, signal.SIGKILL)
     Path(path).unlink()
+    os.kill(retry_pid, signal.SIGKILL)
     assert eventually(lambda: os.path.exists(path) and Path(path).read_text() != "", 30)
     third = int(Path(path).read_text())
     os.kill(third, signal.SIGKILL)  # no retries left now
@@ -195,3 +195,4 @@ def test_cancel_reaches_a_leased_task(cluster: dict[str, object], tmp_path: Path
         jray.get(ref, timeout=20)
     assert time.monotonic() - t0 < 10
     assert jray.get(echo.remote(1), timeout=30) == 1
+

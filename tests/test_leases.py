@@ -195,3 +195,42 @@ def test_no_lease_on_a_lost_node() -> None:
     (grant,) = [m for m in out[DRIVER] if m[0] == P.LEASE_GRANT]
     assert grant[2] is None  # nothing to lease: the only node is gone
     assert P.SPAWN_WORKERS not in _ops(out, NODE_IDENT)  # and it is not asked to spawn one
+
+
+def test_a_worker_owner_that_dies_loses_its_leases() -> None:
+    h = Head({"CPU": 3.0})
+    h.worker(), h.worker(), h.worker()
+    parent, out = h.submit()  # a task whose worker submits nested tasks on a lease
+    ((parent_w, ran),) = _executes(out).items()
+    assert ran == [parent]
+    out = h.send(parent_w, (P.LEASE_REQUEST, 1, {"CPU": 1.0}))
+    (grant,) = [m for m in out[parent_w] if m[0] == P.LEASE_GRANT]
+    lid = grant[2]
+    assert lid is not None and h.available()["CPU"] == 1.0
+    leased = h.sched.leases.leases[lid].worker
+    spec = _spec(h)
+    h.send(parent_w, (P.SUBMIT_LEASED, spec, lid))
+    out = h.died(parent_w)  # the owner dies: nobody will return the lease
+    assert (P.REVOKE_LEASE, lid) in out[leased]
+    _leased_done(h, leased, spec[P.T_ID])  # the nested task it was running ends
+    h.send(leased, (P.LEASE_RELEASED, lid))  # the worker gave the lease up
+    assert h.sched.workers[leased].lease is None
+    assert lid not in h.sched.leases.leases
+    assert h.available()["CPU"] == 3.0  # nothing holds resources any more
+
+
+def test_a_cancel_that_overtakes_the_owners_record_applies_when_it_arrives() -> None:
+    h = Head({"CPU": 2.0})
+    h.worker(), h.worker()
+    lid, w = _lease(h)
+    spec = _spec(h)
+    tid = spec[P.T_ID]
+    # another process got the ref (in a result) and cancels before the head knows the task
+    h.send(b"d-other-driver", (P.CANCEL, P.return_id(tid, 0), False, True))
+    assert tid not in h.sched.tasks
+    out = h.send(DRIVER, (P.SUBMIT_LEASED, spec, lid))
+    assert (P.SIGNAL_WORKER, w, SIGINT) in out[NODE_IDENT]
+    assert h.state(tid) == "cancelled"
+    (ready,) = [m for m in out[DRIVER] if m[0] == P.OBJECT_READY]
+    assert isinstance(_error_of(ready[2]), TaskCancelledError)
+    assert not h.sched.leases.early_cancels

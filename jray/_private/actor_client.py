@@ -35,6 +35,11 @@ sent again, in order, to the restarted actor; otherwise they fail with the
 the actor's control socket (the actor drops or interrupts it, and its result
 says so); a call whose result is here, or not made by this process, is left
 alone. ``force=True`` is refused: that is ``jray.kill``.
+
+What to do on each of these events (incarnations, retries, cancels, handle
+lifetimes, the outbox) is decided by ``call_ledger.CallLedger``, a state
+machine without I/O; this module is its I/O: sockets, the flusher thread, the
+core's cache and head queue, applying the ledger's instructions.
 """
 
 from __future__ import annotations
@@ -48,62 +53,29 @@ from typing import Any, cast
 import zmq
 
 from jray._private import actor_protocol as A
+from jray._private import call_ledger as L
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private import transport
-from jray._private.actor_calls import resent
+from jray._private.call_ledger import Call, CallLedger, Conn
 from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
-from jray.exceptions import (
-    ActorDiedError,
-    GetTimeoutError,
-    TaskCancelledError,
-)
+from jray.exceptions import GetTimeoutError
 
-BATCH_MAX = 64
+BATCH_MAX = L.BATCH_MAX
 EXPECT_MAX = 4096
-COALESCE_GAP_S = 50e-6
 FLUSH_DELAY_S = 0.0003
 TICK_S = 0.2
 #: first interval at which the flusher looks for the head's answer to a lookup (doubling)
 LOOKUP_POLL_S = 0.001
 REQUEST_TIMEOUT_S = 60.0
-RELEASED = "all handles to it went out of scope"
+RELEASED = L.RELEASED
+_now = time.perf_counter
 
 
 def readable(sock: zmq.Socket[bytes]) -> bool:
     """Whether a frame waits on ``sock`` (no system call; ZeroMQ's own state)."""
     return bool(cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
-
-
-class _Call:
-    __slots__ = ("msg", "key", "hold", "retries", "cancelled")
-
-    def __init__(self, msg: P.Msg, key: bytes, hold: list[ObjectRef] | None, retries: int) -> None:
-        self.msg = msg
-        self.key = key  # first return id; b"" for an exit request
-        self.hold = hold  # refs the call needs alive until it is done
-        self.retries = retries  # -1: forever
-        self.cancelled = False  # jray.cancel() was asked: never send it again
-
-
-class _Conn:
-    """What this process knows about one actor."""
-
-    __slots__ = ("actor_id", "addr", "inc", "dead_upto", "dead", "cause", "unsent",
-                 "inflight", "ctor_hold", "released")
-
-    def __init__(self, actor_id: bytes) -> None:
-        self.actor_id = actor_id
-        self.addr: str | None = None
-        self.inc = -1
-        self.dead_upto = -1
-        self.dead = False
-        self.cause: P.Loc | None = None
-        self.unsent: list[_Call] = []
-        self.inflight: dict[bytes, _Call] = {}
-        self.ctor_hold: list[ObjectRef] = []
-        self.released = False  # its handles are gone: every incarnation gets an exit request
 
 
 class ActorClient:
@@ -113,18 +85,14 @@ class ActorClient:
         self.core = core
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.lock = threading.RLock()
-        self.conns: dict[bytes, _Conn] = {}
+        self.ledger = CallLedger()
+        self.conns = self.ledger.conns
         self.pushers: dict[str, zmq.Socket[bytes]] = {}
-        self.outbox: dict[str, list[P.Msg]] = {}
         self.replies: dict[int, tuple[bool, Any]] = {}
         self.req = 0
         self._expect: P.Msg | None = None
-        # handle lifetimes: actors this process created that die with their handles
-        self.originals: dict[bytes, int] = {}
-        self.collectable: set[bytes] = set()
+        # handles this process dropped (appended from any thread, the GC's included)
         self.dropped: deque[bytes] = deque()
-        self.armed = False
-        self.last_call = 0.0
         self.kick = threading.Event()
         self.closed = False
         core.handlers[A.ACTOR_DONE] = self._on_done
@@ -135,8 +103,52 @@ class ActorClient:
                                        daemon=True)
         self.thread.start()
 
+    # --- the ledger's instructions ----------------------------------------------------
+    def _apply(self) -> None:
+        """Carry out what the ledger decided (this client's lock held; core lock for
+        FAIL, which every event that can fail calls holds)."""
+        ledger = self.ledger
+        while ledger.out:  # (mostly empty: a call in a loop of calls needs nothing)
+            for ins in ledger.take():
+                kind = ins[0]
+                if kind == L.SEND:
+                    self._send_box(ins[1])
+                elif kind == L.ARM:
+                    self.kick.set()
+                elif kind == L.FAIL:
+                    core = self.core
+                    for oid, loc in ins[1]:
+                        core._on_object(oid, loc)
+                    core.to_head.append((A.ACTOR_CALLS_FAILED, ins[1]))
+                    core.flush()
+                elif kind == L.FORGET:
+                    for a in (ins[1], A.control_addr(ins[1])):
+                        sock = self.pushers.pop(a, None)
+                        if sock is not None:
+                            sock.close(0)
+                elif kind == L.CANCEL:
+                    # a cancel must arrive before what the caller sends next: its socket's
+                    # first send waits for the connection (bounded)
+                    try:
+                        transport.send_batch(self._pusher(ins[1], connected_within_ms=1000),
+                                             [(A.ACTOR_CANCEL, [ins[2]])])
+                    except zmq.Again:  # the actor is gone: its death fails the call
+                        pass
+
+    def _pusher(self, addr: str, connected_within_ms: int = 0) -> zmq.Socket[bytes]:
+        sock = self.pushers.get(addr)
+        if sock is None:
+            sock = self.pushers[addr] = transport.push(
+                self.ctx, addr, connected_within_ms=connected_within_ms)
+        return sock
+
+    def _send_box(self, addr: str) -> None:
+        box = self.ledger.take_box(addr)
+        if box:
+            transport.send_batch(self._pusher(addr), box)
+
     # --- connections --------------------------------------------------------------
-    def conn(self, actor_id: bytes, subscribed: bool = False) -> _Conn:
+    def conn(self, actor_id: bytes, subscribed: bool = False) -> Conn:
         """The connection to ``actor_id``; asks the head where it lives the first time."""
         conn = self.conns.get(actor_id)
         if conn is not None:
@@ -144,21 +156,25 @@ class ActorClient:
         core = self.core
         with core.lock:
             with self.lock:
-                conn = self.conns.get(actor_id)
-                if conn is not None:
-                    return conn
-                conn = self.conns[actor_id] = _Conn(actor_id)
-            if not subscribed:
+                conn, new = self.ledger.connect(actor_id)
+            if new and not subscribed:
                 core.to_head.append((A.ACTOR_LOOKUP, actor_id))
                 core.flush()
         return conn
 
     # --- calls --------------------------------------------------------------------
     def call(self, actor_id: bytes, method: str, args: tuple[Any, ...],
-             kwargs: dict[str, Any], num_returns: int, retries: int) -> list[ObjectRef]:
+             kwargs: dict[str, Any], num_returns: int, retries: int,
+             max_pending: int = -1) -> list[ObjectRef]:
         core = self.core
         conn = self.conns.get(actor_id) or self.conn(actor_id)
         with core.lock:
+            if max_pending >= 0:  # the handle's max_pending_calls: refuse beyond it
+                conn.max_pending = max_pending
+                if len(conn.inflight) >= max_pending:
+                    core.poll(0)  # results that already arrived make room
+                with self.lock:
+                    self.ledger.admit(conn)
             if core.rt.events:
                 core._settle_refs()
             blob: bytes | None = None
@@ -185,13 +201,11 @@ class ActorClient:
                 core.to_head[:0] = deferred
                 core.deferred_head = []
                 core.flush()
-            call = _Call((A.ACTOR_CALL, method, blob, deps, returns, core.addr, core.ident),
-                         returns[0], hold, retries)
+            call = Call((A.ACTOR_CALL, method, blob, deps, returns, core.addr, core.ident),
+                        returns[0], hold, retries)
             with self.lock:
-                if conn.dead:
-                    self._fail(conn, [call], conn.cause)
-                else:
-                    self._enqueue(conn, call)
+                self.ledger.call(conn, call, _now())
+                self._apply()
         return refs
 
     def _encode_args(
@@ -228,42 +242,10 @@ class ActorClient:
             deps.insert(0, (stored.id, cache[stored.id]))
         return blob, deps or None, hold, urgent
 
-    def _enqueue(self, conn: _Conn, call: _Call) -> None:
-        if call.key:
-            conn.inflight[call.key] = call
-        addr = conn.addr
-        if addr is None:
-            conn.unsent.append(call)
-            if not self.armed:  # the flusher looks for the head's answer meanwhile
-                self.armed = True
-                self.kick.set()
-            return
-        box = self.outbox.get(addr)
-        if box is None:
-            box = self.outbox[addr] = []
-        box.append(call.msg)
-        now = time.perf_counter()
-        tight = now - self.last_call < COALESCE_GAP_S
-        self.last_call = now
-        if not tight or len(box) >= BATCH_MAX:
-            self._send_box(addr)
-        elif not self.armed:
-            self.armed = True
-            self.kick.set()
-
-    def _send_box(self, addr: str) -> None:
-        box = self.outbox.pop(addr, None)
-        if not box:
-            return
-        sock = self.pushers.get(addr)
-        if sock is None:
-            sock = self.pushers[addr] = transport.push(self.ctx, addr)
-        transport.send_batch(sock, box)
-
     def flush(self) -> None:
-        if self.outbox:
+        if self.ledger.outbox:
             with self.lock:
-                for addr in list(self.outbox):
+                for addr in list(self.ledger.outbox):
                     self._send_box(addr)
 
     def _flush_loop(self) -> None:
@@ -277,13 +259,12 @@ class ActorClient:
                 time.sleep(FLUSH_DELAY_S)
             with self.lock:
                 self.kick.clear()
-                self.armed = False
+                self.ledger.flushed()
                 if self.dropped:
                     self._settle_handles()
-                for addr in list(self.outbox):
+                for addr in list(self.ledger.outbox):
                     self._send_box(addr)
-                looking = any(c.unsent and c.addr is None and not c.dead
-                              for c in self.conns.values())
+                looking = self.ledger.looking()
             if not looking:
                 wait = TICK_S
                 continue
@@ -304,12 +285,8 @@ class ActorClient:
         on_object = self.core._on_object
         for oid, loc in results:
             on_object(oid, loc)
-        conn = self.conns.get(actor_id)
-        if conn is not None:
-            with self.lock:
-                pop = conn.inflight.pop
-                for oid, _ in results:
-                    pop(oid, None)
+        with self.lock:
+            self.ledger.done(actor_id, [oid for oid, _ in results])
 
     def _on_reply(self, msg: P.Msg) -> None:
         self.replies[msg[1]] = (msg[2], msg[3])
@@ -323,98 +300,13 @@ class ActorClient:
 
     def _on_state(self, msg: P.Msg) -> None:
         _, actor_id, state, inc, addr, cause = msg
-        conn = self.conns.get(actor_id)
-        if conn is None:  # a reply to get_actor / get_if_exists: it comes with the state
-            with self.lock:
-                conn = self.conns.setdefault(actor_id, _Conn(actor_id))
-        if state != A.ALIVE or (conn.addr is not None and inc > conn.inc):
+        with self.lock:
+            drain = self.ledger.must_drain(actor_id, state, inc)
+        if drain:
             self._drain()
         with self.lock:
-            if state == A.ALIVE:
-                if inc <= conn.dead_upto or inc < conn.inc or conn.dead:
-                    return
-                if conn.addr is not None and inc > conn.inc:
-                    self._lost(conn, None)
-                conn.inc, conn.addr, conn.cause = inc, addr, None
-                unsent, conn.unsent = conn.unsent, []
-                msgs = [c.msg for c in unsent]
-                if conn.released and not any(m[0] == A.ACTOR_EXIT_REQ for m in msgs):
-                    msgs.append((A.ACTOR_EXIT_REQ, RELEASED))
-                if msgs:
-                    self.outbox.setdefault(addr, []).extend(msgs)
-                    self._send_box(addr)
-            elif state == A.RESTARTING:
-                if inc < conn.inc or conn.dead:
-                    return
-                conn.dead_upto = max(conn.dead_upto, inc)
-                conn.cause = cause
-                if conn.addr is not None:
-                    self._lost(conn, cause)
-            elif state == A.DEAD:
-                if conn.dead:
-                    return
-                conn.dead = True
-                conn.cause = cause
-                self._forget_addr(conn)
-                calls = list(conn.inflight.values())
-                conn.unsent = []
-                self._fail(conn, calls, cause)
-                conn.ctor_hold = []
-
-    def _forget_addr(self, conn: _Conn) -> None:
-        addr = conn.addr
-        conn.addr = None
-        if addr is not None:
-            self.outbox.pop(addr, None)
-            for a in (addr, A.control_addr(addr)):
-                sock = self.pushers.pop(a, None)
-                if sock is not None:
-                    sock.close(0)
-
-    def _lost(self, conn: _Conn, cause: P.Loc | None) -> None:
-        """Calls sent to an incarnation that died: send again (retries left) or fail."""
-        self._forget_addr(conn)
-        waiting = {id(c) for c in conn.unsent}
-        again: list[_Call] = []
-        failed: list[_Call] = []
-        cancelled: list[_Call] = []
-        for call in conn.inflight.values():
-            if id(call) in waiting:
-                continue
-            if call.cancelled:
-                cancelled.append(call)
-            elif call.retries != 0:
-                if call.retries > 0:
-                    call.retries -= 1
-                    call.msg = resent(call.msg, call.retries)
-                again.append(call)
-            else:
-                failed.append(call)
-        if failed:
-            if cause is None:
-                cause = S.error_loc(ActorDiedError(
-                    f"actor {conn.actor_id.hex()[:12]} restarted while the call was in flight "
-                    f"(max_task_retries=0)"))
-            self._fail(conn, failed, cause)
-        if cancelled:
-            self._fail(conn, cancelled, _cancelled_loc())
-        conn.unsent = again + conn.unsent
-
-    def _fail(self, conn: _Conn, calls: list[_Call], cause: P.Loc | None) -> None:
-        if cause is None:
-            cause = S.error_loc(ActorDiedError(f"actor {conn.actor_id.hex()[:12]} is dead"))
-        core = self.core
-        failed: list[tuple[bytes, P.Loc]] = []
-        for call in calls:
-            if not call.key:
-                continue
-            conn.inflight.pop(call.key, None)
-            for oid in call.msg[A.C_RETURNS]:
-                core._on_object(oid, cause)
-                failed.append((oid, cause))
-        if failed:
-            core.to_head.append((A.ACTOR_CALLS_FAILED, failed))
-            core.flush()
+            self.ledger.state(actor_id, state, inc, addr, cause)
+            self._apply()
 
     # --- control ------------------------------------------------------------------
     def request(self, build: Callable[[int], P.Msg], timeout: float = REQUEST_TIMEOUT_S
@@ -454,7 +346,7 @@ class ActorClient:
             conn.ctor_hold = ctor_hold
             if collectable:
                 with self.lock:
-                    self.collectable.add(actor_id)
+                    self.ledger.collectable.add(actor_id)
         return actor_id, meta
 
     def kill(self, actor_id: bytes, no_restart: bool, class_name: str) -> None:
@@ -463,18 +355,11 @@ class ActorClient:
         with core.lock:
             core.to_head.append((A.ACTOR_KILL, actor_id, no_restart))
             core.flush()
-            conn = self.conns.get(actor_id)
-            if no_restart and conn is not None:
-                cause = S.error_loc(ActorDiedError(
-                    f"actor {class_name} ({actor_id.hex()[:12]}) was killed by jray.kill()"))
+            if no_restart and actor_id in self.conns:
                 self._drain()
                 with self.lock:
-                    if not conn.dead:
-                        conn.dead = True
-                        conn.cause = cause
-                        self._forget_addr(conn)
-                        conn.unsent = []
-                        self._fail(conn, list(conn.inflight.values()), cause)
+                    self.ledger.killed(actor_id, L.killed_cause(class_name, actor_id))
+                    self._apply()
 
     def cancel(self, oid: bytes, force: bool) -> None:
         """Cancel the call of this process that returns ``oid`` (see module docstring)."""
@@ -488,59 +373,22 @@ class ActorClient:
             if oid in core.cache:
                 return  # finished
             with self.lock:
-                for conn in self.conns.values():
-                    call = conn.inflight.get(key)
-                    if call is not None:
-                        break
-                else:
-                    return  # finished, or not a call of this process
-                call.cancelled = True
-                box = self.outbox.get(conn.addr) if conn.addr is not None else None
-                for queue in (conn.unsent, box):
-                    if queue is not None:
-                        for i, item in enumerate(queue):
-                            if item is call or item is call.msg:
-                                del queue[i]
-                                self._fail(conn, [call], _cancelled_loc())
-                                return
-                if conn.addr is None:
-                    return  # sent to an incarnation that died: _lost fails it
-                ctl = A.control_addr(conn.addr)
-                sock = self.pushers.get(ctl)
-                if sock is None:
-                    # a cancel must arrive before what the caller sends next
-                    sock = self.pushers[ctl] = transport.push(
-                        self.ctx, ctl, connected_within_ms=1000)
-                try:
-                    transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
-                except zmq.Again:  # the actor is gone: its death fails the call
-                    pass
+                self.ledger.cancel(key)
+                self._apply()
 
     # --- handle lifetimes -----------------------------------------------------------
     def handle_created(self, actor_id: bytes) -> None:
         with self.lock:
-            self.originals[actor_id] = self.originals.get(actor_id, 0) + 1
+            self.ledger.handle_created(actor_id)
 
     def handle_escaped(self, actor_id: bytes) -> None:
-        self.collectable.discard(actor_id)
+        self.ledger.handle_escaped(actor_id)
 
     def _settle_handles(self) -> None:
+        ledger = self.ledger
         while self.dropped:
-            actor_id = self.dropped.popleft()
-            n = self.originals.get(actor_id, 0) - 1
-            if n > 0:
-                self.originals[actor_id] = n
-                continue
-            self.originals.pop(actor_id, None)
-            if actor_id not in self.collectable:
-                continue
-            self.collectable.discard(actor_id)
-            conn = self.conns.get(actor_id)
-            if conn is not None and not conn.dead:
-                conn.released = True
-                self._enqueue(conn, _Call((A.ACTOR_EXIT_REQ, RELEASED), b"", None, 0))
-                if conn.addr is not None:
-                    self._send_box(conn.addr)
+            ledger.handle_dropped(self.dropped.popleft(), _now())
+        self._apply()
 
     def close(self) -> None:
         with self.lock:
@@ -552,10 +400,6 @@ class ActorClient:
                 sock.close(0)
             self.pushers.clear()
             self.ctx.term()
-
-
-def _cancelled_loc() -> P.Loc:
-    return S.error_loc(TaskCancelledError("actor call cancelled by jray.cancel()"))
 
 
 _instance: ActorClient | None = None

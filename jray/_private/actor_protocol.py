@@ -109,6 +109,8 @@ class ActorMeta(TypedDict):
     retries: dict[str, int]
     #: ``concurrency_groups``: group name -> how many of its calls run at once
     groups: dict[str, int]
+    #: ``max_pending_calls``: calls without results one process may have (-1: no limit)
+    max_pending_calls: int
 
 
 class ActorSpec(TypedDict):

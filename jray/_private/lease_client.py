@@ -56,14 +56,17 @@ class LeaseClient:
         now = _now()
         shape = shape_of(demand)
         lease = ledger.route(shape, demand, now, after)
-        if ledger.out and not core.awaiting:  # an idle owner asks for a lease: wait a
-            core.to_head.extend(ledger.take())  # moment for the answer (not in a burst)
-            core.flush()
-            deadline = now + GRANT_WAIT_S
-            while shape in ledger.asked and _now() < deadline:
-                core.poll(1)
-            lease = ledger.route(shape, demand, _now(), after)
-            self._emit()
+        if ledger.out:  # the first task of a shape asks for a lease (it leaves at once)
+            core.to_head.extend(ledger.take())
+            # an owner with nothing else in flight (this task's results are awaited
+            # already) waits a moment for the answer; in a burst the task goes on
+            if len(core.awaiting) <= len(deps) + len(spec[P.T_RETURNS]):
+                core.flush()
+                deadline = now + GRANT_WAIT_S
+                while shape in ledger.asked and _now() < deadline:
+                    core.poll(1)
+                lease = ledger.route(shape, demand, _now(), after)
+                self._emit()
         if lease is None:
             return False
         returns = spec[P.T_RETURNS]

@@ -15,7 +15,10 @@ as any other task. What the head still decides:
   tasks are retried by the head), when the worker blocks in ``get`` (it lends
   its resources as any blocked worker does, and returns its queued tasks), and
   when queued tasks need the worker (``REVOKE_LEASE`` to the worker, which
-  returns the tasks it had not started and answers ``LEASE_RELEASED``).
+  returns the tasks it had not started and answers ``LEASE_RELEASED``), and
+  when its owner dies while it lives on (an owner that is a worker, for the
+  nested tasks of its task; drivers are the only owners so far): the worker's
+  ``LEASE_RELEASED`` then ends the lease, as no owner will return it.
 
 A worker's reports (``LEASED_DONE``, returned tasks) can overtake the owner's
 ``SUBMIT_LEASED`` (they travel on other sockets): they wait in ``early`` until
@@ -59,7 +62,7 @@ class HeadGranter:
 
 
 class HeadLease:
-    __slots__ = ("lease_id", "owner", "worker", "shape", "revoking")
+    __slots__ = ("lease_id", "owner", "worker", "shape", "revoking", "orphan")
 
     def __init__(self, lease_id: bytes, owner: bytes, worker: bytes, shape: Shape) -> None:
         self.lease_id = lease_id
@@ -67,6 +70,7 @@ class HeadLease:
         self.worker = worker
         self.shape = shape
         self.revoking = False
+        self.orphan = False  # its owner died: the worker's LEASE_RELEASED ends it
 
 
 class LeaseTable:
@@ -79,6 +83,9 @@ class LeaseTable:
         self.leases: dict[bytes, HeadLease] = {}
         #: worker reports about tasks whose SUBMIT_LEASED has not arrived
         self.early: dict[bytes, list[tuple[bytes, P.Msg]]] = {}
+        #: cancels of tasks the head does not know (yet): a leased task's ref can reach
+        #: another process (in a result) before its owner's SUBMIT_LEASED reaches the head
+        self.early_cancels: dict[bytes, tuple[bool, bool]] = {}
         self.ids = P.IdGen()
         sched.register(P.LEASE_REQUEST, self._on_request)
         sched.register(P.LEASE_RETURN, self._on_return)
@@ -139,6 +146,9 @@ class LeaseTable:
                 sched.on_task_done(who, report)
             else:
                 sched.on_return_tasks(who, report)
+        asked = self.early_cancels.pop(task.spec[P.T_ID], None)
+        if asked is not None:  # cancelled before the head heard of it
+            sched.cancel(task.spec[P.T_ID], *asked)
 
     def _worker_lost(self, task: Task) -> None:
         if task.retries_left > 0:
@@ -165,12 +175,21 @@ class LeaseTable:
             if tid not in tasks:
                 self._stash(tid, sender, (P.RETURN_TASKS, [tid]))
 
+    def note_cancel(self, tid: bytes, force: bool, recursive: bool) -> None:
+        """A cancel of a task the head does not know: applied if it arrives leased."""
+        if len(self.early_cancels) >= EARLY_KEPT:
+            del self.early_cancels[next(iter(self.early_cancels))]
+        self.early_cancels[tid] = (force, recursive)
+
     def _stash(self, tid: bytes, sender: bytes, msg: P.Msg) -> None:
         if len(self.early) >= EARLY_KEPT:
             del self.early[next(iter(self.early))]
         self.early.setdefault(tid, []).append((sender, msg))
 
     def _on_released(self, sender: bytes, msg: P.Msg) -> None:
+        lease = self.leases.get(msg[1])
+        if lease is not None and lease.orphan:
+            del self.leases[msg[1]]
         w = self.sched.workers.get(sender)
         if w is not None and w.lease == msg[1]:
             w.lease = None
@@ -191,6 +210,25 @@ class LeaseTable:
             self.sched.send(w.ident, (P.REVOKE_LEASE, lease.lease_id))
         else:
             w.lease = None
+
+    def worker_gone(self, w: Worker) -> None:
+        """``w`` died: revoke its lease and take back the leases it owned."""
+        if w.lease is not None:
+            self.revoke(w, tell_worker=False)
+        self.owner_lost(w.ident)
+
+    def owner_lost(self, owner: bytes) -> None:
+        """The owner of leases died (a worker owner of nested tasks): take each
+        back from its worker, which answers LEASE_RELEASED; no owner will acknowledge."""
+        for lid, lease in list(self.leases.items()):
+            if lease.owner != owner:
+                continue
+            w = self.sched.workers.get(lease.worker)
+            if w is None or w.lease != lid:
+                del self.leases[lid]
+                continue
+            lease.orphan = lease.revoking = True
+            self.sched.send(w.ident, (P.REVOKE_LEASE, lid))
 
     def reclaim(self) -> None:
         """Queued tasks wait while a leased worker idles: take the lease back."""

@@ -28,6 +28,8 @@ revoked is the head's to finish (it knows every task and reruns them).
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 from jray._private import protocol as P
 from jray._private.resources import Demand, Shape
 
@@ -38,6 +40,22 @@ LEASE_DEPTH = 1
 LEASE_IDLE_S = 0.2
 #: after a refusal or a revocation, the next request waits this long
 LEASE_RETRY_S = 0.05
+
+
+T = TypeVar("T")
+
+
+class Ledger(Generic[T]):
+    """What the caller-side ledgers share (this one for leased tasks, ``call_ledger``
+    for actor calls): events are method calls that touch no socket, clock or
+    thread; the instructions they produce collect in ``out`` until ``take()``."""
+
+    def __init__(self) -> None:
+        self.out: list[T] = []
+
+    def take(self) -> list[T]:
+        out, self.out = self.out, []
+        return out
 
 
 class Lease:
@@ -58,11 +76,12 @@ class Lease:
         self.last_used = now
 
 
-class LeaseLedger:
+class LeaseLedger(Ledger[P.Msg]):
     """Which tasks go on which lease, and when leases are asked for and returned."""
 
     def __init__(self, depth: int = LEASE_DEPTH, idle_s: float = LEASE_IDLE_S,
                  retry_s: float = LEASE_RETRY_S) -> None:
+        super().__init__()
         if depth < 1:
             raise ValueError(f"LeaseLedger: depth must be at least 1, got {depth!r}")
         self.depth = depth
@@ -75,7 +94,6 @@ class LeaseLedger:
         self.asked: set[Shape] = set()
         self.not_before: dict[Shape, float] = {}
         self.by_result: dict[bytes, Lease] = {}
-        self.out: list[P.Msg] = []
         self._req = 0
 
     # --- events -------------------------------------------------------------------
@@ -155,10 +173,6 @@ class LeaseLedger:
         self.by_id.clear()
 
     # --- queries ------------------------------------------------------------------
-    def take(self) -> list[P.Msg]:
-        out, self.out = self.out, []
-        return out
-
     def held(self) -> bool:
         return bool(self.by_id) or bool(self.pending)
 

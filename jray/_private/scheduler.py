@@ -184,8 +184,7 @@ class Scheduler(ObjectTable):
         if w in node.idle:
             node.idle.remove(w)
         self._release(w)
-        if w.lease is not None:
-            self.leases.revoke(w, tell_worker=False)
+        self.leases.worker_gone(w)  # its lease, and those its nested tasks held
         how = f"killed by signal {-exitcode}" if exitcode < 0 else f"exited with code {exitcode}"
         self.events.add("worker_died", wid, how)
         for i, task in enumerate(w.assigned):
@@ -395,6 +394,8 @@ class Scheduler(ObjectTable):
     def _cancel(self, tid: bytes, force: bool, recursive: bool) -> None:
         task = self.tasks.get(tid)
         if task is None or task.state in ("finished", "failed", "cancelled"):
+            if task is None:  # a leased task whose owner has not told the head yet?
+                self.leases.note_cancel(tid, force, recursive)
             return
         if recursive:  # children first: a parent blocked in get must not see them fail
             for child in self.children.pop(tid, []):
@@ -593,6 +594,6 @@ class Scheduler(ObjectTable):
         invariants.validate(self)
 
     # the narrow interface that extensions (leases, actors, store policy, lineage) use
-    send, fail, requeue, release, admit = _send, _fail, _requeue, _release, _admit
+    send, fail, requeue, release, admit, cancel = _send, _fail, _requeue, _release, _admit, _cancel
     check_feasible, worker_died = _check_feasible, _on_worker_died
     on_task_done, on_return_tasks = _on_task_done, _on_return_tasks
