@@ -211,4 +211,8 @@ def test_list_objects_and_summary(cluster: dict[str, object]) -> None:
     assert rows[big.hex()]["where"] == "shared_memory"
     assert rows[small.hex()]["where"] == "inline"
     summary = jray.state.summary()
+    deadline = time.monotonic() + 20  # the second worker may still be registering
+    while summary["workers"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        summary = jray.state.summary()
     assert summary["objects"] >= 2 and summary["workers"] >= 2

@@ -427,8 +427,9 @@ class ActorTable:
                 continue
             del self.early[actor_id]
             err = ActorDiedError(
-                f"actor {actor_id.hex()[:12]} is unknown to this cluster (its handle comes "
-                f"from another session, or the head was restarted)")
+                f"actor {actor_id.hex()[:12]} is unknown to this cluster. It might be dead "
+                f"or it's from a different cluster (its handle comes from another session, "
+                f"or the head was restarted)")
             for ident in who:
                 self.sched.send(ident, (A.ACTOR_STATE, actor_id, A.DEAD, 1 << 30, "",
                                         error_loc(err)))

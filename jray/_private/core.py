@@ -27,7 +27,7 @@ from typing import Any
 import zmq
 
 from jray import exceptions as E
-from jray._private import flusher, shm, task_output, transport
+from jray._private import flusher, shm, task_output, transport, waiting
 from jray._private import protocol as P
 from jray._private import serialization as S
 from jray._private.debug import HIDE
@@ -41,10 +41,6 @@ NOBLOCK = int(zmq.NOBLOCK)
 FREE_BATCH = 256
 COALESCE_GAP_S = 50e-6
 COALESCE_MAX = 128
-SUBSCRIBE_OWNED_AFTER_S = 0.5
-#: how long a waiting worker thread lets go of the client after a quiet poll (threaded
-#: and async actors: their other calls submit, finish and wait meanwhile)
-YIELD_S = 0.001
 #: The longest a writer waits for the head to grant room in the store (it may spill).
 RESERVE_TIMEOUT_S = 120.0
 #: Tag of the tasks submitted from now on (the notebook layer sets a cell's
@@ -518,63 +514,7 @@ class CoreClient:
     def _await(self, missing: list[bytes], need: int, timeout: float | None,
                stop_on_error: bool = False) -> None:
         __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for hook in self.before_wait:
-            hook()
-        to_sub = [oid for oid in missing if oid not in self.awaiting]
-        if to_sub:
-            self.to_head.append((P.SUBSCRIBE, to_sub))
-        subscribed_owned = False
-        start = time.monotonic()
-        try:
-            while True:
-                self.flush(lazy=True)
-                cache = self.cache
-                left = [oid for oid in missing if oid not in cache]
-                need -= len(missing) - len(left)
-                if need <= 0:
-                    return
-                if stop_on_error and len(left) < len(missing) and any(
-                        cache[oid][0] == P.LOC_ERROR for oid in missing if oid in cache):
-                    return
-                missing = left
-                if self.is_worker and not self.blocked:
-                    self.blocked = True
-                    queued = self.on_block() if self.on_block is not None else []
-                    self.to_head.append((P.BLOCKED, queued))
-                    self.flush()
-                now = time.monotonic()
-                if not subscribed_owned and now - start > SUBSCRIBE_OWNED_AFTER_S:
-                    subscribed_owned = True
-                    self.to_head.append((P.SUBSCRIBE, missing))
-                    self.flush()
-                wait_ms = 100 if not self.lazy_head else 1 + int(LAZY_S * 1000)
-                if deadline is not None:
-                    if now >= deadline:
-                        first = missing[0].hex()
-                        raise GetTimeoutError(
-                            f"get timed out after {timeout} s: {len(missing)} object(s) not "
-                            f"ready, e.g. ObjectRef({first})"
-                        )
-                    wait_ms = min(wait_ms, max(1, int((deadline - now) * 1000)))
-                if not self.poll(wait_ms):
-                    if self.check_alive is not None:
-                        self.check_alive()
-                    if self.is_worker:  # a quiet turn: let the other threads of a threaded
-                        self._let_others_in()  # or async actor use the client meanwhile
-        finally:
-            if self.blocked:
-                self.blocked = False
-                self.to_head.append((P.UNBLOCKED,))
-                self.flush()
-
-    def _let_others_in(self) -> None:
-        """Release the lock (however deep this thread holds it) for a moment."""
-        held = self.lock._release_save()  # type: ignore[attr-defined]
-        try:
-            time.sleep(YIELD_S)
-        finally:
-            self.lock._acquire_restore(held)  # type: ignore[attr-defined]
+        waiting.await_objects(self, missing, need, timeout, stop_on_error)
 
     def cancel(self, oid: bytes, force: bool, recursive: bool = True) -> None:
         with self.lock:

@@ -25,8 +25,9 @@ import time
 from typing import Any
 
 from jray._private import protocol as P
-from jray._private.core import SUBSCRIBE_OWNED_AFTER_S, CoreClient
+from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
+from jray._private.waiting import SUBSCRIBE_OWNED_AFTER_S
 from jray.exceptions import ClusterError
 
 POLL_MIN_S = 0.0001
