@@ -258,8 +258,6 @@ def shutdown() -> None:
         if cluster is not None:
             _Session.gone.add(cluster.session_dir)
         if conn is not None:  # a driver that joined leaves the cluster running
-            from jray._private import protocol as P
-
             client.to_head.append((P.DRIVER_EXIT,))  # the head ends what it owned
             client.flush()
             client.close(linger_ms=500)
