@@ -476,8 +476,9 @@ class ActorClient:
                         conn.unsent = []
                         self._fail(conn, list(conn.inflight.values()), cause)
 
-    def cancel(self, oid: bytes, force: bool) -> None:
-        """Cancel the call of this process that returns ``oid`` (see module docstring)."""
+    def cancel(self, oid: bytes, force: bool, interrupt: bool = False) -> None:
+        """Cancel the call of this process that returns ``oid`` (see module docstring);
+        ``interrupt``: a running call is interrupted, not only told (``api.interrupt``)."""
         if force:
             raise ValueError(
                 "jray.cancel(): force=True is not supported for actor calls: use "
@@ -512,7 +513,8 @@ class ActorClient:
                     sock = self.pushers[ctl] = transport.push(
                         self.ctx, ctl, connected_within_ms=1000)
                 try:
-                    transport.send_batch(sock, [(A.ACTOR_CANCEL, [key])])
+                    msg = (A.ACTOR_CANCEL, [key], True) if interrupt else (A.ACTOR_CANCEL, [key])
+                    transport.send_batch(sock, [msg])
                 except zmq.Again:  # the actor is gone: its death fails the call
                     pass
 
