@@ -1,4 +1,7 @@
-"""Cancelling actor calls with real processes, and actor calls made on other threads."""
+"""Cancelling actor calls with real processes, and actor calls made on other threads.
+
+``jray.cancel`` follows Ray (a running sync or threaded call is not interrupted);
+``api.interrupt`` (jray-only, the notebook's interrupt) stops a running call."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 import pytest
 
 import jray
+from jray._private import api
 from jray.exceptions import GetTimeoutError, TaskCancelledError
 from jray.testing import eventually
 
@@ -304,3 +308,76 @@ def test_a_cancel_arrives_before_what_the_caller_sends_next(cluster: object) -> 
         jray.get(gate.open.remote(), timeout=T)
         with pytest.raises(TaskCancelledError):
             jray.get(ref, timeout=T)
+
+
+# --- the notebook's interrupt (api.interrupt, jray-only): a running call is stopped ---
+
+def test_jray_cancel_lets_a_running_sync_sleep_finish(cluster: object, tmp_path: Any) -> None:
+    # Ray's cancel: a sleeping sync call is not woken; it ends, and its result says cancelled
+    h = Log.remote()
+    mark = str(tmp_path / "sleeping")
+    ref = h.sleep.remote("slept", 1.5, mark)
+    assert eventually(lambda: os.path.exists(mark), T)
+    t0 = time.monotonic()
+    jray.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        jray.get(ref, timeout=T)
+    assert time.monotonic() - t0 > 1.0  # it slept on
+    assert jray.get(h.history.remote(), timeout=T) == ["slept"]
+
+
+def test_interrupt_stops_a_running_sync_call(cluster: object, tmp_path: Any) -> None:
+    h = Log.remote()
+    assert jray.get(h.append.remote("a"), timeout=T) == 1
+    mark = str(tmp_path / "sleeping")
+    running = h.sleep.remote("long", 30, mark)
+    queued = h.append.remote("queued")
+    assert eventually(lambda: os.path.exists(mark), T)
+    t0 = time.monotonic()
+    api.interrupt(running)
+    with pytest.raises(TaskCancelledError):
+        jray.get(running, timeout=T)
+    assert time.monotonic() - t0 < 5
+    # the actor lives and keeps its state; the interrupted method did not reach its end
+    assert jray.get(queued, timeout=T) == 2
+    assert jray.get(h.history.remote(), timeout=T) == ["a", "queued"]
+    # an interrupt that comes after its call finished does not hit a later call
+    refs = [h.append.remote(i) for i in range(10)]
+    jray.get(refs[-1], timeout=T)
+    for r in refs:
+        api.interrupt(r)
+    assert jray.get(refs, timeout=T) == list(range(3, 13))
+    assert jray.get(h.sleep.remote("next", 0.3), timeout=T) == "next"
+
+
+def test_interrupt_stops_a_running_threaded_call_only(cluster: object, tmp_path: Any) -> None:
+    h = Log.options(max_concurrency=2).remote()
+    mark = str(tmp_path / "spinning")
+    ref = h.spin.remote("interrupted", 30, mark)
+    other = h.spin.remote("other", 1.0, str(tmp_path / "other"))
+    assert eventually(lambda: os.path.exists(mark), T)
+    t0 = time.monotonic()
+    api.interrupt(ref)
+    with pytest.raises(TaskCancelledError):
+        jray.get(ref, timeout=T)
+    assert time.monotonic() - t0 < 5
+    assert jray.get(other, timeout=T) == "other"
+    assert jray.get(h.history.remote(), timeout=T) == ["other"]
+
+
+def test_interrupt_stops_a_running_async_call(cluster: object) -> None:
+    h = AsyncLog.remote()
+    running = h.sleep.remote("long", 30)
+    assert eventually(lambda: _started(h, "long"), T)
+    t0 = time.monotonic()
+    api.interrupt(running)
+    with pytest.raises(TaskCancelledError):
+        jray.get(running, timeout=T)
+    assert time.monotonic() - t0 < 5
+    assert jray.get(h.append.remote("b"), timeout=T) == 1
+    assert jray.get(h.history.remote(), timeout=T) == ["b"]
+
+
+def test_interrupt_refuses_what_is_not_a_ref(cluster: object) -> None:
+    with pytest.raises(TypeError, match=r"api.interrupt\(\) takes an ObjectRef, got int"):
+        api.interrupt(3)

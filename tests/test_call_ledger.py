@@ -182,7 +182,9 @@ def test_cancel_fails_calls_still_here_and_names_sent_ones_to_the_actor() -> Non
     ledger.cancel(boxed.key)
     assert list(_failed(ledger.take())) == [boxed.key] and ledger.take_box(ADDR1) == []
     ledger.cancel(sent.key)
-    assert ledger.take() == [(L.CANCEL, A.control_addr(ADDR1), sent.key)]
+    assert ledger.take() == [(L.CANCEL, A.control_addr(ADDR1), sent.key, False)]
+    ledger.cancel(sent.key, interrupt=True)  # the notebook's interrupt: the actor is told so
+    assert ledger.take() == [(L.CANCEL, A.control_addr(ADDR1), sent.key, True)]
     ledger.cancel(b"not a call of ours")
     assert ledger.take() == []
     # the actor restarts before it answers: the cancelled call fails, never resent

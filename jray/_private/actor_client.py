@@ -130,8 +130,10 @@ class ActorClient:
                     # a cancel must arrive before what the caller sends next: its socket's
                     # first send waits for the connection (bounded)
                     try:
+                        msg = ((A.ACTOR_CANCEL, [ins[2]], True) if ins[3]
+                               else (A.ACTOR_CANCEL, [ins[2]]))
                         transport.send_batch(self._pusher(ins[1], connected_within_ms=1000),
-                                             [(A.ACTOR_CANCEL, [ins[2]])])
+                                             [msg])
                     except zmq.Again:  # the actor is gone: its death fails the call
                         pass
 
@@ -361,8 +363,9 @@ class ActorClient:
                     self.ledger.killed(actor_id, L.killed_cause(class_name, actor_id))
                     self._apply()
 
-    def cancel(self, oid: bytes, force: bool) -> None:
-        """Cancel the call of this process that returns ``oid`` (see module docstring)."""
+    def cancel(self, oid: bytes, force: bool, interrupt: bool = False) -> None:
+        """Cancel the call of this process that returns ``oid`` (see module docstring);
+        ``interrupt``: a running call is interrupted, not only told (``api.interrupt``)."""
         if force:
             raise ValueError(
                 "jray.cancel(): force=True is not supported for actor calls: use "
@@ -373,7 +376,7 @@ class ActorClient:
             if oid in core.cache:
                 return  # finished
             with self.lock:
-                self.ledger.cancel(key)
+                self.ledger.cancel(key, interrupt)
                 self._apply()
 
     # --- handle lifetimes -----------------------------------------------------------

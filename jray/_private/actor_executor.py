@@ -18,6 +18,18 @@ and stop early, and its result is ``TaskCancelledError`` however it ends; a
 generator method stops at its next item. In an async actor the call's asyncio
 task is cancelled (``asyncio.CancelledError`` inside it).
 
+Interruption (``request_cancel(key, interrupt=True)``; jray-only, not Ray's API:
+``api.interrupt``, what an interrupted notebook cell sends its engines' calls):
+a running call is stopped, and its result is ``TaskCancelledError``. Sync mode
+— ``current`` names the call on the main thread while the method runs, and the
+control thread signals the main thread (``pthread_kill``: a blocking ``sleep``
+is woken), whose handler ``on_signal`` raises only if ``current`` is a call
+asked to be interrupted (so a signal landing in runtime code, or after the
+call, does nothing); thread mode — ``PyThreadState_SetAsyncExc`` on the call's
+thread (best effort: it fires at the next bytecode, not inside a blocking C
+call; withdrawn if the call ends first); async mode — as a cancel, the task is
+cancelled. Plain methods of an async actor are not interrupted.
+
 Methods are looked up on the class (bound to the instance), as in Ray, so an
 instance attribute of the same name does not hide a method.
 """
@@ -25,6 +37,7 @@ instance attribute of the same name does not hide a method.
 from __future__ import annotations
 
 import contextvars
+import ctypes
 import functools
 import inspect
 import os
@@ -179,19 +192,42 @@ class CallRunner:
         self.on_retry: Callable[[bytes], None] = lambda key: None
         # cancellation (see module docstring)
         self.lock = threading.Lock()
-        self.requested: dict[bytes, None] = {}
+        self.requested: dict[bytes, bool] = {}  # cancelled call key -> interrupt it
+        self.main = threading.main_thread().ident
+        self.current: bytes | None = None  # the call running on the main thread
+        self.threads: dict[bytes, int] = {}  # running call key -> its thread
+        self.hit: set[bytes] = set()  # calls whose thread got an asynchronous exception
         ACTIVE[:] = [self]
 
     # --- cancellation ---------------------------------------------------------------
-    def request_cancel(self, key: bytes) -> None:
-        """Remember that ``key`` is cancelled (a running call sees it in ``is_canceled``)."""
+    def request_cancel(self, key: bytes, interrupt: bool = False) -> bool:
+        """Remember that ``key`` is cancelled (a running call sees it in ``is_canceled``);
+        ``interrupt``: also stop it if it runs (see module docstring). True: it runs on
+        the main thread, which the caller is to signal."""
         with self.lock:
-            self.requested[key] = None
+            self.requested[key] = interrupt or self.requested.get(key, False)
             if len(self.requested) > REQUESTED_MAX:
                 try:  # the main thread pops without the lock
                     del self.requested[next(iter(self.requested))]
                 except (RuntimeError, KeyError, StopIteration):
                     pass
+            ident = self.threads.get(key) if interrupt else None
+            if ident is None:
+                return False
+            if ident == self.main:
+                return True
+            if key not in self.hit:
+                self.hit.add(key)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(ident), ctypes.py_object(TaskCancelledError))
+            return False
+
+    def on_signal(self) -> None:
+        """The main thread's signal handler: interrupt the current call if asked to."""
+        key = self.current
+        if key is not None and self.requested.get(key):
+            self.current = None
+            raise TaskCancelledError("actor call interrupted")
 
     def cancelled(self, msg: P.Msg) -> list[Result]:
         self.requested.pop(msg[A.C_RETURNS][0], None)
@@ -243,7 +279,13 @@ class CallRunner:
         token = CURRENT_CALL.set(key)
         title = _titled(msg[A.C_METHOD])
         CURRENT_METHOD.set(fn)  # (read only while CURRENT_CALL is set)
+        ident = threading.get_ident()
+        main = ident == self.main
         try:
+            with self.lock:
+                self.threads[key] = ident
+            if main:
+                self.current = key
             if key in self.requested:
                 raise TaskCancelledError
             result = fn(*args, **kwargs)
@@ -251,9 +293,19 @@ class CallRunner:
                 result = self._until_cancelled(key, result)
             return self._stream(msg, result, retry)
         finally:
+            if main:
+                self.current = None
             CURRENT_CALL.reset(token)
+            self._call_done(key, ident)
             if title is not None:
                 setproctitle.setproctitle(title)
+
+    def _call_done(self, key: bytes, ident: int) -> None:
+        with self.lock:
+            self.threads.pop(key, None)
+            if key in self.hit:  # the exception may not have fired yet: withdraw it
+                self.hit.discard(key)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), None)
 
     def _until_cancelled(self, key: bytes, gen: Any) -> Any:
         """A sync generator's items until its call is cancelled (then it is closed)."""

@@ -83,8 +83,10 @@ ACTOR_CALL = 150
 ACTOR_EXIT_REQ = 151
 #: (ACTOR_DONE, actor_id, [(oid, loc), ...])
 ACTOR_DONE = 152
-#: (ACTOR_CANCEL, [call_key, ...])  to the actor's control socket (``control_addr``):
-#: drop these calls if not started, interrupt them if running (call_key: first result id)
+#: (ACTOR_CANCEL, [call_key, ...][, interrupt])  to the actor's control socket
+#: (``control_addr``; call_key: first result id): drop these calls if not started; a
+#: running one sees ``is_canceled()`` (Ray's cancel), or, with the optional trailing
+#: ``interrupt`` true (the notebook's interrupt), is interrupted (``actor_executor``)
 ACTOR_CANCEL = 153
 
 # --- actor states ---------------------------------------------------------------

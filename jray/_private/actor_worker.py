@@ -24,7 +24,12 @@ sync actor is busy running the call and does not read its call socket. The
 control thread records the key: a call that arrives later is dropped, a
 running one sees ``is_canceled()`` and ends as cancelled (it is not
 interrupted, as in Ray; see ``actor_executor``). Async actors cancel the
-call's asyncio task.
+call's asyncio task. An ``ACTOR_CANCEL`` with its ``interrupt`` flag (the
+notebook's interrupt, ``api.interrupt``) also stops the running call: a call on
+the main thread gets ``CANCEL_SIGNAL`` (``pthread_kill``: a blocking ``sleep``
+is woken), whose handler raises ``TaskCancelledError`` only if the running
+call is one to interrupt; a call on a pool thread gets an asynchronous
+exception.
 
 It is started with ``python -m jray._private.actor_worker`` and dies with its
 node daemon (PR_SET_PDEATHSIG).
@@ -82,6 +87,7 @@ PARKED_POLL_MS = 2
 LINGER_MS = 2000
 INTERNAL_ERROR = 70  # exit code of an actor process whose runtime failed
 #: sent by the control thread to the main thread to interrupt a cancelled sync call
+CANCEL_SIGNAL = signal.SIGUSR1
 
 
 class ActorRuntime:
@@ -178,6 +184,7 @@ class ActorRuntime:
         self.runner.is_async = bool(meta["is_async"])
         self.runner.used = used
         self.runner.on_retry = self._retried
+        runner = self.runner
         n = spec["max_concurrency"]
         groups = meta.get("groups")
         if groups:
@@ -187,11 +194,11 @@ class ActorRuntime:
         elif n > 1:
             self.mode = ThreadMode(self.runner, self._done_and_send, n)
         else:
-            runner = self.runner
             self.mode = SyncMode(runner, self._done,
                                  lambda: ThreadMode(runner, self._done_and_send, 1))
         self.calls, ctl, self.call_addr = transport.bound_pull_pair(
             self.ctx, self.ns.session_dir, self.call_name, A.control_addr)
+        signal.signal(CANCEL_SIGNAL, lambda *_: runner.on_signal())
         self.control = threading.Thread(target=self._control_loop, args=(ctl,),
                                         name="jray-actor-control", daemon=True)
         self.control.start()
@@ -317,8 +324,9 @@ class ActorRuntime:
 
     # --- cancellation (control thread) ------------------------------------------------
     def _control_loop(self, sock: zmq.Socket[bytes]) -> None:
+        main = threading.main_thread().ident
         runner, mode = self.runner, self.mode
-        assert runner is not None
+        assert runner is not None and main is not None
         try:
             while not self.stopping:
                 if not sock.poll(100):
@@ -327,8 +335,10 @@ class ActorRuntime:
                     for msg in P.unpack(sock.recv()):
                         if msg[0] != A.ACTOR_CANCEL:
                             continue
+                        interrupt = len(msg) > 2 and bool(msg[2])
                         for key in msg[1]:
-                            runner.request_cancel(key)
+                            if runner.request_cancel(key, interrupt):
+                                signal.pthread_kill(main, CANCEL_SIGNAL)
                             if isinstance(mode, (AsyncMode, GroupedMode)):
                                 mode.cancel(key)
         finally:

@@ -417,23 +417,39 @@ def cancel(ref: Any, *, force: bool = False, recursive: bool = True) -> None:
 
     A pending task is dropped; a running one gets ``TaskCancelledError`` raised
     inside it (``force=True`` kills its worker instead; the worker is replaced).
-    An actor call is dropped or interrupted; ``force=True`` raises ``ValueError``.
+    A queued actor call is dropped; a running one of a sync or threaded actor is
+    not interrupted (as in Ray) but sees ``get_runtime_context().is_canceled()``;
+    an async actor's call is cancelled as an asyncio task. Actor calls refuse
+    ``force=True`` (``ValueError``).
     """
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
+    _cancel(ref, bool(force), bool(recursive), False)
+
+
+def interrupt(ref: Any) -> None:
+    """jray-only, not Ray's API (the notebook's interrupt of a cell): ``cancel``,
+    except that a running actor call is interrupted too (``actor_executor``)."""
+    __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
+    _cancel(ref, False, True, True)
+
+
+def _cancel(ref: Any, force: bool, recursive: bool, interrupt: bool) -> None:
     __tracebackhide__ = HIDE  # noqa: F841  (read by IPython and pytest)
     from jray._private.generators import ObjectRefGenerator
 
     if isinstance(ref, ObjectRefGenerator):  # a generator: cancel the call that yields
         ref = ref.completed()
     if type(ref) is not ObjectRef:
-        raise TypeError(f"jray.cancel() takes an ObjectRef, got {type(ref).__name__}")
+        name = "jray._private.api.interrupt" if interrupt else "jray.cancel"
+        raise TypeError(f"{name}() takes an ObjectRef, got {type(ref).__name__}")
     from jray._private import actor_protocol
 
     if actor_protocol.is_actor_result(ref.id):  # an actor call: see actor_client.cancel
         from jray._private import actor_client
 
-        actor_client.current().cancel(ref.id, bool(force))
+        actor_client.current().cancel(ref.id, force, interrupt)
         return
-    client().cancel(ref.id, bool(force), bool(recursive))
+    client().cancel(ref.id, force, recursive)
 
 
 def _cluster_query(kind: str) -> Any:

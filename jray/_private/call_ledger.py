@@ -32,7 +32,7 @@ Instructions (tuples, first field the kind):
 - ``(FAIL, [(oid, loc), ...])``: these results are errors: store them here
   and tell the head (``ACTOR_CALLS_FAILED``);
 - ``(FORGET, addr)``: the incarnation at ``addr`` is gone: close its sockets;
-- ``(CANCEL, addr, key)``: send ``ACTOR_CANCEL`` of ``key`` to the actor's control
+- ``(CANCEL, addr, key, interrupt)``: send ``ACTOR_CANCEL`` of ``key`` to the actor's control
   socket at ``addr``.
 
 A call sent to an incarnation that dies is sent again, in order and ahead of
@@ -191,7 +191,8 @@ class CallLedger(Ledger[Instr]):
         if conn is not None:
             self._die(conn, cause)
 
-    def cancel(self, key: bytes) -> None:
+    def cancel(self, key: bytes, interrupt: bool = False) -> None:
+        """Cancel the call ``key``; ``interrupt``: the actor interrupts it if it runs."""
         for conn in self.conns.values():
             call = conn.inflight.get(key)
             if call is not None:
@@ -208,7 +209,7 @@ class CallLedger(Ledger[Instr]):
                         self._fail(conn, [call], cancelled_loc())
                         return
         if conn.addr is not None:  # else: sent to an incarnation that died; _lost fails it
-            self.out.append((CANCEL, A.control_addr(conn.addr), key))
+            self.out.append((CANCEL, A.control_addr(conn.addr), key, interrupt))
 
     def handle_created(self, actor_id: bytes) -> None:
         self.originals[actor_id] = self.originals.get(actor_id, 0) + 1

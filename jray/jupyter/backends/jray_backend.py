@@ -3,7 +3,8 @@
 Every call is jray's public API, plus two jray-only hooks the capability
 flags announce: ``api.wait_observer`` (a ``jray.get`` in a cell shows a bar
 and is interrupted cleanly) and ``core.task_tag`` (tasks carry their cell,
-for the live views).
+for the live views); and ``cancel`` is ``api.interrupt``, which also stops a
+running engine (actor) call, as a notebook interrupt must.
 """
 
 from __future__ import annotations
@@ -118,7 +119,12 @@ class JrayBackend(Backend):
         return list(ready), list(pending)
 
     def cancel(self, ref: Any) -> None:
-        jray.cancel(ref)
+        """An interrupted cell stops its code: a task is cancelled, an engine's call
+        (an actor call, which ``jray.cancel`` does not interrupt, as in Ray) is
+        interrupted (``api.interrupt``)."""
+        from jray._private import api
+
+        api.interrupt(ref)
 
     def kill(self, actor: Any) -> None:
         jray.kill(actor)
