@@ -577,14 +577,14 @@ class Scheduler(ObjectTable):
         )
 
     # --- state queries ------------------------------------------------------------
-    def query(self, kind: str, arg: Any) -> Any:
+    def query(self, kind: str, arg: Any, asker: bytes | None = None) -> Any:
         from jray._private.state_tables import describe
 
-        return describe(self, kind, arg)
+        return describe(self, kind, arg, asker)
 
     def on_state(self, sender: bytes, msg: P.Msg) -> None:
         try:
-            payload: Any = ("ok", self.query(msg[2], msg[3]))
+            payload: Any = ("ok", self.query(msg[2], msg[3], sender))
         except Exception as exc:  # a bad query must not take the head down
             payload = ("error", f"{type(exc).__name__}: {exc}")
         self._send(sender, (P.STATE_REPLY, msg[1], payload))

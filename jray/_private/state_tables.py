@@ -200,20 +200,24 @@ def _task_error(sched: Scheduler, tid: bytes) -> P.Loc | None:
     return None
 
 
-def _available(sched: Scheduler, node: Node) -> dict[str, float]:
+def _available(sched: Scheduler, node: Node, asker: bytes | None = None) -> dict[str, float]:
     """What no running task holds: a leased worker that runs nothing counts as free
-    (the head takes its lease back as soon as queued work needs it)."""
+    (the head takes its lease back as soon as queued work needs it). The head hears
+    of a leased task only afterwards, so a worker that asks (``asker``: from inside
+    its task) is busy whatever the head knows."""
     avail = dict(node.res.available)
     for wid in node.workers:
         w = sched.workers.get(wid)
-        if w is not None and w.lease is not None and w.holding and not w.assigned and w.held:
+        if w is not None and w.lease is not None and w.holding and not w.assigned and w.held \
+                and wid != asker:
             for k, v in w.held.items():
                 avail[k] = avail.get(k, 0.0) + v
     return avail
 
 
-def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
-    """Plain-data answers to state queries (they cross the wire as pickles)."""
+def describe(sched: Scheduler, kind: str, arg: Any, asker: bytes | None = None) -> Any:
+    """Plain-data answers to state queries (they cross the wire as pickles); ``asker``:
+    the identity of the peer that asked."""
     if kind == "tasks":
         return _filtered_tasks(sched, arg or {})
     if kind == "objects":
@@ -231,7 +235,7 @@ def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
                 "Alive": n.alive,
                 "NodeManagerHostname": n.hostname,
                 "Resources": dict(n.res.total),
-                "Available": _available(sched, n),
+                "Available": _available(sched, n, asker),
                 "Workers": len(n.workers),
                 "pid": n.pid,
             }
@@ -240,7 +244,7 @@ def describe(sched: Scheduler, kind: str, arg: Any) -> Any:
     if kind in ("cluster_resources", "available_resources"):
         total: dict[str, float] = {}
         for n in sched.nodes.values():
-            src = n.res.total if kind == "cluster_resources" else _available(sched, n)
+            src = n.res.total if kind == "cluster_resources" else _available(sched, n, asker)
             for k, v in src.items():
                 total[k] = total.get(k, 0.0) + max(v, 0.0)
         # as in Ray, exhausted resources are left out of the available ones
