@@ -221,3 +221,49 @@ def test_print_flush_in_a_task_reaches_the_driver_while_it_runs(
         assert jray.get(ref, timeout=30) == "done"
     finally:
         task_output.set_output_handler(None)
+
+
+@jray.remote
+def _grandchild(i: int) -> int:
+    print(f"grandchild {i}")
+    return i
+
+
+@jray.remote
+def _child(i: int) -> int:
+    print(f"child {i} before")
+    jray.get(_grandchild.remote(i), timeout=30)
+    print(f"child {i} after")
+    return i
+
+
+@jray.remote
+def _parent(rounds: int) -> int:
+    for i in range(rounds):
+        print(f"parent {i} before")
+        jray.get(_child.remote(i), timeout=30)
+        print(f"parent {i} after")
+    return rounds
+
+
+def test_nested_output_reaches_the_driver_in_the_order_it_was_printed(
+        cluster: dict[str, object]) -> None:
+    # each task's output passes through the worker of the task that started it, on the
+    # socket that worker's own output takes: lines arrive in the order they were printed
+    from jray._private import task_output
+
+    got: list[str] = []
+    task_output.set_output_handler(lambda msg: got.extend(msg[5].splitlines()))
+    try:
+        for _ in range(3):
+            got.clear()
+            assert jray.get(_parent.remote(4), timeout=60) == 4
+            want = [line for i in range(4) for line in (
+                f"parent {i} before", f"child {i} before", f"grandchild {i}",
+                f"child {i} after", f"parent {i} after")]
+            deadline = time.monotonic() + 10
+            while len(got) < len(want) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert got == want
+    finally:
+        task_output.set_output_handler(None)

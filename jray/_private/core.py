@@ -43,6 +43,8 @@ COALESCE_GAP_S = 50e-6
 COALESCE_MAX = 128
 #: The longest a writer waits for the head to grant room in the store (it may spill).
 RESERVE_TIMEOUT_S = 120.0
+#: how many nested tasks' output routes a worker keeps
+ROUTES_KEPT = 4096
 #: Tag of the tasks submitted from now on (the notebook layer sets a cell's
 #: ``(cell_id, execution_count)`` while the cell runs); the views show it.
 task_tag: Any = None
@@ -115,6 +117,12 @@ class CoreClient:
         # Task output (print) goes to the driver's output socket, read by its own
         # thread so that it shows while the driver does something else.
         self.output_addr = ""
+        #: a worker: where the output of the task it runs now goes. The tasks that task
+        #: starts send theirs to this worker, which passes it on (``forward_output``)
+        #: on the socket its own output takes: one ordered stream however deep it nests
+        self.task_output = ""
+        #: nested tasks' ids -> where their output goes on (the newest ROUTES_KEPT)
+        self.output_routes: dict[bytes, str] = {}
         #: the task this worker runs now (its nested tasks name it as their parent)
         self.running_task: bytes | None = None
         self._output_thread: threading.Thread | None = None
@@ -241,6 +249,16 @@ class CoreClient:
         else:
             box.append(msg)
 
+    def forward_output(self, msg: P.Msg) -> None:
+        """A nested task's TASK_OUTPUT: on to where the output of the task that started
+        it goes (after what that task printed before, ahead of what it prints next)."""
+        addr = self.output_routes.get(msg[1]) or self.task_output
+        if addr and addr != self.addr:
+            if addr not in self.pushers:
+                self.pushers[addr] = task_output.connect_output(self.ctx, addr)
+            self.send_owner(addr, msg)
+            self.flush_owners()
+
     # --- receiving ----------------------------------------------------------------
     def _on_object(self, oid: bytes, loc: P.Loc) -> None:
         self.awaiting.discard(oid)
@@ -318,6 +336,11 @@ class CoreClient:
                 if oid in self.local_only:
                     self._register(oid)
             tid = self.ids.task_id()
+            if self.task_output:
+                routes = self.output_routes
+                routes[tid] = self.task_output
+                if len(routes) > ROUTES_KEPT:
+                    del routes[next(iter(routes))]
             returns = [P.return_id(tid, i) for i in range(num_returns)]
             blob = None
             if func_id not in self.functions_sent:

@@ -73,6 +73,7 @@ class TaskQueue:
         core.handlers[P.CANCEL_QUEUED] = lambda msg: self.cancelled.add(msg[1])
         core.handlers[P.EXIT] = self._on_exit
         core.handlers[P.REVOKE_LEASE] = self._on_revoke
+        core.handlers[P.TASK_OUTPUT] = core.forward_output
         core.on_block = self.block
 
     def _on_exit(self, msg: P.Msg) -> None:
@@ -244,7 +245,9 @@ class Executor:
             if any(loc is None or loc[0] == P.LOC_ERROR for _, loc in dep_locs):
                 core.to_head.append((P.RETURN_TASKS, [tid]))
                 return
-        core.output_addr = output_addr
+        # what this task's own tasks print comes here first (``forward_output``)
+        core.task_output = output_addr
+        core.output_addr = core.addr if output_addr else ""
         self.stdout.begin(tid, name, output_addr)
         self.stderr.begin(tid, name, output_addr)
         t0 = time.time()

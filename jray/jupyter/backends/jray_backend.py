@@ -36,7 +36,7 @@ class JrayRuntime(Runtime):
         ordered stream), and it joins the cell's output here; outside a worker, nothing.
 
         Output that comes once the cell has ended (a task it never waited for) goes on
-        to the driver of the task this worker runs then, as any task's output does."""
+        to the driver, as any nested task's output does (``CoreClient.forward_output``)."""
         from jray._private import api
         from jray._private import protocol as P
 
@@ -50,18 +50,16 @@ class JrayRuntime(Runtime):
             add((stream, "".join(f"({name} pid={pid}) {line}\n"
                                  for line in text.splitlines())))
 
-        def onward(msg: P.Msg) -> None:
-            if core.output_addr and core.output_addr != core.addr:
-                core.send_owner(core.output_addr, msg)
-                core.flush_owners()
-
-        saved = core.output_addr
+        saved, saved_handler = core.output_addr, core.handlers.get(P.TASK_OUTPUT)
         core.output_addr = core.addr
         core.handlers[P.TASK_OUTPUT] = to_cell
         try:
             yield
         finally:
-            core.handlers[P.TASK_OUTPUT] = onward
+            if saved_handler is None:
+                del core.handlers[P.TASK_OUTPUT]
+            else:
+                core.handlers[P.TASK_OUTPUT] = saved_handler
             core.output_addr = saved
 
 
