@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import pytest
+from test_actor import Gate  # an async actor whose calls wait until it is opened
 
 import jray
 from jray._private import api
@@ -272,23 +273,6 @@ def test_calls_from_a_background_thread_of_a_task(cluster: object) -> None:
     # the first call arrives while the task's main thread sleeps
     assert eventually(lambda: "bg" in jray.get(h.history.remote(), timeout=T), 1.5)
     assert jray.get(ref, timeout=T) == [3]
-
-
-@jray.remote(num_cpus=0)
-class Gate:
-    def __init__(self) -> None:
-        self.opened = asyncio.Event()
-        self.waiting = 0
-
-    async def wait(self) -> None:
-        self.waiting += 1
-        await self.opened.wait()
-
-    async def open(self) -> None:
-        self.opened.set()
-
-    async def waiters(self) -> int:
-        return self.waiting
 
 
 @jray.remote
