@@ -12,6 +12,7 @@ style and layout it causes (forced at the end of the update, as before a paint).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -160,62 +161,72 @@ def _p95(xs: list[float]) -> float:
     return xs[min(len(xs) - 1, int(0.95 * len(xs)))]
 
 
-@pytest.mark.timeout(400)
-def test_panel_and_inline_view_show_the_dag_states_edges_and_tracebacks(
-        lab: dict[str, Any]) -> None:
+
+@contextlib.contextmanager
+def lab_page(lab: dict[str, Any], timeout_ms: int) -> Iterator[Any]:
+    """A chromium page on ``views.ipynb`` in the test's JupyterLab, its kernel up; if
+    the test fails, a screenshot (``failure.png``) and the end of the server's log."""
     with playwright_sync.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM,
                                      args=["--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(40_000)
-            page.goto(f"{lab['base']}/lab/tree/views.ipynb?reset&token={lab['token']}")
-            page.wait_for_function("window.jupyterapp && window.jupyterapp.commands")
-            _wait_for_kernel(page)
-            # the panel: a side-bar tab titled "jray"; the kernel has no cluster yet
-            page.locator(".jp-SideBar [title='jray']").first.click()
-            panel = page.locator("#jray-views-panel")
-            panel.wait_for()
-            page.wait_for_function("document.querySelector('#jray-views-panel .jray-panel-status')"
-                                   ".textContent.includes('no jray cluster')")
-            page.evaluate("void window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            for scope in (".jray-views:not(#jray-views-panel *)", "#jray-views-panel"):
-                page.wait_for_function(
-                    f"document.querySelectorAll(`{scope} circle[data-state=finished]`).length"
-                    f" >= 5 && document.querySelectorAll(`{scope} circle[data-state=failed]`)"
-                    f".length >= 1")
-                assert page.locator(f"{scope} path.jv-e").count() == 4  # square_i -> total
-                rows = page.locator(f"{scope} table[data-jv=tasks] tbody tr")
-                assert rows.count() == 6
-                assert any("total" in t and "finished" in t for t in rows.all_inner_texts())
-                page.locator(f"{scope} circle[data-state=failed]").click()
-                page.wait_for_function(
-                    f"document.querySelector(`{scope} [data-jv=detail]`).textContent"
-                    f".includes('ValueError: broken on purpose')")
-                assert "cell: In [" in page.locator(f"{scope} [data-jv=detail]").inner_text()
-                page.wait_for_function(
-                    f"[...document.querySelectorAll(`{scope} [data-jv=objects] td`)]"
-                    f".some(td => td.textContent === 'big')")
-            inline = page.locator(".jray-views:not(#jray-views-panel *)").first
-            images = DOC_IMAGES if os.environ.get("UPDATE_SCREENSHOTS") else lab["log"].parent
-            images.mkdir(parents=True, exist_ok=True)
-            inline.screenshot(path=str(images / "inline-view.png"))
-            panel.screenshot(path=str(images / "panel.png"))
-            # clicking a task in the panel selects and scrolls to the cell that made it
-            page.locator("#jray-views-panel circle[data-state=finished]").first.click()
-            page.wait_for_function(
-                "document.querySelector('.jp-Notebook .jp-Cell.jp-mod-active')"
-                ".textContent.includes('square.remote(i)')")
-            _updates_while_a_cell_blocks(page)
-            speed = _speed(page)
-            (lab["log"].parent / "speed.json").write_text(json.dumps(speed))
-            print("view speed:", json.dumps(speed))
-        except Exception:
-            page.screenshot(path=str(lab["log"].parent / "failure.png"))
-            print(lab["log"].read_text()[-4000:])
-            raise
+            page.set_default_timeout(timeout_ms)
+            try:
+                page.goto(f"{lab['base']}/lab/tree/views.ipynb?reset&token={lab['token']}")
+                page.wait_for_function("window.jupyterapp && window.jupyterapp.commands")
+                _wait_for_kernel(page)
+                yield page
+            except Exception:
+                page.screenshot(path=str(lab["log"].parent / "failure.png"))
+                print(lab["log"].read_text()[-4000:])
+                raise
         finally:
             browser.close()
+
+
+@pytest.mark.timeout(400)
+def test_panel_and_inline_view_show_the_dag_states_edges_and_tracebacks(
+        lab: dict[str, Any]) -> None:
+    with lab_page(lab, 40_000) as page:
+        # the panel: a side-bar tab titled "jray"; the kernel has no cluster yet
+        page.locator(".jp-SideBar [title='jray']").first.click()
+        panel = page.locator("#jray-views-panel")
+        panel.wait_for()
+        page.wait_for_function("document.querySelector('#jray-views-panel .jray-panel-status')"
+                               ".textContent.includes('no jray cluster')")
+        page.evaluate("void window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        for scope in (".jray-views:not(#jray-views-panel *)", "#jray-views-panel"):
+            page.wait_for_function(
+                f"document.querySelectorAll(`{scope} circle[data-state=finished]`).length"
+                f" >= 5 && document.querySelectorAll(`{scope} circle[data-state=failed]`)"
+                f".length >= 1")
+            assert page.locator(f"{scope} path.jv-e").count() == 4  # square_i -> total
+            rows = page.locator(f"{scope} table[data-jv=tasks] tbody tr")
+            assert rows.count() == 6
+            assert any("total" in t and "finished" in t for t in rows.all_inner_texts())
+            page.locator(f"{scope} circle[data-state=failed]").click()
+            page.wait_for_function(
+                f"document.querySelector(`{scope} [data-jv=detail]`).textContent"
+                f".includes('ValueError: broken on purpose')")
+            assert "cell: In [" in page.locator(f"{scope} [data-jv=detail]").inner_text()
+            page.wait_for_function(
+                f"[...document.querySelectorAll(`{scope} [data-jv=objects] td`)]"
+                f".some(td => td.textContent === 'big')")
+        inline = page.locator(".jray-views:not(#jray-views-panel *)").first
+        images = DOC_IMAGES if os.environ.get("UPDATE_SCREENSHOTS") else lab["log"].parent
+        images.mkdir(parents=True, exist_ok=True)
+        inline.screenshot(path=str(images / "inline-view.png"))
+        panel.screenshot(path=str(images / "panel.png"))
+        # clicking a task in the panel selects and scrolls to the cell that made it
+        page.locator("#jray-views-panel circle[data-state=finished]").first.click()
+        page.wait_for_function(
+            "document.querySelector('.jp-Notebook .jp-Cell.jp-mod-active')"
+            ".textContent.includes('square.remote(i)')")
+        _updates_while_a_cell_blocks(page)
+        speed = _speed(page)
+        (lab["log"].parent / "speed.json").write_text(json.dumps(speed))
+        print("view speed:", json.dumps(speed))
 
 
 def _updates_while_a_cell_blocks(page: Any) -> None:

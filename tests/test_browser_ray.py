@@ -26,7 +26,7 @@ if _why:
     pytest.skip(f"the Ray views' browser test needs Ray with its dashboard: {_why}",
                 allow_module_level=True)
 
-from test_browser import CHROMIUM, _wait_for_kernel, lab, playwright_sync  # noqa: E402, F401
+from test_browser import lab, lab_page  # noqa: E402, F401
 
 pytestmark = pytest.mark.integration
 
@@ -67,40 +67,26 @@ def ray_address(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 def test_panel_and_inline_view_show_the_ray_clusters_tasks(
         ray_address: str, lab: dict[str, Any]) -> None:
     _notebook(lab["log"].parent / "work" / "views.ipynb", _cells(ray_address))
-    with playwright_sync.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM,
-                                     args=["--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(60_000)
-            page.goto(f"{lab['base']}/lab/tree/views.ipynb?reset&token={lab['token']}")
-            page.wait_for_function("window.jupyterapp && window.jupyterapp.commands")
-            _wait_for_kernel(page)
-            page.locator(".jp-SideBar [title='jray']").first.click()
-            panel = page.locator("#jray-views-panel")
-            panel.wait_for()
-            page.evaluate("void window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            for scope in (".jray-views:not(#jray-views-panel *)", "#jray-views-panel"):
-                # Ray's task events reach its state API about a second late; the view polls
-                page.wait_for_function(
-                    f"document.querySelectorAll(`{scope} circle[data-state=finished]`).length"
-                    f" >= 5 && document.querySelectorAll(`{scope} circle[data-state=failed]`)"
-                    f".length >= 1", timeout=120_000)
-                assert page.locator(f"{scope} path.jv-e").count() == 1  # base -> scaled
-                texts = page.locator(f"{scope} table[data-jv=tasks] tbody tr").all_inner_texts()
-                plain = [t for t in texts if "square" in t]
-                assert len(plain) == 3 and all("inputs unknown" in t for t in plain), texts
-                assert not any("OutputHub" in t for t in texts), texts  # the layer's own
-                page.locator(f"{scope} circle[data-state=failed]").click()
-                page.wait_for_function(
-                    f"document.querySelector(`{scope} [data-jv=detail]`).textContent"
-                    f".includes('broken on purpose')")
-                detail = page.locator(f"{scope} [data-jv=detail]").inner_text()
-                assert "cell: In [" in detail and "(Ray task " in detail, detail
-            panel.screenshot(path=str(lab["log"].parent / "panel-ray.png"))
-        except Exception:
-            page.screenshot(path=str(lab["log"].parent / "failure.png"))
-            print(lab["log"].read_text()[-4000:])
-            raise
-        finally:
-            browser.close()
+    with lab_page(lab, 60_000) as page:
+        page.locator(".jp-SideBar [title='jray']").first.click()
+        panel = page.locator("#jray-views-panel")
+        panel.wait_for()
+        page.evaluate("void window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        for scope in (".jray-views:not(#jray-views-panel *)", "#jray-views-panel"):
+            # Ray's task events reach its state API about a second late; the view polls
+            page.wait_for_function(
+                f"document.querySelectorAll(`{scope} circle[data-state=finished]`).length"
+                f" >= 5 && document.querySelectorAll(`{scope} circle[data-state=failed]`)"
+                f".length >= 1", timeout=120_000)
+            assert page.locator(f"{scope} path.jv-e").count() == 1  # base -> scaled
+            texts = page.locator(f"{scope} table[data-jv=tasks] tbody tr").all_inner_texts()
+            plain = [t for t in texts if "square" in t]
+            assert len(plain) == 3 and all("inputs unknown" in t for t in plain), texts
+            assert not any("OutputHub" in t for t in texts), texts  # the layer's own
+            page.locator(f"{scope} circle[data-state=failed]").click()
+            page.wait_for_function(
+                f"document.querySelector(`{scope} [data-jv=detail]`).textContent"
+                f".includes('broken on purpose')")
+            detail = page.locator(f"{scope} [data-jv=detail]").inner_text()
+            assert "cell: In [" in detail and "(Ray task " in detail, detail
+        panel.screenshot(path=str(lab["log"].parent / "panel-ray.png"))
