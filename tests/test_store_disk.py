@@ -49,7 +49,7 @@ def _in_namespace(tmp_path: Path, mounts: str, script: str, *args: str) -> dict[
 
 
 FULL_SPILL = """
-    import glob, json, os, sys
+    import glob, json, os, sys, time
     import numpy as np
     import jray
     from jray.exceptions import ObjectStoreFullError
@@ -73,7 +73,14 @@ FULL_SPILL = """
         return x + y
 
     alive = jray.get(add.remote(1, 2), timeout=60) == 3
-    summary = next(iter(jray.state.store_summary().values()))
+    # the owner hears of the failed result straight from the worker, the head (which
+    # holds the reservation) a moment later, on another connection: wait, bounded
+    deadline = time.monotonic() + 10
+    while True:
+        summary = next(iter(jray.state.store_summary().values()))
+        if summary["reserved"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     del refs
     jray.shutdown()
     left = glob.glob(f"/dev/shm/{prefix}*")
@@ -176,7 +183,7 @@ def test_missing_spill_dir_is_made_private(tmp_path: Path) -> None:
 
 
 FULL_SHM = """
-    import glob, json, os
+    import glob, json, os, time
     import numpy as np
     import jray
     from jray.exceptions import ObjectStoreFullError
@@ -203,9 +210,16 @@ FULL_SHM = """
         task_error = f"{type(exc).__name__}: {exc}"
     files = sorted(glob.glob(f"/dev/shm/{prefix}*"))
     sizes = [os.path.getsize(f) for f in files]
-    summary = next(iter(jray.state.store_summary().values()))
+    # the owner hears of the failed result straight from the worker, the head (which
+    # holds the reservation) a moment later, on another connection: wait, bounded
+    deadline = time.monotonic() + 10
+    while True:
+        summary = next(iter(jray.state.store_summary().values()))
+        if summary["reserved"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     del refs  # room again: the next put goes to shared memory, not to disk
-    import time; time.sleep(0.5)
+    time.sleep(0.5)
     again = jray.put(np.ones(2 << 20))
     ok = float(jray.get(again, timeout=60).sum()) == 2 << 20
     after = next(iter(jray.state.store_summary().values()))
