@@ -41,6 +41,8 @@ MADE_KEPT = 4096
 #: leased tasks before it (their reports wait at most LAZY_S)
 FAST_S = 0.002
 OUTPUT_INTERVAL_S = 0.05
+#: the longest a finished task's result waits for its batch while the worker goes on
+OWNER_FLUSH_S = 0.001
 #: an idle worker polls in slices, holding the core lock, so that other threads get it
 IDLE_POLL_MS = 100
 #: a worker that reached ``max_calls`` waits this long for the head to take it out
@@ -51,6 +53,35 @@ RETIRE_QUIET_S = 0.3
 
 class _Running:
     tid: bytes | None = None
+
+
+class OwnerFlusher:
+    """Results batched while more tasks are queued reach their owners within
+    ``OWNER_FLUSH_S`` even when the next task runs long (a fast function's slow
+    call): a thread, started on first use, sends them when the main thread has
+    not by then. It wakes only when armed, at most once per ``OWNER_FLUSH_S``."""
+
+    def __init__(self, core: CoreClient) -> None:
+        self.core = core
+        self.armed = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name="jray-owner-flush",
+                                           daemon=True)
+            self.thread.start()
+        if not self.armed.is_set():
+            self.armed.set()
+
+    def _loop(self) -> None:
+        core = self.core
+        while not core.closed:
+            self.armed.wait()
+            time.sleep(OWNER_FLUSH_S)
+            self.armed.clear()  # what is queued after this re-arms
+            with core.lock:
+                core.flush_owners()
 
 
 class TaskQueue:
@@ -211,6 +242,7 @@ class Executor:
         #: runs per function with ``max_calls``; set: this worker has run its last task
         self.calls: dict[bytes, int] = {}
         self.retiring = False
+        self.owner_flusher = OwnerFlusher(core)
 
     def remember(self, fid: bytes, blob: bytes) -> None:
         """Keep the code of a task that will not run (cancelled) for later ones."""
@@ -328,21 +360,22 @@ class Executor:
                 made[oid] = loc
             while len(made) > MADE_KEPT:
                 del made[next(iter(made))]
-        for oid, loc in results:
-            core.send_owner(owner, (P.OBJECT_READY, oid, loc))
-        if core.rt.events:  # refs this task borrowed: the head hears before TASK_DONE
-            core._settle_refs()
-        if leased:  # the owner has its results; the head can wait
-            core.lazy((P.LEASED_DONE, tid, results, status, t0, t1, nested))
-            core.flush_owners()
-            if len(core.lazy_head) >= DONE_BATCH:
-                core.flush(lazy=True)
-            return
-        core.to_head.append((P.TASK_DONE, tid, results, status, t0, t1, nested))
-        if not more or len(core.to_head) >= DONE_BATCH:
-            core.flush()
-        else:  # the next queued task may run long (a fast function's slow call): the
-            core.flush_owners()  # owner has these results now, the head with the batch
+        with core.lock:  # the owner flusher thread sends what waits in core.to_owner
+            for oid, loc in results:
+                core.send_owner(owner, (P.OBJECT_READY, oid, loc))
+            if core.rt.events:  # refs this task borrowed: the head hears before TASK_DONE
+                core._settle_refs()
+            if leased:  # the owner has its results; the head can wait
+                core.lazy((P.LEASED_DONE, tid, results, status, t0, t1, nested))
+                core.flush_owners()
+                if len(core.lazy_head) >= DONE_BATCH:
+                    core.flush(lazy=True)
+                return
+            core.to_head.append((P.TASK_DONE, tid, results, status, t0, t1, nested))
+            if not more or len(core.to_head) >= DONE_BATCH:
+                core.flush()
+            else:  # batched with the next queued tasks' results; should the next one run
+                self.owner_flusher.arm()  # long, the owners have these within OWNER_FLUSH_S
 
     def _encode_results(self, name: str, result: Any, returns: list[bytes],
                         nested: list[tuple[bytes, list[bytes]]],
@@ -422,8 +455,9 @@ def main(argv: list[str] | None = None) -> None:
     queue = tasks.specs
     while not tasks.exit_requested:
         if not queue:
-            core.release_pending()
-            core.flush(lazy=True)
+            with core.lock:  # (the owner flusher thread sends too)
+                core.release_pending()
+                core.flush(lazy=True)
             wait_ms = IDLE_POLL_MS
             if core.lazy_head:  # leased tasks' reports go to the head within LAZY_S
                 wait_ms = 1 + int(1000 * max(0.0, LAZY_S - (time.perf_counter() - core.lazy_since)))
@@ -445,7 +479,8 @@ def main(argv: list[str] | None = None) -> None:
         if core.lazy_head and (spec[P.E_FUNC_ID] not in executor.fast
                                or time.perf_counter() - core.lazy_since >= LAZY_S):
             core.lazy_since = 0.0  # this one may run long: the head hears of the last ones now
-            core.flush(lazy=True)
+            with core.lock:
+                core.flush(lazy=True)
         executor.run(spec, bool(queue))
         if core.rt.events:
             core._settle_refs()
