@@ -68,6 +68,26 @@ def test_worker_report_before_the_owners_record_is_held_until_it() -> None:
     assert not h.sched.leases.early
 
 
+def test_refs_inside_an_early_report_outlive_their_makers_free() -> None:
+    """A leased task puts a value and returns its ref; its worker sends the PUT, the
+    report and (its own ref gone) the FREE in one batch, before the owner's record."""
+    h = Head({"CPU": 1.0})
+    h.worker()
+    lid, w = _lease(h)
+    spec = _spec(h)
+    tid, ret = spec[P.T_ID], P.return_id(spec[P.T_ID], 0)
+    inner = P.IdGen().put_id()
+    results = [(ret, (P.LOC_INLINE, pickle.dumps("a list holding the ref")))]
+    h.send(w, (P.PUT, inner, (P.LOC_INLINE, pickle.dumps(5)), []),
+           (P.LEASED_DONE, tid, results, P.DONE_OK, 1.0, 1.001, [(ret, [inner])]),
+           (P.FREE, [inner]))
+    assert inner in h.sched.objects  # held for the report that waits
+    h.send(DRIVER, (P.SUBMIT_LEASED, spec, lid))
+    assert h.state(tid) == "finished" and h.sched.objects[inner].holders == 1  # by ret
+    h.send(DRIVER, (P.FREE, [ret]))  # the owner drops the result: the ref inside goes too
+    assert ret not in h.sched.objects and inner not in h.sched.objects
+
+
 def test_no_lease_while_tasks_queue_and_none_beyond_the_resources() -> None:
     h = Head({"CPU": 1.0})
     h.worker()

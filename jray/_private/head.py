@@ -132,9 +132,10 @@ def serve(address: str, parent_pid: int | None, session: str, secret: bytes) -> 
             if watch_nodes:
                 drivers.check(now)
                 _check_nodes(sched, node_seen, now)
-                for dest, batch in sched.take_outbox().items():
-                    send(dest, SNDMORE)
-                    send(pack(batch))
+            sched.unknown.retry(expire=True)  # lookups of objects never heard of, too long
+            for dest, batch in sched.take_outbox().items():
+                send(dest, SNDMORE)
+                send(pack(batch))
             if parent_pid is not None and os.getppid() != parent_pid:
                 log.warning("parent %d died; head exits", parent_pid)
                 break

@@ -73,10 +73,14 @@ def _queues(sched: Scheduler) -> None:
                 f"task {task.name} is {task.state} but queued as ready")
             assert task.shape == shape, f"task {task.name} queued under another shape"
             queued.add(task.spec[P.T_ID])
+    parked = {task.spec[P.T_ID] for _, task in sched.unknown.tasks}
+    for _, task in sched.unknown.tasks:  # waiting for an argument's record to arrive
+        assert task.state == "waiting" or task.state in _ENDED, (
+            f"task {task.name} is {task.state} but parked for an unknown argument")
     for tid, task in sched.tasks.items():
         if task.state == "ready":
             assert tid in queued, f"task {task.name} is ready but in no queue"
-        elif task.state == "waiting":
+        elif task.state == "waiting" and tid not in parked:
             missing = sum(1 for d in task.spec[P.T_DEPS]
                           if (o := sched.objects.get(d)) is not None and o.loc is None)
             assert task.waiting == missing, (

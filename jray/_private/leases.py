@@ -143,7 +143,8 @@ class LeaseTable:
                 w.held, w.holding = task.demand, True
         for who, report in early or ():  # what its worker said before the owner did
             if report[0] == P.LEASED_DONE:
-                sched.on_task_done(who, report)
+                sched.on_task_done(who, report)  # its results now hold the refs inside
+                self._hold_inner(report, -1)
             else:
                 sched.on_return_tasks(who, report)
         asked = self.early_cancels.pop(task.spec[P.T_ID], None)
@@ -164,8 +165,19 @@ class LeaseTable:
     def _on_leased_done(self, sender: bytes, msg: P.Msg) -> None:
         if msg[1] in self.sched.tasks:
             self.sched.on_task_done(sender, msg)
-        else:
+        else:  # the refs inside its results live until it is replayed: their maker may
+            self._hold_inner(msg, 1)  # free them in this very batch, and the owner borrow later
             self._stash(msg[1], sender, msg)
+
+    def _hold_inner(self, report: P.Msg, n: int) -> None:
+        objects = self.sched.objects
+        for _, inner in report[6]:
+            for oid in inner:
+                obj = objects.get(oid)
+                if obj is not None:
+                    obj.holders += n
+                    if n < 0:
+                        self.sched.maybe_collect(obj)
 
     def note_returned(self, sender: bytes, tids: list[bytes]) -> None:
         """Tasks a worker gave back (blocked, or its lease was revoked); those the head
@@ -183,7 +195,9 @@ class LeaseTable:
 
     def _stash(self, tid: bytes, sender: bytes, msg: P.Msg) -> None:
         if len(self.early) >= EARLY_KEPT:
-            del self.early[next(iter(self.early))]
+            for _, dropped in self.early.pop(next(iter(self.early))):
+                if dropped[0] == P.LEASED_DONE:
+                    self._hold_inner(dropped, -1)
         self.early.setdefault(tid, []).append((sender, msg))
 
     def _on_released(self, sender: bytes, msg: P.Msg) -> None:

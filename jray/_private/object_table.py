@@ -21,6 +21,7 @@ from jray.exceptions import ObjectLostError
 
 if TYPE_CHECKING:
     from jray._private.store import StorePolicy
+    from jray._private.unknown_objects import UnknownObjects
 
 
 class ObjectTable:
@@ -32,6 +33,8 @@ class ObjectTable:
     store: StorePolicy
     #: called with the id of a collected actor lifetime object (``actor_protocol``)
     lifetime_hooks: list[Callable[[bytes], None]]
+
+    unknown: UnknownObjects
 
     def _send(self, ident: bytes, msg: P.Msg) -> None:
         raise NotImplementedError
@@ -63,6 +66,8 @@ class ObjectTable:
             obj = self.objects.get(oid)
             if obj is not None:
                 obj.holders += 1
+            elif self.unknown.is_unknown(oid):  # its record is still on its way
+                self.unknown.borrow(oid, 1)
 
     def _on_unborrow(self, sender: bytes, msg: P.Msg) -> None:
         for oid in msg[1]:
@@ -70,19 +75,22 @@ class ObjectTable:
             if obj is not None:
                 obj.holders -= 1
                 self._maybe_collect(obj)
+            else:
+                self.unknown.borrow(oid, -1)
 
     def _on_subscribe(self, sender: bytes, msg: P.Msg) -> None:
         self.subscribe(sender, msg[1])
 
-    def subscribe(self, sender: bytes, oids: list[bytes]) -> None:
-        """Send ``sender`` OBJECT_READY for each of ``oids`` once it exists."""
+    def subscribe(self, sender: bytes, oids: list[bytes], wait: bool = True) -> None:
+        """Send ``sender`` OBJECT_READY for each of ``oids`` once it exists (one never
+        heard of waits a while for its record: ``unknown_objects``)."""
         for oid in oids:
             obj = self.objects.get(oid)
             if obj is None:
-                err = ObjectLostError(
-                    f"object {oid.hex()} is unknown to the head: it was freed, or its "
-                    f"ref was made outside this cluster"
-                )
+                if wait and self.unknown.is_unknown(oid):
+                    self.unknown.park_subscriber(sender, oid)
+                    continue
+                err = ObjectLostError(self.unknown.why_lost(oid))
                 self._send(sender, (P.OBJECT_READY, oid, error_loc(err)))
             elif obj.loc is not None:
                 self.store.touched(obj)
@@ -102,7 +110,10 @@ class ObjectTable:
     def _maybe_collect(self, obj: Obj) -> None:
         if (obj.freed and obj.pins == 0 and obj.holders <= 0 and obj.loc is not None
                 and not obj.dependents):
+            if self.unknown.borrows and self.unknown.take_borrows(obj):
+                return  # processes borrowed it before the head knew of it
             del self.objects[obj.oid]
+            self.unknown.collected(obj.oid)
             self.events.add("object_freed", obj.oid, obj.size)
             self._delete_data(obj)
             if obj.oid[14:] == LIFETIME_TAG:
@@ -176,3 +187,4 @@ class ObjectTable:
 
     # the narrow interface of the object table (store policy, lineage, actors, leases)
     object_ready, unlink, contain = _object_ready, _unlink, _contain
+    maybe_collect = _maybe_collect

@@ -12,13 +12,13 @@ Scheduling rules:
   tasks queue per resource shape, in submission order.
 - A ready task goes to an idle worker on a node whose available resources
   cover it; the worker holds those resources until its queue empties.
-- Short tasks (their function's recent mean run time under ``PIPELINE_MAX_S``)
-  may also queue behind a busy worker that holds the same resource shape,
-  up to ``PIPELINE_DEPTH``: this hides the head round trip without ever
-  running more tasks at once than the declared resources allow.
-- A worker that blocks in ``get`` lends its resources back and returns the
-  tasks it had queued; the head starts more workers when tasks fit the free
-  resources but no worker is idle (nested tasks never deadlock).
+- Short tasks (their function's recent mean run time under ``PIPELINE_MAX_S``) may
+  also queue behind a busy worker that holds the same resource shape, up to
+  ``PIPELINE_DEPTH``: this hides the head round trip without ever running more
+  tasks at once than the declared resources allow.
+- A worker that blocks in ``get`` lends its resources back and returns the tasks it
+  had queued; the head starts more workers when tasks fit the free resources but no
+  worker is idle (nested tasks never deadlock).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from jray._private.resources import Demand, Shape, shape_of
 from jray._private.serialization import error_loc
 from jray._private.state_tables import Node, Obj, Task, Worker
 from jray._private.store import StorePolicy
+from jray._private.unknown_objects import UnknownObjects
 from jray.exceptions import (
     ObjectLostError,
     TaskCancelledError,
@@ -104,6 +105,8 @@ class Scheduler(ObjectTable):
         self.feed = EventFeed(self)
         self.leases = LeaseTable(self)
         self.membership = Membership(self)
+        self.node_lost = self.membership.node_lost  # a node stopped answering
+        self.unknown = UnknownObjects(self)
 
     # --- entry points -------------------------------------------------------------
     def register(self, op: int, handler: Any) -> None:
@@ -155,10 +158,6 @@ class Scheduler(ObjectTable):
         self.shutdown_requested = True
         for node in self.nodes.values():
             self._send(node.ident, (P.NODE_EXIT,))
-
-    def node_lost(self, node_id: bytes, why: str) -> None:
-        """A node stopped answering: see ``membership.Membership.node_lost``."""
-        self.membership.node_lost(node_id, why)
 
     def _on_worker_ready(self, sender: bytes, msg: P.Msg) -> None:
         _, node_id, pid, addr = msg
@@ -239,11 +238,13 @@ class Scheduler(ObjectTable):
             if obj is not None:
                 task.pin(obj)
 
-    def _admit(self, task: Task) -> None:
-        """Pin a task's inputs and queue it once they exist (submit, or lineage rebuild)."""
+    def _admit(self, task: Task, wait: bool = True) -> None:
+        """Pin a task's inputs and queue it once they exist (submit, lineage rebuild)."""
         spec = task.spec
         task.state = "waiting"
         task.waiting = 0
+        if wait and any(self.unknown.is_unknown(oid) for oid in spec[P.T_DEPS]):
+            return self.unknown.park_task(task)  # may still be on its way: unknown_objects
         for oid in spec[P.T_NESTED]:  # refs inside the arguments live while the task does
             obj = self.objects.get(oid)
             if obj is not None:
