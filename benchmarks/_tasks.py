@@ -64,3 +64,35 @@ def call_actors(actors: list[object], n: int, module: str) -> int:
     m = len(actors)
     api.get([actors[i % m].small_value.remote() for i in range(n)])  # type: ignore[attr-defined]
     return n
+
+
+def nested_one_at_a_time(module: str, n: int) -> float:
+    """Inside a task: submit a no-op task and get it, ``n`` times; tasks/s seen there.
+    ``module`` is the Ray-API module the task runs on (``jray`` or ``ray``)."""
+    import importlib
+    import time
+
+    mod = importlib.import_module(module)
+    child = mod.remote(noop)
+    mod.get(child.remote())  # the child's code reaches the workers first
+    start = time.perf_counter()
+    for _ in range(n):
+        mod.get(child.remote())
+    return n / (time.perf_counter() - start)
+
+
+def nested_chain(module: str, n: int) -> float:
+    """Inside a task: ``x = inc.remote(x)`` ``n`` times, then get; seconds taken."""
+    import importlib
+    import time
+
+    mod = importlib.import_module(module)
+    link = mod.remote(inc)
+    mod.get(link.remote(0))
+    start = time.perf_counter()
+    x = link.remote(0)
+    for _ in range(n - 1):
+        x = link.remote(x)
+    if mod.get(x) != n:
+        raise AssertionError(f"nested chain returned {mod.get(x)}, expected {n}")
+    return time.perf_counter() - start

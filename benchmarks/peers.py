@@ -101,6 +101,10 @@ class Peer:
         """CPU time (user + system) the head process has used so far (jray only)."""
         raise Unsupported(f"{self.name} has no head process to measure here")
 
+    def nested_module(self) -> str:
+        """The Ray-API module a task calls to submit tasks of its own."""
+        raise Unsupported(f"{self.name}: its tasks do not submit tasks through Ray's API")
+
 
 class RayApiPeer(Peer):
     """Any module with Ray's core API: ``init``/``remote``/``get``/``put``/``shutdown``."""
@@ -144,6 +148,9 @@ class RayApiPeer(Peer):
     def shutdown(self) -> None:
         self._mod.shutdown()
         self._remote.clear()
+
+    def nested_module(self) -> str:
+        return str(self._mod.__name__)
 
     def _as_remote(self, fn: Callable[..., Any]) -> Any:
         handle = self._remote.get(fn)

@@ -312,7 +312,8 @@ WORKLOAD_NAMES: tuple[str, ...] = tuple(w.name for w in WORKLOADS)
 # runner sees one list.
 from benchmarks.actor_workloads import ACTOR_WORKLOADS  # noqa: E402
 from benchmarks.head_workloads import HEAD_WORKLOADS  # noqa: E402
+from benchmarks.nested_workloads import NESTED_WORKLOADS  # noqa: E402
 from benchmarks.store_workloads import STORE_WORKLOADS  # noqa: E402
 
-WORKLOADS = WORKLOADS + STORE_WORKLOADS + ACTOR_WORKLOADS + HEAD_WORKLOADS
+WORKLOADS = WORKLOADS + NESTED_WORKLOADS + STORE_WORKLOADS + ACTOR_WORKLOADS + HEAD_WORKLOADS
 WORKLOAD_NAMES = tuple(w.name for w in WORKLOADS)

@@ -196,3 +196,94 @@ def test_cancel_reaches_a_leased_task(cluster: dict[str, object], tmp_path: Path
     assert time.monotonic() - t0 < 10
     assert jray.get(echo.remote(1), timeout=30) == 1
 
+
+
+# --- nested submitters: a task's own tasks go on leases of its worker ---------------
+
+def _worker_ledger() -> LeaseLedger:
+    leasing = api.client().leasing  # inside a task: the worker's client
+    assert leasing is not None, "workers do not lease"
+    return leasing.ledger
+
+
+@jray.remote
+def submit_one_at_a_time(n: int) -> tuple[int, list[str]]:
+    on_lease, ids = 0, []
+    for i in range(n):
+        ref = echo.remote(i)
+        on_lease += ref.id in _worker_ledger().by_result
+        assert jray.get(ref, timeout=30) == i
+        ids.append(ref.id.hex()[:28])
+    return on_lease, ids
+
+
+@jray.remote
+def nested_on_leases(depth: int) -> list[bool]:
+    if depth == 0:
+        return []
+    ref = nested_on_leases.remote(depth - 1)
+    here = ref.id in _worker_ledger().by_result
+    return [here, *jray.get(ref, timeout=60)]
+
+
+@jray.remote
+def launch_spin(path: str) -> tuple[list[jray.ObjectRef], bool]:
+    ref = spin.remote(path)
+    return [ref], ref.id in _worker_ledger().by_result
+
+
+@jray.remote(max_retries=0)
+def parent_holding_a_lease(path: str) -> None:
+    deadline = time.monotonic() + 20
+    while not _worker_ledger().by_id:  # until one of its children got a lease
+        assert time.monotonic() < deadline, "no child of this task went on a lease"
+        assert jray.get(echo.remote(1), timeout=30) == 1
+    pid_then_sleep.remote(path + ".child", 1.0)  # in flight when the parent dies
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+def test_nested_one_at_a_time_tasks_go_on_leases_and_the_head_sees_each(
+        cluster: dict[str, object]) -> None:
+    on_lease, ids = jray.get(submit_one_at_a_time.remote(40), timeout=60)
+    assert on_lease >= 20, f"only {on_lease} of 40 nested tasks went on a lease"
+
+    def recorded() -> bool:
+        rows = jray.state.list_tasks(label="echo", limit=10_000)
+        return set(ids) <= {row["task_id"][:28] for row in rows if row["state"] == "FINISHED"}
+
+    assert eventually(recorded, 15)
+    # the worker gives its lease back once idle: every CPU is free again
+    assert eventually(lambda: jray.available_resources().get("CPU") == 2.0, 10)
+
+
+def test_nested_gets_on_leases_do_not_deadlock(cluster: dict[str, object]) -> None:
+    used = jray.get(nested_on_leases.remote(5), timeout=90)  # six deep on two CPUs
+    assert len(used) == 5
+    assert jray.get(echo.remote("after"), timeout=30) == "after"
+
+
+def test_cancel_reaches_a_task_leased_by_a_worker(cluster: dict[str, object],
+                                                  tmp_path: Path) -> None:
+    started = str(tmp_path / "started")
+    (child,), _ = jray.get(launch_spin.remote(started), timeout=30)
+    _wait_file(started)
+    t0 = time.monotonic()
+    jray.cancel(child)
+    with pytest.raises(TaskCancelledError):
+        jray.get(child, timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert jray.get(echo.remote(2), timeout=30) == 2
+
+
+def test_a_worker_killed_while_its_task_holds_a_lease(cluster: dict[str, object],
+                                                      tmp_path: Path) -> None:
+    path = str(tmp_path / "parent")
+    ref = parent_holding_a_lease.remote(path)
+    assert eventually(lambda: os.path.exists(path) and Path(path).read_text() != "", 30)
+    os.kill(int(Path(path).read_text()), signal.SIGKILL)
+    with pytest.raises(jray.exceptions.WorkerCrashedError):
+        jray.get(ref, timeout=30)
+    # its lease goes back (the head revokes a dead owner's leases): all CPUs free again
+    assert eventually(lambda: jray.available_resources().get("CPU") == 2.0, 15)
+    assert jray.get([echo.remote(i) for i in range(20)], timeout=30) == list(range(20))

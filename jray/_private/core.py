@@ -259,6 +259,11 @@ class CoreClient:
             self.send_owner(addr, msg)
             self.flush_owners()
 
+    def lease_workers(self) -> None:
+        """Let this worker's nested tasks go on leases too (a driver always does)."""
+        if self.leasing is None:
+            self.leasing = LeaseClient(self)
+
     # --- receiving ----------------------------------------------------------------
     def _on_object(self, oid: bytes, loc: P.Loc) -> None:
         self.awaiting.discard(oid)

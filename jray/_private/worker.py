@@ -45,6 +45,9 @@ OUTPUT_INTERVAL_S = 0.05
 OWNER_FLUSH_S = 0.001
 #: an idle worker polls in slices, holding the core lock, so that other threads get it
 IDLE_POLL_MS = 100
+#: while this worker holds leases (its nested tasks'), the idle loop looks this often
+#: for the ones to give back
+LEASE_TICK_MS = 50
 #: a worker that reached ``max_calls`` waits this long for the head to take it out
 RETIRE_WAIT_S = 10.0
 #: ... and then lingers until no task came its way for this long
@@ -449,16 +452,21 @@ def main(argv: list[str] | None = None) -> None:
     api._attach_worker(core)
     executor = Executor(core)
     tasks = TaskQueue(core)
+    core.lease_workers()  # the tasks its tasks submit go straight to leased workers too
+    leasing = core.leasing
     core.to_head.append((P.WORKER_READY, node_id, os.getpid(), core.addr))
     core.flush()
     parent = os.getppid()
     queue = tasks.specs
     while not tasks.exit_requested:
         if not queue:
+            held = leasing is not None and leasing.ledger.held()
             with core.lock:  # (the owner flusher thread sends too)
                 core.release_pending()
+                if held:  # leases of nested tasks go back when idle
+                    leasing.tick()  # type: ignore[union-attr]
                 core.flush(lazy=True)
-            wait_ms = IDLE_POLL_MS
+            wait_ms = LEASE_TICK_MS if held else IDLE_POLL_MS
             if core.lazy_head:  # leased tasks' reports go to the head within LAZY_S
                 wait_ms = 1 + int(1000 * max(0.0, LAZY_S - (time.perf_counter() - core.lazy_since)))
             with core.lock:  # other threads (the actor client's flusher) poll too
