@@ -3,8 +3,10 @@ to the standard streams jray's processes were started with, unprefixed)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -54,5 +56,43 @@ def test_task_output_reaches_the_driver_by_default(capsys: pytest.CaptureFixture
             time.sleep(0.1)
             out += capsys.readouterr().out
         assert "(chatty pid=" in out and "shown-in-the-driver" in out
+    finally:
+        jray.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_a_nested_tasks_output_shows_while_its_parent_computes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The child's output goes through its parent's worker (so it lands after what the
+    parent printed before submitting it); the parent computes without calling jray
+    and must still pass it on, not when it next touches its socket."""
+    release = tmp_path / "release"
+    jray.init(num_cpus=2)
+    try:
+        @jray.remote
+        def child() -> None:
+            print("line-from-the-child", flush=True)
+
+        @jray.remote
+        def parent(path: str) -> str:
+            print("parent-before", flush=True)
+            child.remote()
+            deadline = time.monotonic() + 30
+            while not os.path.exists(path) and time.monotonic() < deadline:
+                sum(range(10_000))  # computing: no jray call until the test says so
+            return "released" if os.path.exists(path) else "never released"
+
+        ref = parent.remote(str(release))
+        seen = ""
+        deadline = time.monotonic() + 20
+        while "line-from-the-child" not in seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen += capsys.readouterr().out
+        running = not jray.wait([ref], timeout=0)[0]
+        release.touch()
+        assert jray.get(ref, timeout=60) == "released"
+        assert "line-from-the-child" in seen, seen
+        assert running, "the child's line came only after its parent had ended"
+        assert seen.index("parent-before") < seen.index("line-from-the-child"), seen
     finally:
         jray.shutdown()

@@ -43,6 +43,8 @@ FAST_S = 0.002
 OUTPUT_INTERVAL_S = 0.05
 #: the longest a finished task's result waits for its batch while the worker goes on
 OWNER_FLUSH_S = 0.001
+#: how often a worker whose task computes reads its socket for its nested tasks' output
+PUMP_S = 0.05
 #: an idle worker polls in slices, holding the core lock, so that other threads get it
 IDLE_POLL_MS = 100
 #: while this worker holds leases (its nested tasks'), the idle loop looks this often
@@ -58,33 +60,56 @@ class _Running:
     tid: bytes | None = None
 
 
-class OwnerFlusher:
-    """Results batched while more tasks are queued reach their owners within
-    ``OWNER_FLUSH_S`` even when the next task runs long (a fast function's slow
-    call): a thread, started on first use, sends them when the main thread has
-    not by then. It wakes only when armed, at most once per ``OWNER_FLUSH_S``."""
+class Pump:
+    """A worker's helper thread, started on first use, for what must not wait until
+    the main thread next calls jray:
+
+    - results batched while more tasks are queued reach their owners within
+      ``OWNER_FLUSH_S`` even when the next task runs long (a fast function's slow
+      call): ``arm()`` after queueing them; it wakes at most once per ``OWNER_FLUSH_S``;
+    - once this worker's tasks have submitted tasks of their own (``forwarding()``),
+      their output comes to this worker's socket to be passed on after what its task
+      printed before: while a task runs, the socket is read every ``PUMP_S`` if the
+      main thread is not in jray (it holds the client's lock then, and reads it itself).
+    """
 
     def __init__(self, core: CoreClient) -> None:
         self.core = core
         self.armed = threading.Event()
         self.thread: threading.Thread | None = None
+        self.pumping = False
+
+    def _start(self) -> None:
+        self.thread = threading.Thread(target=self._loop, name="jray-pump", daemon=True)
+        self.thread.start()
 
     def arm(self) -> None:
         if self.thread is None:
-            self.thread = threading.Thread(target=self._loop, name="jray-owner-flush",
-                                           daemon=True)
-            self.thread.start()
+            self._start()
         if not self.armed.is_set():
             self.armed.set()
+
+    def forwarding(self) -> None:
+        if not self.pumping:
+            self.pumping = True
+            if self.thread is None:
+                self._start()
+            else:  # it waits for arm() without a timeout: wake it to start reading
+                self.armed.set()
 
     def _loop(self) -> None:
         core = self.core
         while not core.closed:
-            self.armed.wait()
-            time.sleep(OWNER_FLUSH_S)
-            self.armed.clear()  # what is queued after this re-arms
-            with core.lock:
-                core.flush_owners()
+            if self.armed.wait(PUMP_S if self.pumping else None):
+                time.sleep(OWNER_FLUSH_S)
+                self.armed.clear()  # what is queued after this re-arms
+                with core.lock:
+                    core.flush_owners()
+            elif core.running_task is not None and core.lock.acquire(blocking=False):
+                try:  # the task computes: pass its tasks' output on
+                    core.poll(0)
+                finally:
+                    core.lock.release()
 
 
 class TaskQueue:
@@ -218,6 +243,10 @@ def _on_sigint(signum: int, frame: Any) -> None:
 class Executor:
     """Runs ``ExecSpec``s from the core's queue and reports the results."""
 
+    def _before_submit(self) -> None:
+        self.send_output()
+        self.pump.forwarding()  # the new task's output comes back through here
+
     def send_output(self) -> None:
         """Send what the running task printed so far (main thread only)."""
         if threading.get_ident() == self.stdout.main:
@@ -231,7 +260,7 @@ class Executor:
         sys.stdout = self.stdout
         sys.stderr = self.stderr
         # what a task printed goes out before the tasks it submits or waits for print
-        core.before_submit = self.send_output
+        core.before_submit = self._before_submit
         core.before_wait.append(self.send_output)
         self.functions: dict[bytes, Any] = {}
         self.blobs: dict[bytes, bytes] = {}
@@ -245,7 +274,7 @@ class Executor:
         #: runs per function with ``max_calls``; set: this worker has run its last task
         self.calls: dict[bytes, int] = {}
         self.retiring = False
-        self.owner_flusher = OwnerFlusher(core)
+        self.pump = Pump(core)
 
     def remember(self, fid: bytes, blob: bytes) -> None:
         """Keep the code of a task that will not run (cancelled) for later ones."""
@@ -378,7 +407,7 @@ class Executor:
             if not more or len(core.to_head) >= DONE_BATCH:
                 core.flush()
             else:  # batched with the next queued tasks' results; should the next one run
-                self.owner_flusher.arm()  # long, the owners have these within OWNER_FLUSH_S
+                self.pump.arm()  # long, the owners have these within OWNER_FLUSH_S
 
     def _encode_results(self, name: str, result: Any, returns: list[bytes],
                         nested: list[tuple[bytes, list[bytes]]],
@@ -474,11 +503,11 @@ def main(argv: list[str] | None = None) -> None:
             if not got and not core.lazy_head and os.getppid() != parent:
                 break
             continue
-        with core.lock:
+        with core.lock:  # (other threads read the socket too, and may take the queue)
             core.poll(0)
-        if not queue:
+            spec = queue.popleft() if queue else None
+        if spec is None:
             continue
-        spec = queue.popleft()
         if spec[P.E_ID] in tasks.cancelled:
             tasks.cancelled.discard(spec[P.E_ID])
             if spec[P.E_FUNC_BLOB] is not None:  # its code may not travel again
