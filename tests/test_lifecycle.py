@@ -21,6 +21,7 @@ from conftest import assert_clean
 import jray
 from jray.exceptions import InitError
 from jray.testing import jray_processes
+from jray.views.live import live
 
 pytestmark = pytest.mark.integration
 
@@ -167,5 +168,20 @@ def test_state_queries_right_after_init_see_the_node(query: str) -> None:
     jray.init(num_cpus=1)
     try:
         assert len(getattr(jray.state, query)()) == 1
+    finally:
+        jray.shutdown()
+
+
+def test_a_re_init_closes_the_previous_clusters_subscription() -> None:
+    jray.init(num_cpus=1)
+    try:
+        first = live()
+    finally:
+        jray.shutdown()
+    jray.init(num_cpus=1)
+    try:
+        second = live()
+        assert second is not first and not second.source.closed  # type: ignore[attr-defined]
+        assert first.source.closed  # type: ignore[attr-defined]  # its socket and context went
     finally:
         jray.shutdown()

@@ -64,8 +64,10 @@ class Subscription:
         if self.closed:
             return
         self.closed = True
-        try:
-            transport.send_batch(self.sock, [(P.EVENTS_UNSUBSCRIBE,)])
+        try:  # never waits: the head may be gone (a re-init after shutdown)
+            self.sock.send(P.pack([(P.EVENTS_UNSUBSCRIBE,)]), NOBLOCK)
+        except zmq.ZMQError:
+            pass
         finally:
             self.sock.close(0)
             self.ctx.term()

@@ -41,7 +41,7 @@ def live() -> Live:
 def _live_for(client: Any) -> Live:
     global _live
     if _live is None or _live.client is not client or client.closed:
-        if _live is not None and _live.client is not None and not _live.client.closed:
+        if _live is not None:  # its client may be closed already: its socket is not
             _live.close()
         addr = api._Session.info.get("address")
         if not addr:
