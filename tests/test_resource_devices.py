@@ -65,3 +65,39 @@ def test_neuron_cores_get_device_ids_like_gpus() -> None:
         assert jray.get_runtime_context().get_accelerator_ids()["neuron_cores"] == []
     finally:
         jray.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_tasks_and_actors_holding_no_gpu_see_none() -> None:
+    """As in Ray: on a node with GPUs, what asks for none sees CUDA_VISIBLE_DEVICES
+    empty (a framework then finds no device), and a GPU task sees its own."""
+    jray.init(num_cpus=2, num_gpus=2)
+    try:
+        @jray.remote
+        def env() -> str | None:
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        @jray.remote(num_gpus=1)
+        def gpu_env() -> str | None:
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        @jray.remote
+        class Plain:
+            def env(self) -> str | None:
+                return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        assert jray.get([env.remote() for _ in range(4)], timeout=60) == [""] * 4
+        assert jray.get(gpu_env.remote(), timeout=60) in ("0", "1")
+        assert jray.get([env.remote() for _ in range(4)], timeout=60) == [""] * 4
+        assert jray.get(Plain.remote().env.remote(), timeout=60) == ""  # type: ignore[attr-defined]
+    finally:
+        jray.shutdown()
+    jray.init(num_cpus=1)  # a node without GPUs leaves the variable alone
+    try:
+        @jray.remote
+        def env_here() -> str | None:
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+        assert jray.get(env_here.remote(), timeout=60) == os.environ.get("CUDA_VISIBLE_DEVICES")
+    finally:
+        jray.shutdown()

@@ -38,7 +38,7 @@ from jray._private import actor_protocol as A
 from jray._private import protocol as P
 from jray._private import shm, transport
 from jray._private.net import auth, curve, objects
-from jray._private.resources import device_env
+from jray._private.resources import device_env, hidden_devices
 
 log = logging.getLogger("jray.node")
 
@@ -109,7 +109,7 @@ class NodeDaemon:
             "--node-id", self.ns.node_id, "--worker-id", wid.hex(),
             "--shm-prefix", self.ns.shm_prefix,
         ]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=self.worker_env)
         self.procs[wid] = proc
         if hasattr(os, "pidfd_open"):
             fd = os.pidfd_open(proc.pid)
@@ -135,9 +135,9 @@ class NodeDaemon:
             "--node-id", self.ns.node_id, "--shm-prefix", self.ns.shm_prefix,
             "--actor-id", actor_id.hex(), "--incarnation", str(inc),
         ]
-        env = None
+        env = dict(os.environ, **{v: "" for v in self.hidden})  # none it does not hold
         if gpu_ids:  # the devices the actor holds (ids index the node's own lists)
-            env = dict(os.environ, **device_env(gpu_ids, dict(os.environ)))
+            env.update(device_env(gpu_ids, dict(os.environ)))
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env)
         self.actors[actor_id] = (inc, proc)
         if hasattr(os, "pidfd_open"):
@@ -359,6 +359,17 @@ class NodeDaemon:
                 os.unlink(os.path.basename(path), dir_fd=self.spill_dfd)
         except OSError:
             pass
+
+    @property
+    def hidden(self) -> list[str]:
+        """The device variables of this node's devices (``resources.hidden_devices``)."""
+        return hidden_devices(dict(json.loads(self.ns.resources)))
+
+    @property
+    def worker_env(self) -> dict[str, str] | None:
+        """Task workers learn which device variables to blank for tasks holding none."""
+        hidden = self.hidden
+        return dict(os.environ, JRAY_HIDDEN_DEVICES=",".join(hidden)) if hidden else None
 
     def register(self) -> None:
         resources = dict(json.loads(self.ns.resources))

@@ -69,6 +69,12 @@ DEVICE_ENV = {"GPU": "CUDA_VISIBLE_DEVICES", "neuron_cores": "NEURON_RT_VISIBLE_
               "HPU": "HABANA_VISIBLE_MODULES"}
 
 
+def hidden_devices(resources: dict[str, float]) -> list[str]:
+    """The variables a process holding none of a node's devices sees empty (as in Ray,
+    a task that asks for no GPU on a GPU node sees ``CUDA_VISIBLE_DEVICES=""``)."""
+    return [var for kind, var in DEVICE_ENV.items() if resources.get(kind, 0) > 0]
+
+
 def device_env(ids: list[int], base: dict[str, str]) -> dict[str, str]:
     """The environment variables that show a holder of ``ids`` its devices. ``base``:
     the node's own values: an id indexes the entries listed there (device ids or

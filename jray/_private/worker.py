@@ -271,6 +271,8 @@ class Executor:
         #: the node's own device variables (CUDA_VISIBLE_DEVICES, ...): restored after
         #: each task that held devices
         self.base_env = {v: os.environ[v] for v in DEVICE_ENV.values() if v in os.environ}
+        #: the node's device variables, blank for a task that holds none of those devices
+        self.hidden = {v: "" for v in os.environ.pop("JRAY_HIDDEN_DEVICES", "").split(",") if v}
         #: runs per function with ``max_calls``; set: this worker has run its last task
         self.calls: dict[bytes, int] = {}
         self.retiring = False
@@ -319,7 +321,8 @@ class Executor:
         locs: list[P.Loc]
         nested: list[tuple[bytes, list[bytes]]] = []
         try:
-            if gpu_ids:  # the devices this task holds (GPU ids index the node's own list)
+            if gpu_ids or self.hidden:  # the devices this task holds (ids index the
+                os.environ.update(self.hidden)  # node's own list), none of the others
                 os.environ.update(device_env(gpu_ids, self.base_env))
             fn = self._function(fid, blob, name)
             try:
@@ -370,7 +373,7 @@ class Executor:
         finally:
             self.stdout.end()
             self.stderr.end()
-            if gpu_ids:
+            if gpu_ids or self.hidden:
                 for var in DEVICE_ENV.values():
                     if var in self.base_env:
                         os.environ[var] = self.base_env[var]
