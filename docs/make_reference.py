@@ -36,6 +36,9 @@ ENVIRONMENT = {
     "own ZeroMQ I/O thread (default 4; at most 4 I/O threads, and no more than CPUs).",
     "JRAY_PROFILE_HEAD": "a file path: the head process runs under cProfile and writes its "
     "profile there when it stops (developer aid).",
+    "JRAY_HIDDEN_DEVICES": "set by a node daemon for its task workers (not by users): the "
+    "device variables (`CUDA_VISIBLE_DEVICES`, ...) of the node's devices, made empty for "
+    "a task that holds none of them.",
 }
 
 #: What a user does about each error (tests check every exception has an entry).

@@ -393,7 +393,8 @@ def test_exit_actor_ends_the_actor_without_restart(cluster: dict[str, object]) -
 
     q = Quitter.remote()
     assert jray.get(q.ping.remote(), timeout=T) == "pong"
-    assert jray.get(q.quit.remote(), timeout=T) is None
+    with pytest.raises(ActorDiedError, match=r"Quitter\.quit called exit_actor\(\)"):
+        jray.get(q.quit.remote(), timeout=T)  # the call that ends the actor fails, as in Ray
     with pytest.raises(ActorDiedError, match="exit_actor"):
         jray.get(q.ping.remote(), timeout=T)
 

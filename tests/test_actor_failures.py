@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import pytest
 
 import jray
@@ -125,6 +126,21 @@ def test_max_restarts_runs_the_constructor_again(cluster: dict[str, object]) -> 
         jray.get(v.inc.remote(), timeout=T)
     row = [r for r in jray.actor.list_actors() if r["actor_id"] == v._actor_id.hex()][0]
     assert row["num_restarts"] == 2 and row["state"] == "DEAD"
+
+
+def test_a_call_made_after_the_restart_began_waits_for_it(cluster: dict[str, object]) -> None:
+    """The caller slept through the crash (no jray call read the head's news): its next
+    call must go to the next incarnation, not fail on the dead one (Ray's
+    test_was_current_actor_reconstructed)."""
+    v = Victim.options(max_restarts=1).remote()
+    pid = jray.get(v.pid.remote(), timeout=T)
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # the head has heard of it by now; this process has not looked
+    assert jray.get(v.inc.remote(), timeout=T) == 1  # fresh state: the new incarnation
+    assert jray.get(v.pid.remote(), timeout=T) != pid
 
 
 def _wait_alive(handle: Any, method: str = "pid", timeout: float = T) -> None:

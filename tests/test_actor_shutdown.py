@@ -55,7 +55,8 @@ def test_hooks_run_on_exit_actor_and_ray_terminate(cluster: dict[str, object],
     a.mkdir()
     b.mkdir()
     h = Hooks.remote(str(a))
-    ray.get(h.leave.remote())
+    with pytest.raises(ray.exceptions.ActorDiedError, match="exit_actor"):
+        ray.get(h.leave.remote())
     assert _eventually(a / "shutdown") and _eventually(a / "atexit")
     g = Hooks.remote(str(b))
     ray.get(g.pid.remote())

@@ -71,6 +71,8 @@ LOOKUP_POLL_S = 0.001
 REQUEST_TIMEOUT_S = 60.0
 RELEASED = L.RELEASED
 _now = time.perf_counter
+#: a call made this long after the client last read its sockets reads them first
+STALE_S = 0.005
 
 
 def readable(sock: zmq.Socket[bytes]) -> bool:
@@ -171,6 +173,8 @@ class ActorClient:
         core = self.core
         conn = self.conns.get(actor_id) or self.conn(actor_id)
         with core.lock:
+            if _now() - core.last_poll > STALE_S:  # the head's news first: an actor that
+                core.poll(0)  # died while this process slept gets the call when restarted
             if max_pending >= 0:  # the handle's max_pending_calls: refuse beyond it
                 conn.max_pending = max_pending
                 if len(conn.inflight) >= max_pending:

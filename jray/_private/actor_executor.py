@@ -59,6 +59,7 @@ from jray._private.core import CoreClient
 from jray._private.object_ref import ObjectRef
 from jray._private.task_context import CURRENT_METHOD
 from jray.exceptions import (
+    ActorDiedError,
     ActorUnavailableError,
     ObjectLostError,
     SerializationError,
@@ -481,10 +482,14 @@ class CallRunner:
         """A call's results from how it ended; ``cancel``: the exception a cancel raises."""
         if isinstance(exc, SystemExit):  # sys.exit() in a method ends the process (as in
             _exit_process(exc.code)      # Ray): restarts and call retries then apply
-        if isinstance(exc, ExitActor):
+        if isinstance(exc, ExitActor):  # the call ends the actor: it fails, as in Ray
             self.exit_requested = True
-            exc = None
-        elif key in self.requested and (isinstance(exc, cancel) or cancel is TaskCancelledError):
+            self.after_call()
+            loc = S.error_loc(ActorDiedError(
+                f"The actor is dead because {self.label(msg)} called exit_actor() (it "
+                f"exited on purpose; no restart)"))
+            return [(oid, loc, []) for oid in msg[A.C_RETURNS]]
+        if key in self.requested and (isinstance(exc, cancel) or cancel is TaskCancelledError):
             return self.cancelled(msg)  # a sync call's result, however it ended
         results = self.finish(msg, result) if exc is None else self.failed(msg, exc)
         self.after_call()

@@ -103,6 +103,8 @@ class CoreClient:
         self.state_replies: dict[int, Any] = {}
         self._req = 0
         self.closed = False
+        #: when this client last read its sockets (news of the cluster may wait there)
+        self.last_poll = 0.0
         #: handlers of extension ops (actors), called as ``handler(msg)``
         self.handlers: dict[int, Callable[[P.Msg], None]] = {}
         #: called before this process blocks waiting for objects (actors send queued calls)
@@ -288,6 +290,7 @@ class CoreClient:
 
     def poll(self, timeout_ms: int) -> bool:
         """Wait up to ``timeout_ms`` for messages and process all that arrived."""
+        self.last_poll = time.perf_counter()
         got = False
         for sock, _ in self.poller.poll(timeout_ms):
             while True:  # drain until EAGAIN (cheaper than getsockopt(EVENTS) per frame)
