@@ -243,7 +243,7 @@ class Scheduler(ObjectTable):
         spec = task.spec
         task.state = "waiting"
         task.waiting = 0
-        if wait and any(self.unknown.is_unknown(oid) for oid in spec[P.T_DEPS]):
+        if wait and spec[P.T_DEPS] and self.unknown.any_unknown(spec[P.T_DEPS]):
             return self.unknown.park_task(task)  # may still be on its way: unknown_objects
         for oid in spec[P.T_NESTED]:  # refs inside the arguments live while the task does
             obj = self.objects.get(oid)

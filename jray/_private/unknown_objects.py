@@ -61,6 +61,13 @@ class UnknownObjects:
         tid = P.task_of(oid)
         return tid is None or tid not in sched.tasks
 
+    def any_unknown(self, oids: list[bytes]) -> bool:
+        objects = self.sched.objects
+        for oid in oids:
+            if oid not in objects and self.is_unknown(oid):
+                return True
+        return False
+
     def collected(self, oid: bytes) -> None:
         freed = self.freed
         freed[oid] = None
@@ -123,7 +130,7 @@ class UnknownObjects:
                 if task.state != "waiting":  # cancelled meanwhile
                     continue
                 late = expire and since <= deadline
-                if late or not any(self.is_unknown(o) for o in task.spec[P.T_DEPS]):
+                if late or not self.any_unknown(task.spec[P.T_DEPS]):
                     sched.admit(task, wait=False)
                 else:
                     self.tasks.append((since, task))
