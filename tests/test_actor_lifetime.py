@@ -131,9 +131,15 @@ def use_later(handle: object, delay: float) -> int:
     return int(ray.get(handle.pid.remote(), timeout=60))  # type: ignore[attr-defined]
 
 
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:  # reaped while we looked
+        return True
+
+
 def _exited(pid: int, timeout: float = 30) -> bool:
-    return _settled(lambda: not psutil.pid_exists(pid)
-                    or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout)
+    return _settled(lambda: _gone(pid), timeout)
 
 
 def test_handles_passed_to_tasks_and_actors_are_counted(cluster: dict[str, object]) -> None:

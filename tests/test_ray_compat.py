@@ -561,7 +561,8 @@ def test_ray_terminate_exits_after_earlier_calls(cluster: dict[str, object]) -> 
     earlier = [acct.deposit.remote(1) for _ in range(3)]
     done = acct.__ray_terminate__.remote()
     assert ray.get(earlier, timeout=30) == [1, 2, 3]
-    assert ray.get(done, timeout=30) is None
+    with pytest.raises(ray.exceptions.RayActorError, match="exit_actor"):
+        ray.get(done, timeout=30)  # it ends the actor: it fails, as exit_actor() does in Ray
     with pytest.raises(ray.exceptions.RayActorError):
         ray.get(acct.deposit.remote(1), timeout=30)
 

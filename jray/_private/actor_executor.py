@@ -76,6 +76,8 @@ Result = tuple[bytes, P.Loc, list[bytes]]
 FETCH_TRIES = 5
 #: cancel requests remembered for calls that have not arrived (the oldest are forgotten)
 REQUESTED_MAX = 4096
+#: a call that ran this long reads the waiting cancels before it concludes
+DRAIN_AFTER_S = 0.001
 
 
 def _exit_process(code: Any) -> None:
@@ -194,6 +196,8 @@ class CallRunner:
         # cancellation (see module docstring)
         self.lock = threading.Lock()
         self.requested: dict[bytes, bool] = {}  # cancelled call key -> interrupt it
+        #: reads the cancels that wait on the control socket (set by the actor worker)
+        self.drain_cancels: Callable[[], None] | None = None
         self.main = threading.main_thread().ident
         self.current: bytes | None = None  # the call running on the main thread
         self.threads: dict[bytes, int] = {}  # running call key -> its thread
@@ -439,6 +443,7 @@ class CallRunner:
         left = self.budget(key, left)
         if left < -1:
             return self.exhausted(msg)
+        t0 = time.perf_counter()
         while True:
             try:
                 retry = spec if spec and left != 0 else None
@@ -451,6 +456,9 @@ class CallRunner:
                     self.on_retry(key)
                     continue
                 return self.conclude(msg, key, None, exc, TaskCancelledError)
+            drain = self.drain_cancels
+            if drain is not None and time.perf_counter() - t0 > DRAIN_AFTER_S:
+                drain()  # a cancel sent while it ran counts, though not yet read
             return self.conclude(msg, key, result, None, TaskCancelledError)
 
     def budget(self, key: bytes, left: int) -> int:

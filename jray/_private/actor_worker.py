@@ -115,6 +115,7 @@ class ActorRuntime:
         self.call_addr = ""
         self.calls: zmq.Socket[bytes] | None = None
         self.control: threading.Thread | None = None
+        self.ctl_lock = threading.Lock()  # the control socket is read by two threads
         self.stopping = False
         self.pushers: dict[str, zmq.Socket[bytes]] = {}
         self.out_lock = threading.Lock()
@@ -324,25 +325,41 @@ class ActorRuntime:
 
     # --- cancellation (control thread) ------------------------------------------------
     def _control_loop(self, sock: zmq.Socket[bytes]) -> None:
+        runner = self.runner
+        assert runner is not None
+        # a call that waited (for a nested get, say) reads cancels that arrived meanwhile
+        # before it concludes: the control thread may not have run yet on a busy machine
+        runner.drain_cancels = lambda: self._read_control(sock, timeout=0.05)
+        try:
+            while not self.stopping:
+                if sock.poll(100):
+                    self._read_control(sock, timeout=-1)
+        finally:
+            runner.drain_cancels = None
+            with self.ctl_lock:
+                sock.close(0)
+
+    def _read_control(self, sock: zmq.Socket[bytes], timeout: float) -> None:
+        """Apply the ``ACTOR_CANCEL`` messages waiting on ``sock`` (either thread)."""
         main = threading.main_thread().ident
         runner, mode = self.runner, self.mode
         assert runner is not None and main is not None
+        if not self.ctl_lock.acquire(timeout=timeout):
+            return
         try:
-            while not self.stopping:
-                if not sock.poll(100):
-                    continue
-                while readable(sock):
-                    for msg in P.unpack(sock.recv()):
-                        if msg[0] != A.ACTOR_CANCEL:
-                            continue
-                        interrupt = len(msg) > 2 and bool(msg[2])
-                        for key in msg[1]:
-                            if runner.request_cancel(key, interrupt):
-                                signal.pthread_kill(main, CANCEL_SIGNAL)
-                            if isinstance(mode, (AsyncMode, GroupedMode)):
-                                mode.cancel(key)
+            while not sock.closed and readable(sock):
+                for msg in P.unpack(sock.recv()):
+                    if msg[0] != A.ACTOR_CANCEL:
+                        continue
+                    interrupt = len(msg) > 2 and bool(msg[2])
+                    for key in msg[1]:
+                        if runner.request_cancel(key, interrupt) and \
+                                threading.get_ident() != main:
+                            signal.pthread_kill(main, CANCEL_SIGNAL)
+                        if isinstance(mode, (AsyncMode, GroupedMode)):
+                            mode.cancel(key)
         finally:
-            sock.close(0)
+            self.ctl_lock.release()
 
     # --- sending ------------------------------------------------------------------
     def _report_in(self) -> float:
