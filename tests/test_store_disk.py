@@ -48,6 +48,17 @@ def _in_namespace(tmp_path: Path, mounts: str, script: str, *args: str) -> dict[
     return out
 
 
+#: in a script: ``summary`` once the head gave failed writes' reservations back. The
+#: owner hears of a failed result straight from the worker, the head (which holds
+#: the reservation) a moment later, on another connection: wait, bounded.
+SUMMARY_AFTER_RESERVATIONS = """deadline = time.monotonic() + 10
+    while True:
+        summary = next(iter(jray.state.store_summary().values()))
+        if summary["reserved"] == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)"""
+
+
 FULL_SPILL = """
     import glob, json, os, sys, time
     import numpy as np
@@ -73,20 +84,13 @@ FULL_SPILL = """
         return x + y
 
     alive = jray.get(add.remote(1, 2), timeout=60) == 3
-    # the owner hears of the failed result straight from the worker, the head (which
-    # holds the reservation) a moment later, on another connection: wait, bounded
-    deadline = time.monotonic() + 10
-    while True:
-        summary = next(iter(jray.state.store_summary().values()))
-        if summary["reserved"] == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    SUMMARY_AFTER_RESERVATIONS
     del refs
     jray.shutdown()
     left = glob.glob(f"/dev/shm/{prefix}*")
     print(json.dumps({"error": error, "stored": len(arrays), "intact": intact,
                       "alive": alive, "reserved": summary["reserved"], "left": left}))
-"""
+""".replace("SUMMARY_AFTER_RESERVATIONS", SUMMARY_AFTER_RESERVATIONS)
 
 
 @pytest.mark.timeout(300)
@@ -210,14 +214,7 @@ FULL_SHM = """
         task_error = f"{type(exc).__name__}: {exc}"
     files = sorted(glob.glob(f"/dev/shm/{prefix}*"))
     sizes = [os.path.getsize(f) for f in files]
-    # the owner hears of the failed result straight from the worker, the head (which
-    # holds the reservation) a moment later, on another connection: wait, bounded
-    deadline = time.monotonic() + 10
-    while True:
-        summary = next(iter(jray.state.store_summary().values()))
-        if summary["reserved"] == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+    SUMMARY_AFTER_RESERVATIONS
     del refs  # room again: the next put goes to shared memory, not to disk
     time.sleep(0.5)
     again = jray.put(np.ones(2 << 20))
@@ -229,7 +226,7 @@ FULL_SHM = """
                       "stored": stored, "files": len(files),
                       "sizes": sizes, "reserved": summary["reserved"], "ok": ok,
                       "spills": after["spills"], "left": glob.glob(f"/dev/shm/{prefix}*")}))
-"""
+""".replace("SUMMARY_AFTER_RESERVATIONS", SUMMARY_AFTER_RESERVATIONS)
 
 
 @pytest.mark.timeout(300)

@@ -75,7 +75,7 @@ class ObjectTable:
             if obj is not None:
                 obj.holders -= 1
                 self._maybe_collect(obj)
-            else:
+            elif oid in self.unknown.borrows:  # borrowed before its record came
                 self.unknown.borrow(oid, -1)
 
     def _on_subscribe(self, sender: bytes, msg: P.Msg) -> None:

@@ -108,15 +108,14 @@ class UnknownObjects:
 
     def retry(self, expire: bool = False) -> None:
         """Answer what has appeared since; with ``expire``, fail what waited too long."""
-        if expire and self.borrows:  # borrows of objects that never came
-            deadline = self._now() - UNKNOWN_WAIT_S
-            for oid, (since, _) in list(self.borrows.items()):
-                if since <= deadline and self.is_unknown(oid):
-                    del self.borrows[oid]
-        if not self.subs and not self.tasks:
+        if not self.subs and not self.tasks and not (expire and self.borrows):
             return
         sched = self.sched
         deadline = self._now() - UNKNOWN_WAIT_S
+        if expire:  # borrows of objects that never came
+            for oid, (since, _) in list(self.borrows.items()):
+                if since <= deadline and self.is_unknown(oid):
+                    del self.borrows[oid]
         if self.subs:
             for oid, (since, senders) in list(self.subs.items()):
                 late = expire and since <= deadline
