@@ -193,6 +193,32 @@ def test_a_killed_node_is_detected_and_its_tasks_rerun(tcp: Cluster) -> None:
     assert any(e[2] == "node_lost" and e[3] == victim["node_id"] for e in events)
 
 
+def test_a_tasks_nested_tasks_run_on_its_node(tcp: Cluster) -> None:
+    tcp.head()  # one idle CPU on the head's node, first in the head's order
+    tcp.run("start", "--address", tcp.address, "--secret-file", tcp.secret, "--num-cpus", "2",
+            "--resources", '{"B": 1}', "--object-store-memory", "64M")
+    jray.init(address="auto")
+
+    @jray.remote
+    def child() -> str:
+        time.sleep(0.01)
+        return jray.get_runtime_context().get_node_id()
+
+    @jray.remote(resources={"B": 1})
+    def parent() -> tuple[str, list[str], list[str]]:
+        here = jray.get_runtime_context().get_node_id()
+        one_at_a_time = [jray.get(child.remote(), timeout=30) for _ in range(50)]
+        burst = jray.get([child.remote() for _ in range(4)], timeout=30)
+        return here, one_at_a_time, burst
+
+    here, one_at_a_time, burst = jray.get(parent.remote(), timeout=60)
+    # B has a CPU free beside the parent's: its nested tasks (leased, one at a time) run
+    # there, as a node scheduler places them, not on the first node with room (the
+    # first ones may go elsewhere while B starts a worker for them)
+    assert set(one_at_a_time[-10:]) == {here}, one_at_a_time
+    assert here in burst  # a burst fills B first, then spills over (or waits for B)
+
+
 _LEAVER = textwrap.dedent("""
     import json, sys, time
     import numpy as np

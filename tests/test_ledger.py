@@ -26,12 +26,12 @@ def _granted(ledger: LeaseLedger, demand: dict[str, float], now: float,
 
 
 def test_first_task_asks_once_then_tasks_go_on_the_lease() -> None:
-    ledger = LeaseLedger(depth=2)
+    ledger = LeaseLedger(depth=2, node_id=b"node-B")
     shape = shape_of(CPU)
     assert ledger.route(shape, CPU, 0.0) is None
     assert ledger.route(shape, CPU, 0.0) is None  # still asking: no second request
     (req,) = ledger.take()
-    assert req == (P.LEASE_REQUEST, 1, CPU)
+    assert req == (P.LEASE_REQUEST, 1, CPU, b"node-B")  # the head grants on node B first
     ledger.granted(1, b"L1", "ipc://w1", [], 0.001)
     lease = ledger.route(shape, CPU, 0.002)
     assert lease is not None and lease.addr == "ipc://w1"

@@ -14,12 +14,12 @@ DRIVER = b"d" + b"1" * 7
 
 
 class TwoNodes:
-    def __init__(self) -> None:
+    def __init__(self, cpus: float = 1.0) -> None:
         self.sched = Scheduler("test")
         self.ids = P.IdGen()
         self.workers: dict[bytes, list[bytes]] = {}
         for node in (b"nodeA---", b"nodeB---"):
-            self.send(b"n" + node, (P.NODE_REGISTER, node, {"CPU": 1.0}, "host", 1))
+            self.send(b"n" + node, (P.NODE_REGISTER, node, {"CPU": cpus}, "host", 1))
             self.workers[node] = []
 
     def send(self, sender: bytes, *msgs: P.Msg) -> dict[bytes, list[P.Msg]]:
@@ -89,3 +89,47 @@ def test_a_lost_node_s_task_without_retries_fails() -> None:
     assert _executed(out) == {wa: [tid]}
     c.sched.node_lost(b"nodeA---", "cut off")
     assert c.sched.tasks[tid].state == "failed"
+
+
+def test_a_lease_is_granted_on_the_owners_node_first_then_elsewhere() -> None:
+    c = TwoNodes(cpus=2.0)
+    on_a = {c.worker(b"nodeA---"), c.worker(b"nodeA---")}
+    on_b = {c.worker(b"nodeB---"), c.worker(b"nodeB---")}
+    # a driver on node B: both of B's CPUs first, then A's
+    granted = []
+    for req in range(3):
+        out = c.send(DRIVER, (P.LEASE_REQUEST, req, {"CPU": 1.0}, b"nodeB---"))
+        (grant,) = [m for m in out[DRIVER] if m[0] == P.LEASE_GRANT]
+        granted.append(c.sched.leases.leases[grant[2]].worker)
+        c.sched.validate()
+    assert set(granted[:2]) == on_b and granted[2] in on_a
+    # an owner that names no node the head knows gets the first node with room
+    out = c.send(DRIVER, (P.LEASE_REQUEST, 9, {"CPU": 1.0}, b""))
+    (grant,) = [m for m in out[DRIVER] if m[0] == P.LEASE_GRANT]
+    assert c.sched.leases.leases[grant[2]].worker in on_a
+
+
+def _child(c: TwoNodes) -> tuple[bytes, P.TaskSpec]:
+    tid = c.ids.task_id()
+    return tid, (tid, FID, None, "child", pickle.dumps(((), {})), [], [P.return_id(tid, 0)],
+                 {"CPU": 1.0}, 0, False, "ipc://owner", "ipc://out", [])
+
+
+def test_a_task_submitted_by_a_task_runs_on_its_node_while_there_is_room() -> None:
+    c = TwoNodes()
+    wa, wb = c.worker(b"nodeA---"), c.worker(b"nodeB---")
+    first, _ = c.submit()
+    parent, _ = c.submit()
+    assert (c.sched.tasks[first].worker, c.sched.tasks[parent].worker) == (wa, wb)
+    c.send(wa, (P.TASK_DONE, first, [(P.return_id(first, 0), (P.LOC_INLINE, b"1"))],
+                P.DONE_OK, 1.0, 2.0, []))  # A is idle again
+    c.send(wb, (P.BLOCKED, []))  # the parent on B waits in get: B's CPU is lent
+    wb2 = c.worker(b"nodeB---")
+    tid, spec = _child(c)
+    out = c.send(wb, (P.SUBMIT, spec))
+    assert _executed(out) == {wb2: [tid]}  # A is idle too, but the child stays on B
+    c.sched.validate()
+    tid2, spec2 = _child(c)
+    out = c.send(wb, (P.SUBMIT, spec2))
+    assert _executed(out) == {wa: [tid2]}  # B is full: the next one goes to A
+    c.sched.validate()

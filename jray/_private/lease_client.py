@@ -33,7 +33,7 @@ class LeaseClient:
 
     def __init__(self, core: CoreClient) -> None:
         self.core = core
-        self.ledger = LeaseLedger()
+        self.ledger = LeaseLedger(node_id=core.node_id)
         core.handlers[P.LEASE_GRANT] = self._on_grant
         core.handlers[P.LEASE_REVOKED] = self._on_revoked
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Protocol
 from jray._private import protocol as P
 from jray._private.resources import Demand, Shape, shape_of
 from jray._private.serialization import error_loc
-from jray._private.state_tables import Task, Worker
+from jray._private.state_tables import Node, Task, Worker
 from jray.exceptions import WorkerCrashedError
 
 if TYPE_CHECKING:
@@ -43,22 +43,31 @@ EARLY_KEPT = 100_000
 
 
 class Granter(Protocol):
-    """Where leases come from: a worker that now holds ``demand`` for a lease, or None."""
+    """Where leases come from: a worker that now holds ``demand`` for a lease, or None.
+    ``near`` is the owner's node (None if it has none the head knows)."""
 
-    def grant(self, demand: Demand, shape: Shape) -> Worker | None: ...
+    def grant(self, demand: Demand, shape: Shape, near: Node | None) -> Worker | None: ...
 
 
 class HeadGranter:
-    """Grants from the head's view of every node: an idle worker on a node with room."""
+    """Grants from the head's view of every node: an idle worker on a node with room,
+    the owner's own node first (its tasks then run where it is, as a node scheduler
+    would place them; the others take what it has no room for)."""
 
     def __init__(self, sched: Scheduler) -> None:
         self.sched = sched
 
-    def grant(self, demand: Demand, shape: Shape) -> Worker | None:
+    def grant(self, demand: Demand, shape: Shape, near: Node | None) -> Worker | None:
         sched = self.sched
         if sched.has_placeable_work():  # queued tasks come first
             return None
-        return sched.claim_worker(sched.nodes.values(), demand)
+        nodes = sched.nodes.values()
+        if near is None or len(sched.nodes) < 2:
+            return sched.claim_worker(nodes, demand)
+        if near.alive and not near.idle and near.res.can_acquire(demand):
+            sched.spawn_for(near)  # room but no idle worker: one starts there, and the
+            return None  # owner asks again soon (its task goes through the head meanwhile)
+        return sched.claim_worker([near, *(n for n in nodes if n is not near)], demand)
 
 
 class HeadLease:
@@ -95,8 +104,11 @@ class LeaseTable:
 
     # --- owner --------------------------------------------------------------------
     def _on_request(self, sender: bytes, msg: P.Msg) -> None:
-        _, req, demand = msg
-        w = self.granter.grant(demand, shape_of(demand))
+        req, demand = msg[1], msg[2]
+        near = self.sched.nodes.get(msg[3]) if len(msg) > 3 else None
+        if near is None and sender in self.sched.workers:
+            near = self.sched.workers[sender].node
+        w = self.granter.grant(demand, shape_of(demand), near)
         if w is None:
             self.sched.send(sender, (P.LEASE_GRANT, req, None, "", []))
             return

@@ -80,13 +80,15 @@ class LeaseLedger(Ledger[P.Msg]):
     """Which tasks go on which lease, and when leases are asked for and returned."""
 
     def __init__(self, depth: int = LEASE_DEPTH, idle_s: float = LEASE_IDLE_S,
-                 retry_s: float = LEASE_RETRY_S) -> None:
+                 retry_s: float = LEASE_RETRY_S, node_id: bytes = b"") -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"LeaseLedger: depth must be at least 1, got {depth!r}")
         self.depth = depth
         self.idle_s = idle_s
         self.retry_s = retry_s
+        #: the owner's node, sent with each request: the head grants there first
+        self.node_id = node_id
         self.by_shape: dict[Shape, Lease] = {}
         self.by_id: dict[bytes, Lease] = {}
         #: request id -> the shape it asks for
@@ -108,7 +110,7 @@ class LeaseLedger(Ledger[P.Msg]):
             self._req += 1
             self.pending[self._req] = shape
             self.asked.add(shape)
-            self.out.append((P.LEASE_REQUEST, self._req, dict(demand)))
+            self.out.append((P.LEASE_REQUEST, self._req, dict(demand), self.node_id))
         return None
 
     def sent(self, lease: Lease, result_id: bytes, func_id: bytes, now: float) -> bool:

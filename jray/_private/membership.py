@@ -68,12 +68,14 @@ class Membership:
     def node_order(self, task: Task) -> Iterable[Node]:
         """The nodes to try for ``task``: first the one holding most of its arguments'
         bytes in shared memory, or copies of them (in a cluster the data need not
-        travel), then the others in order; without such arguments, or with one node,
-        just the nodes."""
+        travel), then the others in order; without such arguments, the node of the
+        task that submitted it first (``_owner_first``); with one node, just the nodes."""
         nodes = self.sched.nodes
-        deps = task.spec[P.T_DEPS]
-        if not deps or len(nodes) < 2:
+        if len(nodes) < 2:
             return nodes.values()
+        deps = task.spec[P.T_DEPS]
+        if not deps:
+            return self._owner_first(task)
         weight: dict[bytes, int] = {}
         copies = self.sched.store.pulls.copies
         for oid in deps:
@@ -85,5 +87,15 @@ class Membership:
                     weight[node_id] = weight.get(node_id, 0) + copy[2]
         best = nodes.get(max(weight, key=weight.__getitem__)) if weight else None
         if best is None:
-            return nodes.values()
+            return self._owner_first(task)
         return [best, *(n for n in nodes.values() if n is not best)]
+
+    def _owner_first(self, task: Task) -> Iterable[Node]:
+        """A task submitted by a task (its owner a worker) tries that worker's node first:
+        nested work stays on its machine while it has room."""
+        nodes = self.sched.nodes
+        owner = self.sched.workers.get(task.owner)
+        if owner is None:
+            return nodes.values()
+        near = owner.node
+        return [near, *(n for n in nodes.values() if n is not near)]

@@ -177,7 +177,8 @@ EVENTS_DELTA = 66
 # An owner leases a worker for one resource shape from the head and sends it
 # tasks itself (EXECUTE with the lease id as the exec spec's last field); the
 # head still records each task (SUBMIT_LEASED, batched) and owns the lease.
-#: (LEASE_REQUEST, request_id, demand)  owner -> head
+#: (LEASE_REQUEST, request_id, demand, node_id)  owner -> head; node_id: the owner's
+#: node (b"" if none), where the head grants first
 LEASE_REQUEST = 70
 #: (LEASE_GRANT, request_id, lease_id | None, worker_addr, gpu_ids)  head -> owner;
 #: lease_id None: no worker is free for that shape now
