@@ -543,8 +543,7 @@ class Scheduler(ObjectTable):
                     and w.lease is None
                     and not w.blocked
                     and len(w.assigned) < PIPELINE_DEPTH
-                    and w.held is not None
-                    and shape_of(w.held) == task.shape
+                    and w.held == task.demand  # the same shape (dicts compare unordered)
                     and (best is None or len(w.assigned) < len(best.assigned))
                     # never behind a task that may run long (another function's)
                     and w.assigned
