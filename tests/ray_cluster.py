@@ -9,6 +9,7 @@ their descendants) and not another Ray on the machine, which a plain
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -87,25 +88,45 @@ def stop(temp_dir: str) -> list[psutil.Process]:
 
 
 @contextmanager
-def ray_head(num_cpus: int = 2, dashboard: bool = False) -> Iterator[tuple[str, str]]:
+def ray_head(num_cpus: int = 2, dashboard: bool = False,
+             token: bool = False) -> Iterator[tuple[str, str]]:
     """A Ray head node on a free port; yields its address and temporary directory.
     ``dashboard``: with Ray's dashboard (its API server answers the state API the
-    live views read; on free ports). No process of it outlives the block."""
+    live views read; on free ports). ``token``: with token authentication, as Ray
+    defaults to for clusters ``ray.init`` starts: a token of its own in the temporary
+    directory, and ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN_PATH`` set in this process's
+    environment while the block runs, so the drivers and kernels started in it
+    find the token (``ray start`` never makes one). No process or file of it
+    outlives the block."""
     temp_dir = tempfile.mkdtemp(prefix="jrt-", dir="/tmp")
     port = _free_port()
     ray_cmd = str(Path(sys.executable).parent / "ray")
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    if token:
+        path = Path(temp_dir) / "auth_token"
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(path))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     views = ["--include-dashboard=true", f"--dashboard-port={_free_port()}",
              f"--dashboard-agent-listen-port={_free_port()}"] if dashboard else [
              "--include-dashboard=false"]
     try:
-        subprocess.run([ray_cmd, "start", "--head", f"--num-cpus={num_cpus}", *views,
-                        f"--port={port}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-                       env=env, check=True, capture_output=True, text=True,
-                       timeout=START_TIMEOUT_S)
+        proc = subprocess.run([ray_cmd, "start", "--head", f"--num-cpus={num_cpus}", *views,
+                               f"--port={port}", f"--temp-dir={temp_dir}",
+                               "--disable-usage-stats"],
+                              env=env, capture_output=True, text=True, timeout=START_TIMEOUT_S)
+        if proc.returncode != 0:  # say why: Ray's own output names it
+            raise AssertionError(f"ray start --head failed ({proc.returncode}):\n"
+                                 f"{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
         yield f"127.0.0.1:{port}", temp_dir
     finally:
         left = stop(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         assert not left, f"Ray processes outlived the test cluster: " \
                          f"{[p.pid for p in left]}"

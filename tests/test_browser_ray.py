@@ -54,12 +54,11 @@ def _notebook(path: pathlib.Path, cells: list[str]) -> None:
 
 
 @pytest.fixture
-def ray_address(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A Ray head with its dashboard; the kernels JupyterLab starts find its token (the
-    ``lab`` fixture gives them a HOME of their own, so the token's path is given)."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(pathlib.Path.home() / ".ray" / "auth_token"))
-    with ray_head(num_cpus=2, dashboard=True) as (address, _):
+def ray_address() -> Iterator[str]:
+    """A Ray head with its dashboard and token authentication; the kernels JupyterLab
+    starts find its token by the path ``ray_head`` puts in the environment (the
+    ``lab`` fixture gives them a HOME of their own)."""
+    with ray_head(num_cpus=2, dashboard=True, token=True) as (address, _):
         yield address
 
 

@@ -10,7 +10,6 @@ Without Ray installed the Ray run is skipped, naming what is missing.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -44,13 +43,10 @@ def nb(request: pytest.FixtureRequest) -> Iterator[Notebook]:
             why = ray_missing()
             if why:
                 pytest.skip(why)
-            # token authentication, as Ray's own default: the kernel must be told to use it
-            saved = os.environ.get("RAY_AUTH_MODE")
-            os.environ["RAY_AUTH_MODE"] = "token"
-            stack.callback(lambda: os.environ.pop("RAY_AUTH_MODE") if saved is None
-                           else os.environ.__setitem__("RAY_AUTH_MODE", saved))
+            # token authentication, as Ray's own default: the kernel (started in the
+            # block, with its environment) must find the token
             address, ray_dir = stack.enter_context(
-                ray_head(num_cpus=2, dashboard=ray_views_missing() is None))
+                ray_head(num_cpus=2, dashboard=ray_views_missing() is None, token=True))
             init = f"%jray init --backend ray --address {address}"
         else:
             init = "%jray init --num-cpus 2"
