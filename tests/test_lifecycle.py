@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 from conftest import assert_clean
 
 import jray
+import jray._private.core as core_module
 from jray.exceptions import InitError
 from jray.testing import jray_processes
 from jray.views.live import live
@@ -68,6 +70,29 @@ def test_init_shutdown_leaves_no_process_socket_or_segment() -> None:
     assert not glob.glob(f"/dev/shm/{_shm_prefix(session_dir)}*")
     del held, ref
     jray.shutdown()  # a second shutdown is a no-op
+
+
+def test_shutdown_when_the_node_removes_a_socket_file_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the node daemon removes the session's socket files as it exits, which can be
+    # just before the driver unlinks its own (seen once in CI): simulated by removing
+    # each file right before the driver's unlink of it
+    real_unlink = os.unlink
+
+    def node_first(path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            real_unlink(path)
+        real_unlink(path)
+
+    jray.init(num_cpus=1)
+    monkeypatch.setattr(core_module.os, "unlink", node_first)
+    try:
+        jray.shutdown()
+    finally:
+        monkeypatch.undo()
+        jray.shutdown()
+    assert not jray.is_initialized()
+    assert_clean()
 
 
 @pytest.mark.timeout(60)

@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
+import contextlib
 import os
 import pickle
 import signal
@@ -522,9 +523,9 @@ class ActorRuntime:
             self.calls.close(0)
         transport.term(self.ctx)
         for addr in (self.call_addr, A.control_addr(self.call_addr)):
-            path = addr[len("ipc://"):]
-            if addr.startswith("ipc://") and os.path.exists(path):
-                os.unlink(path)
+            if addr.startswith("ipc://"):  # the node daemon may be removing it too
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(addr[len("ipc://"):])
 
 
 def main(argv: list[str] | None = None) -> None:

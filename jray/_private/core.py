@@ -17,6 +17,7 @@ The client is not re-entrant across threads: one lock guards its sockets.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -587,6 +588,7 @@ class CoreClient:
         self.pull.close(0)
         transport.term(self.ctx)
         for addr in (self.addr, getattr(self, "_output_bound", "")):
-            path = addr[len("ipc://") :]
-            if addr and os.path.exists(path):
-                os.unlink(path)
+            if addr.startswith("ipc://"):
+                # the node daemon may be removing the session's files at the same moment
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(addr[len("ipc://") :])
