@@ -101,7 +101,8 @@ def ray_head(num_cpus: int = 2, dashboard: bool = False,
     temp_dir = tempfile.mkdtemp(prefix="jrt-", dir="/tmp")
     port = _free_port()
     ray_cmd = str(Path(sys.executable).parent / "ray")
-    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")
+             } if token else {}
     if token:
         path = Path(temp_dir) / "auth_token"
         path.write_text(secrets.token_hex(32))

@@ -18,7 +18,7 @@ SIGINT = 2
 
 def _lease(h: Head, demand: dict[str, float] | None = None) -> tuple[bytes, bytes]:
     """Ask for a lease as a driver; returns (lease id, worker ident)."""
-    out = h.send(DRIVER, (P.LEASE_REQUEST, 1, demand or {"CPU": 1.0}))
+    out = h.send(DRIVER, (P.LEASE_REQUEST, 1, demand or {"CPU": 1.0}, b""))
     (grant,) = [m for m in out[DRIVER] if m[0] == P.LEASE_GRANT]
     assert grant[1] == 1 and grant[2] is not None
     worker = next(w for w in h.workers if f"ipc://{w.hex()}" == grant[3])
@@ -92,7 +92,7 @@ def test_no_lease_while_tasks_queue_and_none_beyond_the_resources() -> None:
     h = Head({"CPU": 1.0})
     h.worker()
     _lease(h)
-    out = h.send(DRIVER, (P.LEASE_REQUEST, 2, {"CPU": 1.0}))
+    out = h.send(DRIVER, (P.LEASE_REQUEST, 2, {"CPU": 1.0}, b""))
     assert (P.LEASE_GRANT, 2, None, "", []) in out[DRIVER]  # no CPU left: refused
     assert h.available()["CPU"] == 0.0
 
@@ -211,7 +211,7 @@ def test_no_lease_on_a_lost_node() -> None:
     h.worker()
     h.sched.node_lost(NODE, "no heartbeat")
     h.sched.take_outbox()
-    out = h.send(DRIVER, (P.LEASE_REQUEST, 1, {"CPU": 1.0}))
+    out = h.send(DRIVER, (P.LEASE_REQUEST, 1, {"CPU": 1.0}, b""))
     (grant,) = [m for m in out[DRIVER] if m[0] == P.LEASE_GRANT]
     assert grant[2] is None  # nothing to lease: the only node is gone
     assert P.SPAWN_WORKERS not in _ops(out, NODE_IDENT)  # and it is not asked to spawn one
@@ -223,7 +223,7 @@ def test_a_worker_owner_that_dies_loses_its_leases() -> None:
     parent, out = h.submit()  # a task whose worker submits nested tasks on a lease
     ((parent_w, ran),) = _executes(out).items()
     assert ran == [parent]
-    out = h.send(parent_w, (P.LEASE_REQUEST, 1, {"CPU": 1.0}))
+    out = h.send(parent_w, (P.LEASE_REQUEST, 1, {"CPU": 1.0}, b""))
     (grant,) = [m for m in out[parent_w] if m[0] == P.LEASE_GRANT]
     lid = grant[2]
     assert lid is not None and h.available()["CPU"] == 1.0

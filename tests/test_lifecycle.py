@@ -20,7 +20,6 @@ import pytest
 from conftest import assert_clean
 
 import jray
-import jray._private.core as core_module
 from jray.exceptions import InitError
 from jray.testing import jray_processes
 from jray.views.live import live
@@ -85,7 +84,7 @@ def test_shutdown_when_the_node_removes_a_socket_file_first(
         real_unlink(path)
 
     jray.init(num_cpus=1)
-    monkeypatch.setattr(core_module.os, "unlink", node_first)
+    monkeypatch.setattr(os, "unlink", node_first)
     try:
         jray.shutdown()
     finally:

@@ -104,11 +104,8 @@ class LeaseTable:
 
     # --- owner --------------------------------------------------------------------
     def _on_request(self, sender: bytes, msg: P.Msg) -> None:
-        req, demand = msg[1], msg[2]
-        near = self.sched.nodes.get(msg[3]) if len(msg) > 3 else None
-        if near is None and sender in self.sched.workers:
-            near = self.sched.workers[sender].node
-        w = self.granter.grant(demand, shape_of(demand), near)
+        _, req, demand, node_id = msg
+        w = self.granter.grant(demand, shape_of(demand), self.sched.nodes.get(node_id))
         if w is None:
             self.sched.send(sender, (P.LEASE_GRANT, req, None, "", []))
             return
